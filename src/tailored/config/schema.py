@@ -1,0 +1,74 @@
+"""Configuration schema. Each field's description is its documentation (shown by ``--help``).
+
+Method-specific settings (``lora_r``, ``bottleneck_size``, ...) are declared by each method plug-in
+(see :mod:`tailored.methods`) and travel in ``method_options``; in YAML, on the command line and in
+the Python API they are written flat, like every other setting.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+Auto = Literal["auto"]
+
+
+class TrainConfig(BaseModel):
+    """Everything a training run needs; saved resolved (no "auto" left) in every run folder."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    data: str = Field(description="Training data file (JSONL: chat, prompt/completion, alpaca, sharegpt, text).")
+    validation: str | None = Field(None, description="Validation data file, scored every eval_every steps.")
+    format: str = Field("auto", description="Data format: auto, chat, prompt_completion, alpaca, sharegpt, text, preference.")
+    model: str = Field("smollm2", description="Base model: 'smollm2' (embedded), a local HF folder, a .gguf file, or a hub id.")
+    method: str = Field("lora", description="Fine-tuning method (see `tailored methods`).")
+    method_options: dict[str, Any] = Field(default_factory=dict, description="Method settings (lora_r, ...), written flat.")
+    output: str | None = Field(None, description="Run folder (default: runs/<model>-<method>-<time>).")
+
+    epochs: Union[int, Auto] = Field("auto", description="Passes over the data; auto follows OpenAI's rule from the dataset size.")
+    batch_size: Union[int, Auto] = Field("auto", description="Examples per optimizer step, over all processes.")
+    learning_rate_multiplier: Union[float, Auto] = Field("auto", description="Multiplies the method's base learning rate.")
+    max_steps: int | None = Field(None, description="Stop after this many optimizer steps (overrides epochs).")
+    max_seq_length: int = Field(1024, description="Longest example in tokens; see overlength for longer ones.")
+    overlength: Literal["drop", "truncate", "error"] = Field("drop", description="What to do with longer examples (always counted and named).")
+    batching: Literal["bucket", "pack"] = Field("bucket", description="Length-bucketed batches, or packing without cross-example attention.")
+    micro_batch_tokens: int = Field(4096, description="Most padded tokens in one forward pass (memory vs. speed).")
+    warmup_ratio: float = Field(0.05, description="Share of steps with linear warmup.")
+    lr_schedule: Literal["cosine", "linear", "constant"] = Field("cosine", description="Decay after warmup.")
+    weight_decay: float = Field(0.0, description="AdamW weight decay.")
+    max_grad_norm: float = Field(1.0, description="Gradient clipping norm (0 disables).")
+    seed: int = Field(42, description="Seed for shuffling, dropout and initialisation.")
+
+    eval_every: int | None = Field(None, description="Validation every N steps (default: about 5 times per run).")
+    save_every: int | None = Field(None, description="Checkpoint every N steps (default: about 4 times per run).")
+    keep_checkpoints: int = Field(2, description="Newest checkpoints kept (the best one is always kept).")
+    log_every: int = Field(1, description="Write a metrics.jsonl line every N steps.")
+    early_stopping_patience: int | None = Field(None, description="Stop after N validations without improvement.")
+
+    threads: Union[int, Auto] = Field("auto", description="CPU threads for torch (auto: 1 under tests/CI or several processes).")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto picks CUDA when present.")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field("auto", description="auto: fp32 on CPU, bf16 on CUDA.")
+    gradient_checkpointing: bool = Field(False, description="Trade compute for activation memory.")
+
+    @field_validator("epochs", "batch_size")
+    @classmethod
+    def _positive(cls, v: Any) -> Any:
+        if v != "auto" and int(v) < 1:
+            raise ValueError("must be 'auto' or a positive integer")
+        return v
+
+    @field_validator("learning_rate_multiplier")
+    @classmethod
+    def _positive_float(cls, v: Any) -> Any:
+        if v != "auto" and float(v) <= 0:
+            raise ValueError("must be 'auto' or a positive number")
+        return v
+
+    @field_validator("max_seq_length", "micro_batch_tokens")
+    @classmethod
+    def _at_least_8(cls, v: int) -> int:
+        if v < 8:
+            raise ValueError("must be at least 8")
+        return v

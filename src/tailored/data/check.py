@@ -1,0 +1,153 @@
+"""``data check``: every line validated, problems grouped by category with line numbers, plus statistics.
+
+Errors (exit 1): invalid lines, fewer than 10 examples. Warnings: fewer than 100 examples, examples
+longer than the context, exact duplicates. With a tokenizer: token statistics per example, total
+training tokens × epochs, and an estimated training time on this machine.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tailored.config.auto import auto_epochs
+from tailored.data.readers import read_records
+from tailored.data.records import Example, Problem
+
+MIN_EXAMPLES = 10
+RECOMMENDED_EXAMPLES = 100
+
+
+@dataclass
+class CheckReport:
+    path: str
+    format: str
+    n_lines: int
+    examples: list[Example]
+    problems: list[Problem] = field(default_factory=list)
+    token_stats: dict[str, Any] | None = None
+    overlength: list[tuple[int, int]] = field(default_factory=list)
+    duplicates: list[list[int]] = field(default_factory=list)
+
+    @property
+    def has_errors(self) -> bool:
+        return any(p.severity == "error" for p in self.problems)
+
+    def by_category(self) -> dict[str, list[Problem]]:
+        groups: dict[str, list[Problem]] = defaultdict(list)
+        for p in self.problems:
+            groups[p.category].append(p)
+        return dict(groups)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "format": self.format,
+            "lines": self.n_lines,
+            "valid_examples": len(self.examples),
+            "ok": not self.has_errors,
+            "errors": sum(p.severity == "error" for p in self.problems),
+            "warnings": sum(p.severity == "warning" for p in self.problems),
+            "problems": {
+                cat: [{"line": p.line, "message": p.message, "severity": p.severity} for p in ps]
+                for cat, ps in self.by_category().items()
+            },
+            "token_stats": self.token_stats,
+            "overlength": [{"line": line, "tokens": n} for line, n in self.overlength],
+            "duplicates": self.duplicates,
+        }
+
+    def render(self, limit: int = 50) -> str:
+        """Human-readable report (also embedded in the error `train` raises for invalid data)."""
+        out = [f"{self.path}: {self.n_lines} lines, format {self.format}, {len(self.examples)} valid examples"]
+        for cat, ps in sorted(self.by_category().items(), key=lambda kv: (kv[1][0].severity != "error", kv[0])):
+            sev = ps[0].severity.upper()
+            out.append(f"{sev} {cat} ({len(ps)}):")
+            for p in ps[:limit]:
+                out.append(f"  line {p.line}: {p.message}" if p.line else f"  {p.message}")
+            if len(ps) > limit:
+                out.append(f"  ... and {len(ps) - limit} more")
+        if self.token_stats:
+            t = self.token_stats
+            out.append(
+                f"tokens per example: min {t['min']} · median {t['median']} · p95 {t['p95']} · max {t['max']}; "
+                f"trained tokens per example: median {t['trained_median']}"
+            )
+            out.append(
+                f"training tokens: {t['total']:,} per epoch × {t['epochs']} epochs = {t['total'] * t['epochs']:,}"
+                + (f"; estimated time on this machine: ~{_fmt_seconds(t['estimated_seconds'])}" if t.get("estimated_seconds") else "")
+            )
+        out.append("OK" if not self.has_errors else "FAILED: fix the errors above (each names its line)")
+        return "\n".join(out)
+
+
+def _fmt_seconds(s: float) -> str:
+    if s < 90:
+        return f"{s:.0f} s"
+    if s < 5400:
+        return f"{s / 60:.0f} min"
+    return f"{s / 3600:.1f} h"
+
+
+def _percentile(values: list[int], q: float) -> int:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+def check_file(
+    path: str | Path,
+    *,
+    tokenizer: Any = None,
+    max_seq_length: int | None = None,
+    format: str = "auto",
+    min_examples: int = MIN_EXAMPLES,
+    epochs: int | None = None,
+    tokens_per_second: float | None = None,
+) -> CheckReport:
+    """Validate ``path``; with a tokenizer, add token statistics and context-length checks."""
+    read = read_records(path, format=format)
+    report = CheckReport(str(path), read.format, read.n_lines, read.examples, list(read.problems))
+    n = len(read.examples)
+    if read.n_lines and n < min_examples:
+        report.problems.append(Problem(0, "too_few_examples", f"{n} valid examples; at least {min_examples} are needed"))
+    elif read.n_lines and n < RECOMMENDED_EXAMPLES and min_examples >= MIN_EXAMPLES:
+        report.problems.append(
+            Problem(0, "few_examples", f"{n} examples; 100 or more usually work much better", severity="warning")
+        )
+    seen: dict[str, list[int]] = defaultdict(list)
+    for ex in read.examples:
+        seen[ex.key()].append(ex.line)
+    report.duplicates = [lines for lines in seen.values() if len(lines) > 1]
+    for lines in report.duplicates:
+        report.problems.append(
+            Problem(lines[1], "exact_duplicate", f"same as line {lines[0]}" + (f" (and {len(lines) - 2} more)" if len(lines) > 2 else ""),
+                    severity="warning")
+        )
+    if tokenizer is not None and read.examples:
+        from tailored.data.tokenize import encode_example
+
+        encoded = [encode_example(tokenizer, ex) for ex in read.examples]
+        lengths = [len(e) for e in encoded]
+        trained = [e.n_labels for e in encoded]
+        ep = epochs or auto_epochs(n)
+        total = sum(lengths)
+        stats = {
+            "min": min(lengths), "median": int(statistics.median(lengths)), "p95": _percentile(lengths, 0.95),
+            "max": max(lengths), "total": total, "trained_total": sum(trained),
+            "trained_median": int(statistics.median(trained)), "epochs": ep,
+        }
+        if tokens_per_second:
+            stats["estimated_seconds"] = round(total * ep / tokens_per_second, 1)
+        report.token_stats = stats
+        if max_seq_length:
+            for e in encoded:
+                if len(e) > max_seq_length:
+                    report.overlength.append((e.line, len(e)))
+                    report.problems.append(Problem(
+                        e.line, "longer_than_context",
+                        f"{len(e)} tokens > max_seq_length {max_seq_length}: it will be skipped (overlength: drop) unless you "
+                        "raise max_seq_length or set overlength: truncate", severity="warning"))
+    return report

@@ -1,0 +1,56 @@
+"""Record types shared by every reader, validator and tokenizer."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+ROLES = ("system", "user", "assistant", "tool")
+FORMATS = ("chat", "prompt_completion", "alpaca", "sharegpt", "text", "preference")
+
+
+@dataclass
+class Example:
+    """One training example, always in chat form (or plain text for ``text`` data).
+
+    ``line`` is the 1-based line of the source file it came from, so every later message
+    (validation, truncation, removal) can point back at it.
+    """
+
+    line: int
+    messages: list[dict[str, Any]] = field(default_factory=list)
+    tools: list[dict[str, Any]] | None = None
+    text: str | None = None
+    # Preference data (DPO): ``messages`` is the prompt; these are the two candidate answers.
+    chosen: list[dict[str, Any]] | None = None
+    rejected: list[dict[str, Any]] | None = None
+
+    @property
+    def is_text(self) -> bool:
+        return self.text is not None
+
+    def assistant_text(self) -> str:
+        """The trained assistant turns joined (used for labels, duplicates and statistics)."""
+        if self.text is not None:
+            return self.text
+        return "\n".join(
+            str(m.get("content") or "") for m in self.messages if m.get("role") == "assistant" and m.get("weight", 1) != 0
+        )
+
+    def key(self) -> str:
+        """A canonical string of the whole example (for exact-duplicate detection and hashing)."""
+        import json
+
+        if self.text is not None:
+            return self.text
+        return json.dumps([[m.get("role"), m.get("content")] for m in self.messages], ensure_ascii=False)
+
+
+@dataclass
+class Problem:
+    """A problem with one line (``line`` 0 means the whole file)."""
+
+    line: int
+    category: str
+    message: str
+    severity: str = "error"  # "error" or "warning"

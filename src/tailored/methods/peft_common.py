@@ -1,0 +1,59 @@
+"""Shared plumbing for methods implemented with ``peft`` (LoRA, DoRA, IA3, prefix/prompt tuning, ...).
+
+A peft-backed method only says how to build its ``peft`` config; saving, loading, resuming and merging
+are the same for all of them and live here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from pydantic import BaseModel
+
+from tailored.errors import CheckpointError
+
+
+class PeftMethod:
+    """Mixin-free helper: methods hold one of these and delegate the file handling to it."""
+
+    mergeable = True
+
+    def peft_config(self, options: BaseModel) -> Any:  # pragma: no cover - each method overrides
+        raise NotImplementedError
+
+    def base_load_kwargs(self, options: BaseModel, device: str) -> dict[str, Any]:
+        return {}
+
+    def prepare(self, model: torch.nn.Module, options: BaseModel) -> torch.nn.Module:
+        from peft import get_peft_model
+
+        return get_peft_model(model, self.peft_config(options))
+
+    def save(self, model: torch.nn.Module, folder: Path) -> None:
+        model.save_pretrained(str(folder), safe_serialization=True)
+
+    def load(self, base: torch.nn.Module, folder: Path, *, trainable: bool = False) -> torch.nn.Module:
+        from peft import PeftModel
+
+        if not (Path(folder) / "adapter_config.json").is_file():
+            raise CheckpointError(f"{folder} has no adapter_config.json", hint="is this a run folder of a peft method?")
+        return PeftModel.from_pretrained(base, str(folder), is_trainable=trainable)
+
+    def load_state(self, model: torch.nn.Module, folder: Path) -> None:
+        # Loading weights into the freshly prepared model works for every peft method, including the
+        # prompt-learning ones that peft refuses to reload as trainable.
+        from peft import set_peft_model_state_dict
+        from safetensors.torch import load_file
+
+        path = Path(folder) / "adapter_model.safetensors"
+        if not path.is_file():
+            raise CheckpointError(f"{path} is missing", hint="the checkpoint is incomplete; resume from an earlier one")
+        result = set_peft_model_state_dict(model, load_file(str(path)))
+        unexpected = getattr(result, "unexpected_keys", None)
+        if unexpected:
+            raise CheckpointError(f"{path}: unexpected weights {unexpected[:3]}", hint="the checkpoint belongs to another method or config")
+
+    def merge(self, model: torch.nn.Module) -> torch.nn.Module:
+        return model.merge_and_unload()

@@ -1,0 +1,142 @@
+"""The only place that loads weights.
+
+The embedded model is converted from its GGUF file once into a safetensors folder under
+``$TAILORED_HOME/models/`` (atomically: a killed conversion leaves nothing half-written), so later
+loads take about a second instead of ~40 s. Weights are only ever read from safetensors or GGUF;
+``trust_remote_code`` is always off.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from tailored.errors import ModelError
+from tailored.models.registry import ModelSource, is_offline, resolve_model, tailored_home
+
+
+def _sha256(path: Path, chunk: int = 1 << 22) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def content_hash(folder: Path) -> str:
+    """Hash of a model folder's weight files (recorded in every run manifest)."""
+    marker = folder / "tailored_source.json"
+    if marker.is_file():
+        recorded = json.loads(marker.read_text()).get("content_hash")
+        if recorded:
+            return recorded
+    h = hashlib.sha256()
+    for f in sorted(folder.glob("*.safetensors")):
+        h.update(f.name.encode())
+        h.update(_sha256(f).encode())
+    return h.hexdigest()
+
+
+def _convert_gguf(gguf: Path, target: Path) -> None:
+    """Dequantize ``gguf`` with transformers and save it as safetensors into ``target`` atomically."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        start = time.time()
+        tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+        # transformers marks GGUF-loaded models as quantized and refuses to save them; the weights are
+        # already dequantized to fp32, so drop the marker (see ../shared/reference/feasibility.md).
+        model.hf_quantizer = None
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        model.save_pretrained(tmp, safe_serialization=True)
+        tok.save_pretrained(tmp)
+        (tmp / "tailored_source.json").write_text(
+            json.dumps(
+                {
+                    "source": str(gguf),
+                    "gguf_sha256": _sha256(gguf),
+                    "content_hash": _sha256(gguf),
+                    "converted_in_s": round(time.time() - start, 1),
+                },
+                indent=2,
+            )
+        )
+        if target.exists():  # another process won the race; keep theirs
+            shutil.rmtree(tmp, ignore_errors=True)
+            return
+        os.replace(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def local_folder(source: ModelSource | str | None = None) -> Path:
+    """A local safetensors folder for ``source``, converting GGUF files once into the cache."""
+    src = source if isinstance(source, ModelSource) else resolve_model(source)
+    if src.kind == "hf_dir":
+        return Path(src.path)
+    if src.kind in ("embedded", "gguf"):
+        gguf = Path(src.path)
+        key = src.name if src.kind == "embedded" else f"{gguf.stem}-{_sha256(gguf)[:12]}"
+        target = tailored_home() / "models" / key
+        if not (target / "config.json").is_file():
+            _convert_gguf(gguf, target)
+        return target
+    if src.kind == "hub":
+        if is_offline():
+            raise ModelError(f"{src.name}: offline, cannot download", hint="pass a local folder")
+        try:
+            from huggingface_hub import snapshot_download
+
+            return Path(snapshot_download(src.path, allow_patterns=["*.json", "*.safetensors", "*.txt", "*.model", "*.jinja"]))
+        except Exception as exc:  # network errors come in many types
+            raise ModelError(
+                f"could not download {src.name}: {exc}", hint="check the id and your connection, or pass a local folder"
+            ) from exc
+    raise ModelError(f"unknown model kind {src.kind}")
+
+
+def load_tokenizer(folder: str | Path) -> Any:
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(folder), trust_remote_code=False)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def load_model(folder: str | Path, *, dtype: torch.dtype | None = None, device: str | torch.device = "cpu", quantization: Any = None) -> torch.nn.Module:
+    """Load a causal LM from a safetensors folder (never from pickle files)."""
+    from transformers import AutoModelForCausalLM
+
+    folder = Path(folder)
+    if not any(folder.glob("*.safetensors")):
+        raise ModelError(
+            f"{folder} holds no .safetensors weights; Tailored does not load pickled (.bin/.pt) weights",
+            hint="convert the model with save_pretrained(..., safe_serialization=True)",
+        )
+    kwargs: dict[str, Any] = {"dtype": dtype or torch.float32, "trust_remote_code": False, "use_safetensors": True}
+    if quantization is not None:
+        kwargs["quantization_config"] = quantization
+    model = AutoModelForCausalLM.from_pretrained(str(folder), **kwargs)
+    if quantization is None:
+        model.to(device)
+    return model
+
+
+def load_base(spec: str | None = None, **kwargs: Any) -> tuple[torch.nn.Module, Any, Path]:
+    """Model, tokenizer and local folder for a ``--model`` value."""
+    folder = local_folder(spec)
+    return load_model(folder, **kwargs), load_tokenizer(folder), folder

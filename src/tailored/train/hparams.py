@@ -1,0 +1,60 @@
+"""Resolve "auto" hyperparameters from the dataset size, the way the hosted services do, as numbers."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+from tailored.config.auto import auto_batch_size, auto_epochs
+
+
+@dataclass
+class Resolved:
+    epochs: int
+    batch_size: int
+    learning_rate_multiplier: float
+    learning_rate: float
+    total_steps: int
+    steps_per_epoch: int
+    warmup_steps: int
+    eval_every: int
+    save_every: int
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def resolve(
+    *,
+    n_examples: int,
+    epochs: int | str,
+    batch_size: int | str,
+    learning_rate_multiplier: float | str,
+    base_learning_rate: float,
+    max_steps: int | None,
+    warmup_ratio: float,
+    eval_every: int | None,
+    save_every: int | None,
+    world_size: int = 1,
+) -> Resolved:
+    ep = auto_epochs(n_examples) if epochs == "auto" else int(epochs)
+    bs = auto_batch_size(n_examples) if batch_size == "auto" else int(batch_size)
+    bs = max(bs, world_size)
+    mult = 1.0 if learning_rate_multiplier == "auto" else float(learning_rate_multiplier)
+    steps_per_epoch = max(1, math.ceil(n_examples / bs))
+    if steps_per_epoch > 1 and 0 < n_examples % bs < world_size:  # see data.batching.epoch_steps(min_size=)
+        steps_per_epoch -= 1
+    total = max_steps if max_steps else steps_per_epoch * ep
+    if max_steps:
+        ep = max(1, math.ceil(max_steps / steps_per_epoch))
+    return Resolved(
+        epochs=ep,
+        batch_size=bs,
+        learning_rate_multiplier=mult,
+        learning_rate=base_learning_rate * mult,
+        total_steps=total,
+        steps_per_epoch=steps_per_epoch,
+        warmup_steps=int(round(total * warmup_ratio)),
+        eval_every=eval_every or max(1, total // 5),
+        save_every=save_every or max(1, total // 4),
+    )

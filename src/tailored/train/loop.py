@@ -1,0 +1,211 @@
+"""The training loop, written once for every method and for one or many processes.
+
+Per optimizer step: the step's examples are split over processes and into micro-batches; every
+micro-batch's summed token loss is divided by the number of labelled tokens in the *whole* step
+(all micro-batches, all processes), so gradient accumulation and data parallelism give exactly the
+gradient of one big batch. Distribution is accelerate's (DDP under torchrun); this file never
+branches on a method's name.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from tailored.config.schema import TrainConfig
+from tailored.data.batching import epoch_steps, micro_batches, shard
+from tailored.data.tokenize import Encoded
+from tailored.train.checkpoint import list_checkpoints, prune_checkpoints, save_checkpoint
+from tailored.train.forward import token_loss
+from tailored.train.hparams import Resolved
+from tailored.train.progress import Progress
+
+
+@dataclass
+class LoopResult:
+    steps: int
+    train_loss: float | None
+    val_loss: float | None
+    best_val_loss: float | None
+    best_step: int | None
+    interrupted: bool = False
+    stopped_early: bool = False
+    history: list[dict[str, Any]] = field(default_factory=list)
+    seconds: float = 0.0
+    real_tokens: int = 0
+
+
+def _sum(accelerator: Any, *values: float) -> list[float]:
+    """Sum numbers over processes."""
+    t = torch.tensor(values, dtype=torch.float64, device=accelerator.device)
+    if accelerator.num_processes > 1:
+        t = accelerator.reduce(t, reduction="sum")
+    return t.tolist()
+
+
+@torch.no_grad()
+def evaluate_loss(model: torch.nn.Module, rows: list[Encoded], *, accelerator: Any, pad_id: int, micro_batch_tokens: int) -> tuple[float, float]:
+    """(mean token loss, token accuracy) over ``rows``, split across processes."""
+    was_training = model.training
+    model.eval()
+    mine = rows[accelerator.process_index :: accelerator.num_processes]
+    loss = tokens = correct = 0.0
+    for mb in micro_batches(mine, pad_id=pad_id, micro_batch_tokens=micro_batch_tokens):
+        out = token_loss(model, mb, device=accelerator.device)
+        loss += float(out.loss_sum)
+        tokens += out.n_tokens
+        correct += out.n_correct
+    loss, tokens, correct = _sum(accelerator, loss, tokens, correct)
+    model.train(was_training)
+    return loss / max(tokens, 1), correct / max(tokens, 1)
+
+
+def lr_lambda(hp: Resolved, schedule: str) -> Callable[[int], float]:
+    def f(step: int) -> float:
+        if step < hp.warmup_steps:
+            return (step + 1) / (hp.warmup_steps + 1)
+        if schedule == "constant":
+            return 1.0
+        progress = (step - hp.warmup_steps) / max(1, hp.total_steps - hp.warmup_steps)
+        if schedule == "linear":
+            return max(0.0, 1.0 - progress)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return f
+
+
+def train_loop(
+    *,
+    accelerator: Any,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    train_rows: list[Encoded],
+    val_rows: list[Encoded],
+    cfg: TrainConfig,
+    hp: Resolved,
+    run_dir: Path,
+    pad_id: int,
+    save_weights: Callable[[Path], None],
+    start: dict[str, Any] | None = None,
+) -> LoopResult:
+    """Run optimizer steps from ``start`` (a restored trainer state) up to ``hp.total_steps``."""
+    rank, world = accelerator.process_index, accelerator.num_processes
+    main = accelerator.is_main_process
+    lengths = [len(r) for r in train_rows]
+    state = dict(start or {})
+    step = int(state.get("step", 0))
+    best = state.get("best_val_loss")
+    best_step = state.get("best_step")
+    bad_evals = int(state.get("bad_evals", 0))
+    metrics_path = run_dir / "metrics.jsonl"
+    result = LoopResult(step, None, None, best, best_step)
+    progress = Progress(total=hp.total_steps, start=step, enabled=main)
+    t0 = time.time()
+
+    def log(record: dict[str, Any]) -> None:
+        result.history.append(record)
+        if main:
+            with open(metrics_path, "a") as f:
+                f.write(json.dumps(record) + "\n")
+
+    def checkpoint(at_step: int, rng_state: torch.Tensor | None = None) -> None:
+        accelerator.wait_for_everyone()
+        if main:
+            saved_rng = torch.get_rng_state()
+            if rng_state is not None:
+                torch.set_rng_state(rng_state)
+            save_checkpoint(
+                run_dir / "checkpoints" / f"step-{at_step:06d}",
+                save_weights=save_weights,
+                optimizer=optimizer,
+                scheduler=scheduler,
+                state={"step": at_step, "best_val_loss": best, "best_step": best_step, "bad_evals": bad_evals},
+            )
+            torch.set_rng_state(saved_rng)
+            prune_checkpoints(run_dir, cfg.keep_checkpoints, protect=set())
+        accelerator.wait_for_everyone()
+
+    model.train()
+    rng_at_step = torch.get_rng_state()
+    try:
+        while step < hp.total_steps:
+            epoch, index = divmod(step, hp.steps_per_epoch)
+            plan = epoch_steps(lengths, hp.batch_size, cfg.seed, epoch, min_size=world)
+            rng_at_step = torch.get_rng_state()
+            mine = [train_rows[i] for i in shard(plan[index], lengths, rank, world)]
+            mbs = micro_batches(mine, pad_id=pad_id, micro_batch_tokens=cfg.micro_batch_tokens,
+                                strategy=cfg.batching, max_seq_length=cfg.max_seq_length)
+            n_global, = _sum(accelerator, sum(mb.n_labels for mb in mbs))
+            loss_total = correct = real = 0.0
+            for i, mb in enumerate(mbs):
+                sync = i == len(mbs) - 1
+                ctx = accelerator.no_sync(model) if not sync and world > 1 else _null()
+                with ctx:
+                    out = token_loss(model, mb, device=accelerator.device)
+                    accelerator.backward(out.loss_sum * (world / max(n_global, 1.0)))
+                loss_total += float(out.loss_sum.detach())
+                correct += out.n_correct
+                real += mb.n_real_tokens
+            if cfg.max_grad_norm:
+                accelerator.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], cfg.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            loss_total, correct, real = _sum(accelerator, loss_total, correct, real)
+            result.real_tokens += int(real)
+            train_loss = loss_total / max(n_global, 1.0)
+            result.train_loss = train_loss
+            progress.update(step, loss=train_loss, tokens=real)
+            if step % cfg.log_every == 0 or step == hp.total_steps:
+                log({"step": step, "epoch": round(step / hp.steps_per_epoch, 3), "split": "train", "loss": round(train_loss, 5),
+                     "token_accuracy": round(correct / max(n_global, 1.0), 4), "learning_rate": scheduler.get_last_lr()[0],
+                     "tokens_per_s": round(progress.tokens_per_s, 1), "real_tokens": int(real), "elapsed_s": round(time.time() - t0, 2)})
+            if val_rows and (step % hp.eval_every == 0 or step == hp.total_steps):
+                val_loss, val_acc = evaluate_loss(model, val_rows, accelerator=accelerator, pad_id=pad_id,
+                                                  micro_batch_tokens=cfg.micro_batch_tokens)
+                result.val_loss = val_loss
+                improved = best is None or val_loss < best - 1e-6
+                if improved:
+                    best, best_step, bad_evals = val_loss, step, 0
+                    if main:
+                        save_weights(run_dir / "best")
+                else:
+                    bad_evals += 1
+                log({"step": step, "epoch": round(step / hp.steps_per_epoch, 3), "split": "validation",
+                     "loss": round(val_loss, 5), "token_accuracy": round(val_acc, 4), "best": improved})
+                progress.note(f"step {step}: validation loss {val_loss:.4f}" + (" (best)" if improved else ""))
+                if cfg.early_stopping_patience and bad_evals >= cfg.early_stopping_patience:
+                    result.stopped_early = True
+                    progress.note(f"early stopping: no improvement in {bad_evals} validations; best was step {best_step}")
+                    break
+            if step % hp.save_every == 0 and step < hp.total_steps:
+                checkpoint(step)
+    except KeyboardInterrupt:
+        result.interrupted = True
+        progress.close()
+        checkpoint(step, rng_state=rng_at_step)
+    progress.close()
+    result.steps, result.best_val_loss, result.best_step = step, best, best_step
+    result.seconds = time.time() - t0
+    return result
+
+
+class _null:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: Any) -> None:
+        return None
+
+
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    ckpts = list_checkpoints(run_dir)
+    return ckpts[-1] if ckpts else None

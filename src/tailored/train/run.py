@@ -1,0 +1,234 @@
+"""``train()``: read and check the data, load the model, apply the method, run the loop, write the run folder.
+
+This is the one function the CLI, the Python API and (later) the job worker call.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from tailored.config import TrainConfig, dump_yaml, load_train_config
+from tailored.data.check import check_file
+from tailored.data.tokenize import encode_all
+from tailored.errors import CheckpointError, DataError
+from tailored.methods import get_method, method_fields
+from tailored.methods.base import count_parameters, parse_options
+from tailored.models.load import content_hash, load_model, load_tokenizer, local_folder
+from tailored.models.registry import resolve_model
+from tailored.train.checkpoint import load_checkpoint
+from tailored.train.hparams import resolve
+from tailored.train.loop import LoopResult, latest_checkpoint, lr_lambda, train_loop
+from tailored.train.manifest import file_sha256, read_manifest, versions, write_manifest
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    metrics: dict[str, Any]
+    manifest: dict[str, Any]
+    loop: LoopResult
+
+
+def configure_threads(threads: int | str, world_size: int = 1) -> int:
+    """Set torch's CPU threads. auto: 1 under pytest-xdist/CI or several processes, else all cores."""
+    if threads == "auto":
+        env = os.environ.get("TAILORED_THREADS")
+        if env:
+            n = int(env)
+        elif world_size > 1 or os.environ.get("PYTEST_XDIST_WORKER") or os.environ.get("CI"):
+            n = max(1, (os.cpu_count() or 1) // max(world_size, 2)) if world_size > 1 else 1
+        else:
+            n = os.cpu_count() or 1
+    else:
+        n = int(threads)
+    torch.set_num_threads(max(1, n))
+    return max(1, n)
+
+
+def _default_output(cfg: TrainConfig) -> str:
+    name = resolve_model(cfg.model).name.split("/")[-1]
+    return str(Path("runs") / f"{name}-{cfg.method}-{time.strftime('%Y%m%d-%H%M%S')}")
+
+
+def _accelerator(cfg: TrainConfig) -> Any:
+    from accelerate import Accelerator
+
+    use_cuda = torch.cuda.is_available() and cfg.device != "cpu"
+    precision = cfg.precision if cfg.precision != "auto" else ("bf16" if use_cuda else "fp32")
+    return Accelerator(cpu=not use_cuda, mixed_precision="no" if precision == "fp32" else precision)
+
+
+def _resume_config(settings: dict[str, Any]) -> TrainConfig:
+    out = settings.get("output")
+    if not out or not (Path(out) / "config.yaml").is_file():
+        raise CheckpointError(
+            "--resume needs --output pointing at an existing run folder (with config.yaml)",
+            hint="pass the run folder printed by the interrupted `tailored train`",
+        )
+    return load_train_config({"output": out}, yaml_path=Path(out) / "config.yaml", method_fields=method_fields())
+
+
+def train(config: TrainConfig | None = None, *, config_file: str | None = None, resume: bool = False, **settings: Any) -> RunResult:
+    """Fine-tune a model. Settings are the names of ``tailored train --help`` (``data=``, ``lora_r=`` ...).
+
+    Args:
+        config: a ready TrainConfig (settings are ignored then).
+        config_file: a YAML file of settings; keyword settings override it.
+        resume: continue the run in ``output`` from its newest checkpoint.
+
+    Returns:
+        RunResult with the run folder, final metrics and the manifest.
+
+    Raises:
+        DataError: the data has invalid lines (the report lists them) or too few examples.
+        ConfigError: a setting is unknown or invalid (all problems are listed).
+        CheckpointError: ``resume`` without a usable run folder.
+    """
+    if config is None:
+        config = _resume_config(settings) if resume else load_train_config(settings, yaml_path=config_file, method_fields=method_fields())
+    cfg = config
+    method = get_method(cfg.method)
+    options = parse_options(method, cfg.method_options)
+    accelerator = _accelerator(cfg)
+    threads = configure_threads(cfg.threads, accelerator.num_processes) if accelerator.device.type == "cpu" else 0
+    main = accelerator.is_main_process
+    say = print if main else (lambda *a, **k: None)
+
+    source = resolve_model(cfg.model)
+    folder = local_folder(source)
+    tokenizer = load_tokenizer(folder)
+
+    report = check_file(cfg.data, tokenizer=tokenizer, max_seq_length=cfg.max_seq_length, format=cfg.format)
+    if report.has_errors:
+        raise DataError(f"{cfg.data}: the data has problems, nothing was trained\n{report.render(limit=20)}",
+                        hint=f"run `tailored data check {cfg.data}` for the full report")
+    val_examples = []
+    if cfg.validation:
+        val_report = check_file(cfg.validation, tokenizer=tokenizer, max_seq_length=cfg.max_seq_length, format=cfg.format,
+                                min_examples=1)
+        if val_report.has_errors:
+            raise DataError(f"{cfg.validation}: the validation data has problems\n{val_report.render(limit=20)}",
+                            hint=f"run `tailored data check {cfg.validation}`")
+        val_examples = val_report.examples
+    train_rows, stats = encode_all(tokenizer, report.examples, max_seq_length=cfg.max_seq_length, overlength=cfg.overlength)
+    val_rows, val_stats = encode_all(tokenizer, val_examples, max_seq_length=cfg.max_seq_length, overlength=cfg.overlength)
+    for label, st in (("train", stats), ("validation", val_stats)):
+        if (msg := st.summary(cfg.max_seq_length)):
+            say(f"note ({label}): {msg}")
+    if not train_rows:
+        raise DataError("no training example is left after tokenization", hint="raise max_seq_length or use overlength: truncate")
+
+    hp = resolve(n_examples=len(train_rows), epochs=cfg.epochs, batch_size=cfg.batch_size,
+                 learning_rate_multiplier=cfg.learning_rate_multiplier, base_learning_rate=method.base_learning_rate,
+                 max_steps=cfg.max_steps, warmup_ratio=cfg.warmup_ratio, eval_every=cfg.eval_every,
+                 save_every=cfg.save_every, world_size=accelerator.num_processes)
+    run_dir = Path(cfg.output or _default_output(cfg))
+    if main and not resume and (run_dir / "manifest.json").exists():
+        raise CheckpointError(f"{run_dir} already holds a run", hint="pass another --output, or --resume to continue it")
+
+    torch.manual_seed(cfg.seed)
+    random.seed(cfg.seed)
+    model = load_model(folder, **method.base_load_kwargs(options, accelerator.device.type))
+    if cfg.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+        model.enable_input_require_grads()
+    model = method.prepare(model, options)
+    trainable, total = count_parameters(model)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=hp.learning_rate, weight_decay=cfg.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(hp, cfg.lr_schedule))
+    model, optimizer = accelerator.prepare(model, optimizer)
+    unwrapped = accelerator.unwrap_model(model)
+
+    def save_weights(path: Path) -> None:
+        method.save(accelerator.unwrap_model(model), path)
+
+    resolved_cfg = cfg.model_copy(update={"epochs": hp.epochs, "batch_size": hp.batch_size,
+                                          "learning_rate_multiplier": hp.learning_rate_multiplier,
+                                          "output": str(run_dir), "threads": cfg.threads})
+    manifest: dict[str, Any] = {
+        "tailored_manifest": 1,
+        "status": "running",
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "base_model": {"spec": cfg.model, "kind": source.kind, "name": source.name, "path": str(folder),
+                       "content_hash": content_hash(folder)},
+        "method": {"name": method.name, "options": options.model_dump(), "mergeable": method.mergeable,
+                   "weights": "adapter"},
+        "hyperparameters": hp.as_dict(),
+        "config": resolved_cfg.model_dump(),
+        "data": {"train": {"path": str(Path(cfg.data).resolve()), "sha256": file_sha256(cfg.data), "format": report.format,
+                           "examples": len(report.examples), "used": len(train_rows),
+                           "skipped_too_long": [line for line, _ in stats.dropped_too_long],
+                           "truncated": [line for line, _ in stats.truncated]}},
+        "chat_template": tokenizer.chat_template,
+        "eos_token": tokenizer.eos_token,
+        "eos_token_ids": sorted({int(tokenizer.eos_token_id)}),
+        "parameters": {"trainable": trainable, "total": total},
+        "environment": {"versions": versions(), "device": str(accelerator.device), "processes": accelerator.num_processes,
+                        "threads": threads},
+    }
+    if cfg.validation:
+        manifest["data"]["validation"] = {"path": str(Path(cfg.validation).resolve()), "sha256": file_sha256(cfg.validation),
+                                          "examples": len(val_examples), "used": len(val_rows)}
+
+    start_state: dict[str, Any] = {}
+    if resume:
+        old = read_manifest(run_dir)
+        if old["data"]["train"]["sha256"] != manifest["data"]["train"]["sha256"]:
+            raise CheckpointError(f"{cfg.data} changed since the run started (hash differs)",
+                                  hint="resume needs the same data; start a new run instead")
+        ckpt = latest_checkpoint(run_dir)
+        if ckpt is None:
+            raise CheckpointError(f"{run_dir} has no checkpoint to resume from", hint="start the run again without --resume")
+        start_state = load_checkpoint(ckpt, load_weights=lambda p: method.load_state(unwrapped, p),
+                                      optimizer=optimizer, scheduler=scheduler)
+        manifest["created"] = old.get("created", manifest["created"])
+        say(f"resuming {run_dir} from {ckpt.name}")
+        if main:
+            _truncate_metrics(run_dir / "metrics.jsonl", int(start_state["step"]))
+    if main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.yaml").write_text(dump_yaml(resolved_cfg))
+        tokenizer.save_pretrained(str(run_dir / "tokenizer"))
+        write_manifest(run_dir, manifest)
+        say(f"run folder: {run_dir}")
+        say(f"model {source.name} · method {method.name} · trainable {trainable:,} of {total:,} parameters "
+            f"({100 * trainable / total:.2f}%)")
+        say(f"examples {len(train_rows)} · epochs {hp.epochs} · batch size {hp.batch_size} · learning rate "
+            f"{hp.learning_rate:.2e} (multiplier {hp.learning_rate_multiplier}) · steps {hp.total_steps} · threads {threads}")
+    accelerator.wait_for_everyone()
+
+    loop = train_loop(accelerator=accelerator, model=model, optimizer=optimizer, scheduler=scheduler,
+                      train_rows=train_rows, val_rows=val_rows, cfg=cfg, hp=hp, run_dir=run_dir,
+                      pad_id=int(tokenizer.pad_token_id), save_weights=save_weights, start=start_state)
+    metrics = {"train_loss": loop.train_loss, "validation_loss": loop.val_loss, "best_validation_loss": loop.best_val_loss,
+               "best_step": loop.best_step, "steps": loop.steps, "seconds": round(loop.seconds, 1),
+               "real_tokens": loop.real_tokens, "tokens_per_s": round(loop.real_tokens / max(loop.seconds, 1e-9), 1)}
+    if main:
+        if not loop.interrupted:
+            save_weights(run_dir / "adapter")
+            tokenizer.save_pretrained(str(run_dir / "adapter"))
+        manifest.update(status="interrupted" if loop.interrupted else "completed", metrics=metrics,
+                        stopped_early=loop.stopped_early, best_checkpoint="best" if loop.best_step else None)
+        write_manifest(run_dir, manifest)
+        if loop.interrupted:
+            say(f"interrupted at step {loop.steps}; checkpoint saved. Continue with: tailored train --resume --output {run_dir}")
+    accelerator.wait_for_everyone()
+    return RunResult(run_dir, metrics, manifest, loop)
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    """Drop metric lines after ``step`` so a resumed run's log matches an uninterrupted one."""
+    import json
+
+    if not path.is_file():
+        return
+    kept = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line).get("step", 0) <= step]
+    path.write_text("".join(line + "\n" for line in kept))
