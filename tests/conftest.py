@@ -1,0 +1,62 @@
+"""Shared fixtures: tiny in-memory models (fast), the embedded model (slow), the shared datasets (skip if absent)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+
+import torch  # noqa: E402
+
+torch.set_num_threads(int(os.environ.get("TAILORED_TEST_THREADS", "1")))
+
+from tailored.cli.common import quiet  # noqa: E402
+
+quiet()
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random Llama with a ChatML byte-level BPE tokenizer, saved as a model folder."""
+    from tailored.testing.tiny import save_tiny_model
+
+    return save_tiny_model(tmp_path_factory.mktemp("tiny") / "model")
+
+
+@pytest.fixture(scope="session")
+def tiny_zephyr_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Same, with a Zephyr-style template (EOS closes assistant turns)."""
+    from tailored.testing.tiny import save_tiny_model
+
+    return save_tiny_model(tmp_path_factory.mktemp("tinyz") / "model", template="zephyr")
+
+
+@pytest.fixture()
+def chat_file(tmp_path: Path) -> Path:
+    from tailored.testing.tiny import write_chat_dataset
+
+    return write_chat_dataset(tmp_path / "train.jsonl", n=48)
+
+
+@pytest.fixture(scope="session")
+def smollm2_dir() -> Path:
+    """The embedded SmolLM2 as a safetensors folder (converted once into $TAILORED_HOME)."""
+    from tailored.models.load import local_folder
+
+    return local_folder("smollm2")
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """``../shared/data`` (present in CI and dev sessions, absent in a user's fresh clone)."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip("../shared/data is not present")
+    return SHARED_DATA
