@@ -1,0 +1,118 @@
+"""The model card (README.md) of an export, written only from the run's manifest.
+
+It says what the model is (base, method, data, hyperparameters, metrics), what to watch out for
+(red flags recorded by training or evaluation), and how to use the exported files.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+USAGE = {
+    "merged": """```python
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+tok = AutoTokenizer.from_pretrained("{out}")
+model = AutoModelForCausalLM.from_pretrained("{out}")
+ids = tok.apply_chat_template([{{"role": "user", "content": "Hello"}}], add_generation_prompt=True, return_tensors="pt")
+print(tok.decode(model.generate(ids, max_new_tokens=64)[0][ids.shape[1]:], skip_special_tokens=True))
+```
+The generation config already stops on the end-of-turn token; the tokenizer carries the training chat template.""",
+    "adapter": """```python
+from peft import PeftModel
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+base = AutoModelForCausalLM.from_pretrained("<base model>")
+model = PeftModel.from_pretrained(base, "{out}")
+tok = AutoTokenizer.from_pretrained("{out}")  # the training chat template
+```
+vLLM: `vllm serve <base model> --enable-lora --lora-modules mine={out} --max-lora-rank {rank}`""",
+    "gguf": """```bash
+llama-cli -m {out}/{file} -cnv          # llama.cpp reads the chat template and stop token from the file
+ollama create mine -f Modelfile         # Modelfile: FROM ./{file}
+```
+```python
+from transformers import AutoModelForCausalLM
+model = AutoModelForCausalLM.from_pretrained("{out}", gguf_file="{file}")
+```""",
+}
+
+
+def red_flags(run_dir: Path, manifest: dict[str, Any]) -> list[str]:
+    """Red flags from the manifest and ``red_flags.json`` (strings or objects with a message)."""
+    found: list[Any] = list(manifest.get("red_flags") or [])
+    path = Path(run_dir) / "red_flags.json"
+    if path.is_file():
+        try:
+            data = json.loads(path.read_text())
+        except json.JSONDecodeError:
+            data = [f"red_flags.json is not valid JSON ({path})"]
+        found.extend(data.get("red_flags", data.get("flags", [])) if isinstance(data, dict) else data)
+    out = []
+    for flag in found:
+        if isinstance(flag, dict):
+            text = flag.get("message") or flag.get("title") or flag.get("text") or json.dumps(flag)
+            level = flag.get("severity") or flag.get("level")
+            out.append(f"**{level}**: {text}" if level else str(text))
+        else:
+            out.append(str(flag))
+    return list(dict.fromkeys(out))
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return "—" if value is None else str(value)
+
+
+def model_card(run_dir: Path, manifest: dict[str, Any], *, fmt: str, dtype: str, out_name: str,
+               stop_tokens: list[str], notes: list[str], warnings: list[str], main_file: str | None = None) -> str:
+    """Markdown text of README.md for an export of ``run_dir``.
+
+    Args:
+        run_dir: the run folder.
+        manifest: its manifest.
+        fmt: export format (merged, adapter, gguf).
+        dtype: the exported weight type.
+        out_name: the export folder's name (used in the examples).
+        stop_tokens: the tokens generation stops on.
+        notes: things the export did (dequantization, fixes).
+        warnings: problems found (server compatibility, ...).
+        main_file: the GGUF file name, for format gguf.
+    """
+    base, method, hp = manifest["base_model"], manifest["method"], manifest.get("hyperparameters", {})
+    train = manifest.get("data", {}).get("train", {})
+    val = manifest.get("data", {}).get("validation")
+    metrics = manifest.get("metrics") or {}
+    hub = base.get("spec") if base.get("kind") == "hub" else None
+    lines = ["---", "library_name: " + ("peft" if fmt == "adapter" else "transformers")]
+    if hub:
+        lines.append(f"base_model: {hub}")
+    lines += ["tags:", "- tailored", f"- {method['name']}", "---", "",
+              f"# {Path(run_dir).name} ({fmt}, {dtype})", "",
+              f"Fine-tuned from **{base.get('name')}** (`{base.get('spec')}`, {base.get('kind')}, content hash "
+              f"`{str(base.get('content_hash', ''))[:16]}`) with **{method['name']}** by Tailored.", ""]
+    flags = red_flags(run_dir, manifest)
+    if flags:
+        lines += ["## Red flags", "", *[f"- {f}" for f in flags], ""]
+    lines += ["## Training", "", "| setting | value |", "| --- | --- |"]
+    for key, value in {**method.get("options", {}), **hp}.items():
+        lines.append(f"| {key} | {_fmt(value)} |")
+    lines += ["", "## Data", "",
+              f"- train: `{Path(train.get('path', '?')).name}` — {train.get('examples', '?')} examples "
+              f"({train.get('used', '?')} used), sha256 `{str(train.get('sha256', ''))[:16]}`"]
+    if val:
+        lines.append(f"- validation: `{Path(val.get('path', '?')).name}` — {val.get('examples', '?')} examples, "
+                     f"sha256 `{str(val.get('sha256', ''))[:16]}`")
+    lines += ["", "## Metrics", "", "| metric | value |", "| --- | --- |"]
+    lines += [f"| {k} | {_fmt(v)} |" for k, v in metrics.items() if not isinstance(v, (dict, list))]
+    lines += ["", "## Chat format", "",
+              f"Stops on: {', '.join(f'`{t}`' for t in stop_tokens)}. The chat template is the one used in training:", "",
+              "```jinja", manifest.get("chat_template") or "(none)", "```", ""]
+    if notes or warnings:
+        lines += ["## Export notes", "", *[f"- note: {n}" for n in notes], *[f"- warning: {w}" for w in warnings], ""]
+    rank = method.get("options", {}).get("lora_r", 16)
+    lines += ["## Use", "", USAGE[fmt].format(out=out_name, file=main_file or "", rank=max(16, int(rank))), ""]
+    return "\n".join(lines)

@@ -1,0 +1,112 @@
+"""Shared pieces of every export: the result type, the error type, atomic output folders, hashes."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+from tailored.errors import TailoredError
+
+FORMATS = ("merged", "adapter", "gguf")
+# Accepted --dtype values per format; "auto" resolves to the first of each list.
+DTYPES = {
+    "merged": ("auto", "f32", "bf16", "f16"),
+    "adapter": ("auto",),
+    "gguf": ("auto", "f16", "q8_0", "f32"),
+}
+EXPORT_RECORD = "tailored_export.json"
+
+
+class ExportError(TailoredError):
+    """A run cannot be exported in the requested form (the hint names the form that works)."""
+
+
+@dataclass
+class ExportResult:
+    """What :func:`tailored.export.export_run` wrote.
+
+    ``files`` maps each written file (relative to ``out_dir``) to its size in bytes; ``warnings`` are
+    problems a server or runtime would trip over; ``notes`` are things done on the user's behalf.
+    """
+
+    out_dir: Path
+    format: str
+    dtype: str
+    files: dict[str, int] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+    main_file: Path | None = None  # the .gguf for format gguf
+
+    @property
+    def size_bytes(self) -> int:
+        return sum(self.files.values())
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"out_dir": str(self.out_dir), "format": self.format, "dtype": self.dtype, "files": self.files,
+                "warnings": self.warnings, "notes": self.notes, "seconds": round(self.seconds, 2),
+                "main_file": str(self.main_file) if self.main_file else None}
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 22) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def resolve_dtype(fmt: str, dtype: str | None) -> str:
+    """Check ``dtype`` against what ``fmt`` can write; ``auto``/None becomes the format's default."""
+    if fmt not in FORMATS:
+        raise ExportError(f"--format {fmt!r} is not known", hint=f"choose one of: {', '.join(FORMATS)}")
+    allowed = DTYPES[fmt]
+    dtype = (dtype or "auto").lower().replace("float32", "f32").replace("float16", "f16").replace("bfloat16", "bf16")
+    if dtype not in allowed:
+        hint = ("adapter weights are exported exactly as trained" if fmt == "adapter"
+                else f"--format {fmt} writes: {', '.join(allowed)}")
+        raise ExportError(f"--dtype {dtype} is not available for --format {fmt}", hint=hint)
+    return dtype
+
+
+@contextmanager
+def atomic_folder(out_dir: Path, *, force: bool = False) -> Iterator[Path]:
+    """Yield a temporary folder next to ``out_dir``; on success it replaces ``out_dir`` in one rename.
+
+    A failed or killed export leaves ``out_dir`` as it was (at most a hidden ``.NAME.tmp-*`` folder).
+    An existing non-empty ``out_dir`` is refused unless ``force``.
+    """
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ExportError(f"{out_dir} exists and is a file", hint="pass a folder path to -o")
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not force:
+        raise ExportError(f"{out_dir} already exists and is not empty", hint="pass another -o, or --force to replace it")
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    tmp.chmod(0o777 & ~umask)  # mkdtemp makes it private; the export is an ordinary folder
+    try:
+        yield tmp
+        old = None
+        if out_dir.exists():
+            # Move the old folder aside first so the new one appears in a single rename.
+            old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
+            os.replace(out_dir, old / "x")
+        os.replace(tmp, out_dir)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def list_files(folder: Path) -> dict[str, int]:
+    """Every file under ``folder`` (relative names) with its size."""
+    return {str(p.relative_to(folder)): p.stat().st_size for p in sorted(folder.rglob("*")) if p.is_file()}

@@ -1,0 +1,87 @@
+"""Merge a run's trained weights into its base, reading everything from the manifest.
+
+Merges always go into full-precision base weights: a LoRA trained on a 4-bit base (QLoRA) is
+merged into an unquantized copy (``load_run(..., for_merge=True)``), because folding it into
+quantized weights re-quantizes them and damages the model. The notes say when that happened.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from tailored.export.common import ExportError
+from tailored.methods.base import get_method, parse_options
+from tailored.methods.runs import load_run, read_run
+
+
+@dataclass
+class MergedRun:
+    """A plain transformers model with the run's weights folded in, and what was done to get it."""
+
+    model: torch.nn.Module
+    tokenizer: Any
+    manifest: dict[str, Any]
+    notes: list[str] = field(default_factory=list)
+
+
+def require_mergeable(manifest: dict[str, Any], fmt: str) -> None:
+    """Raise a clear error for methods whose weights are not a change of the base weights."""
+    method = manifest["method"]
+    if not method.get("mergeable", True):
+        raise ExportError(
+            f"--format {fmt}: the run was trained with method {method['name']!r}, which cannot be merged into the "
+            "base weights (it adds computation to every forward pass instead of changing weights)",
+            hint="export it with --format adapter and serve it on top of the base (`tailored serve` loads it)",
+        )
+
+
+def trained_quantized(manifest: dict[str, Any]) -> str | None:
+    """A description of the quantized base the run trained on, or None for a full-precision base."""
+    try:
+        method = get_method(manifest["method"]["name"])
+        kwargs = method.base_load_kwargs(parse_options(method, manifest["method"]["options"]), "cpu")
+    except Exception:  # an unavailable quantization backend still means "quantized"
+        return f"the base as {manifest['method']['name']} loads it" if manifest["method"]["name"] == "qlora" else None
+    quant = kwargs.get("quantization")
+    if quant is None:
+        return None
+    if getattr(quant, "load_in_4bit", False):
+        return f"4-bit {getattr(quant, 'bnb_4bit_quant_type', '')}".strip()
+    return "8-bit" if getattr(quant, "load_in_8bit", False) else "quantized"
+
+
+def merge_run(run_dir: str | Path, *, which: str = "final", fmt: str = "merged") -> MergedRun:
+    """Load ``run_dir`` (base + weights named by ``which``) and fold the weights into the base, in fp32.
+
+    Args:
+        run_dir: a run folder written by ``tailored train``.
+        which: ``final``, ``best`` or a checkpoint name (``step-000050``).
+        fmt: the export format asking (only used in error messages).
+
+    Raises:
+        ExportError: the method cannot be merged.
+    """
+    manifest = read_run(run_dir)
+    require_mergeable(manifest, fmt)
+    notes: list[str] = []
+    quantized = trained_quantized(manifest)
+    if quantized:
+        notes.append(f"the run trained on a {quantized} base; its weights were merged into the unquantized base "
+                     "(dequantized first), never into quantized weights. Answers can differ slightly from the "
+                     "quantized model used in training.")
+    if manifest["base_model"].get("kind") in ("embedded", "gguf"):
+        notes.append("the base model came from a GGUF file and was dequantized to fp32 before training; the merge "
+                     "uses those same fp32 weights.")
+    model, tokenizer, manifest = load_run(run_dir, which=which, dtype=torch.float32, for_merge=True)
+    method = get_method(manifest["method"]["name"])
+    merged = method.merge(model)
+    merged.eval()
+    for p in merged.parameters():
+        p.requires_grad_(False)
+    if hasattr(merged, "peft_config"):  # still wrapped: the method did not really merge
+        raise ExportError(f"method {method.name} returned a wrapped model from merge()", hint="report this as a bug")
+    return MergedRun(merged, tokenizer, manifest, notes)

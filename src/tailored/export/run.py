@@ -1,0 +1,113 @@
+"""``export_run``: the one entry point behind ``tailored export`` (the manifest is the only input)."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from tailored.export.common import EXPORT_RECORD, ExportResult, atomic_folder, list_files, resolve_dtype, sha256_file
+from tailored.methods.runs import read_run, weights_folder
+
+
+def _record(run_dir: Path, manifest: dict[str, Any], result: ExportResult, which: str, stop_ids: list[int]) -> dict[str, Any]:
+    from tailored.train.manifest import versions
+
+    weights = weights_folder(run_dir, which)
+    return {
+        "tailored_export": 1,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "format": result.format,
+        "dtype": result.dtype,
+        "run": {"path": str(run_dir.resolve()), "name": run_dir.name, "weights": which,
+                "manifest_sha256": sha256_file(run_dir / "manifest.json"),
+                "weights_sha256": {p.name: sha256_file(p) for p in sorted(weights.glob("*.safetensors"))}},
+        "base_model": manifest["base_model"],
+        "method": manifest["method"],
+        "stop_token_ids": stop_ids,
+        "files": {name: {"bytes": size, "sha256": sha256_file(result.out_dir / name)} for name, size in result.files.items()},
+        "warnings": result.warnings,
+        "notes": result.notes,
+        "seconds": round(result.seconds, 2),
+        "versions": versions(),
+    }
+
+
+def export_run(run_dir: str | Path, out_dir: str | Path, *, format: str = "merged", dtype: str | None = None,
+               which: str = "final", force: bool = False) -> ExportResult:
+    """Export a run folder as a merged HF model, a checked adapter, or a GGUF file.
+
+    Everything (base model, method, chat template, stop tokens) comes from the run's manifest.
+    The output appears atomically: it is written next to ``out_dir`` and renamed into place.
+
+    Args:
+        run_dir: a folder written by ``tailored train``.
+        out_dir: the folder to create.
+        format: ``merged`` (HF folder, default), ``adapter`` (peft adapter alone) or ``gguf``.
+        dtype: merged: f32 (auto), bf16, f16; gguf: f16 (auto), q8_0, f32; adapter: as trained.
+        which: weights to export: ``final``, ``best`` or a checkpoint name.
+        force: replace an existing non-empty ``out_dir``.
+
+    Returns:
+        ExportResult with the files written, warnings and notes.
+
+    Raises:
+        ExportError: the method cannot be exported in this format, or ``out_dir`` is in the way.
+        CheckpointError: ``run_dir`` is not a (finished) run folder.
+    """
+    from tailored.export.card import model_card
+    from tailored.export.tokens import end_of_turn_id, stop_token_ids
+
+    start = time.time()
+    run_dir, out_dir = Path(run_dir), Path(out_dir)
+    manifest = read_run(run_dir)
+    dtype = resolve_dtype(format, dtype)
+    weights_folder(run_dir, which)  # fail early if the weights are missing
+    result = ExportResult(out_dir=out_dir, format=format, dtype=dtype)
+    with atomic_folder(out_dir, force=force) as tmp:
+        if format == "adapter":
+            from tailored.export.adapter import write_adapter
+            from tailored.models.load import load_tokenizer
+
+            result.warnings, result.notes = write_adapter(run_dir, tmp, which=which)
+            tokenizer = load_tokenizer(tmp)
+        else:
+            from tailored.export.merge import merge_run
+
+            merged = merge_run(run_dir, which=which, fmt=format)
+            result.notes += merged.notes
+            tokenizer = merged.tokenizer
+        stop_ids = stop_token_ids(tokenizer, manifest)
+        if format == "merged":
+            from tailored.export.hf import base_dtype, write_merged
+
+            if dtype == "auto":
+                result.dtype = dtype = base_dtype(merged.model)
+            write_merged(merged, tmp, dtype=dtype, stop_ids=stop_ids)
+        elif format == "gguf":
+            from tailored.export.gguf import write_gguf
+
+            if dtype == "auto":
+                result.dtype = dtype = "f16"
+            gguf_name = f"model-{dtype}.gguf"
+            eot = end_of_turn_id(tokenizer, manifest.get("chat_template"))
+            warnings, notes = write_gguf(merged, tmp / gguf_name, dtype=dtype, stop_ids=stop_ids, eot_id=eot,
+                                         run_name=run_dir.name)
+            result.warnings += warnings
+            result.notes += notes
+            result.main_file = out_dir / gguf_name  # self-contained: tokenizer, template and stop token inside
+        stop_tokens = [tokenizer.convert_ids_to_tokens(i) for i in stop_ids]
+        (tmp / "README.md").write_text(model_card(
+            run_dir, manifest, fmt=format, dtype=result.dtype, out_name=str(out_dir), stop_tokens=stop_tokens,
+            notes=result.notes, warnings=result.warnings,
+            main_file=result.main_file.name if result.main_file else None))
+        result.out_dir = tmp  # hashes are computed on the temporary folder, before the rename
+        result.files = list_files(tmp)
+        result.seconds = time.time() - start
+        record = _record(run_dir, manifest, result, which, stop_ids)
+        (tmp / EXPORT_RECORD).write_text(json.dumps(record, indent=2, default=str))
+        result.files = list_files(tmp)
+        result.out_dir = out_dir
+    result.seconds = time.time() - start
+    return result
