@@ -74,6 +74,9 @@ class NearDupIndex:
     def __len__(self) -> int:
         return len(self._sets)
 
+    def __contains__(self, key: Hashable) -> bool:
+        return key in self._sets
+
 
 def greedy_dedupe(texts: Iterable[str], threshold: float = DEFAULT_THRESHOLD) -> list[tuple[int, int, float]]:
     """Walk ``texts`` in order; each text similar to an earlier *kept* one is a duplicate of it.

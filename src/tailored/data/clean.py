@@ -1,0 +1,191 @@
+"""``data clean``: remove what hurts training, and write down every removal with its reason and line.
+
+Reasons, checked in this order (an example is removed for the first that applies):
+
+- ``invalid``: the line cannot be read (bad JSON, unknown keys, no assistant message, ...).
+- ``empty_turn``: a turn is empty or whitespace-only.
+- ``empty_answer``: an assistant turn is empty or whitespace-only.
+- ``encoding_garbage``: mojibake, U+FFFD replacement characters or control characters.
+- ``answer_repeats_prompt``: the assistant turn is the user turn again (normalised).
+- ``too_long``: more tokens than ``max_seq_length`` (only with a tokenizer).
+- ``exact_duplicate``: the same conversation as an earlier line.
+- ``near_duplicate``: an edited copy of an earlier kept line (MinHash/LSH, see :mod:`near_dup`).
+
+Kept lines are copied byte for byte (the file keeps its format). ``keep`` names reasons to report but
+not remove. Nothing disappears without a trace: each removal is one row of the side file.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tailored.data.near_dup import DEFAULT_THRESHOLD, NearDupIndex
+from tailored.data.readers import read_records, write_jsonl
+from tailored.data.records import Example
+from tailored.data.text_quality import garbage_reason, normalize
+from tailored.errors import DataError
+
+REASONS = ("invalid", "empty_turn", "empty_answer", "encoding_garbage", "answer_repeats_prompt", "too_long",
+           "exact_duplicate", "near_duplicate")
+_ANSWER_KEYS = ("completion", "output", "preferred_output", "non_preferred_output")
+
+
+@dataclass
+class Removal:
+    line: int
+    reason: str
+    detail: str
+    kept: bool = False  # flagged, but its reason was in ``keep``
+
+    def to_row(self, raw: str) -> dict[str, Any]:
+        try:
+            record: Any = json.loads(raw)
+        except json.JSONDecodeError:
+            record = raw
+        return {"line": self.line, "reason": self.reason, "detail": self.detail, "kept": self.kept, "record": record}
+
+
+@dataclass
+class CleanReport:
+    input: str
+    output: str
+    removed_file: str
+    n_lines: int
+    n_kept: int
+    flags: list[Removal] = field(default_factory=list)
+
+    def counts(self, kept: bool = False) -> dict[str, int]:
+        c = Counter(f.reason for f in self.flags if f.kept == kept)
+        return {r: c[r] for r in REASONS if c[r]}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"input": self.input, "output": self.output, "removed_file": self.removed_file, "lines": self.n_lines,
+                "kept": self.n_kept, "removed": self.counts(), "flagged_but_kept": self.counts(kept=True)}
+
+    def render(self) -> str:
+        removed = sum(self.counts().values())
+        out = [f"{self.input}: {self.n_lines} lines → kept {self.n_kept}, removed {removed} → {self.output}"]
+        for reason, n in self.counts().items():
+            lines = [str(f.line) for f in self.flags if f.reason == reason and not f.kept]
+            out.append(f"  {reason:22} {n:5d}  (lines {', '.join(lines[:8])}{' …' if len(lines) > 8 else ''})")
+        for reason, n in self.counts(kept=True).items():
+            out.append(f"  {reason:22} {n:5d}  flagged, kept (--keep {reason})")
+        out.append(f"every removal, with its line and reason: {self.removed_file}")
+        return "\n".join(out)
+
+
+def _classify_problem(category: str, message: str, raw: str) -> str:
+    if category != "missing_content":
+        return "invalid"
+    m = re.search(r"messages\[(\d+)\]", message)
+    if m:
+        try:
+            msgs = json.loads(raw).get("messages") or json.loads(raw).get("conversations") or []
+            role = msgs[int(m.group(1))].get("role") or msgs[int(m.group(1))].get("from")
+            return "empty_answer" if str(role).lower() in ("assistant", "gpt", "model") else "empty_turn"
+        except (ValueError, IndexError, AttributeError, TypeError):
+            return "empty_turn"
+    return "empty_answer" if any(repr(k) in message for k in _ANSWER_KEYS) else "empty_turn"
+
+
+def _user_text(ex: Example) -> str:
+    return "\n".join(str(m.get("content") or "") for m in ex.messages if m.get("role") == "user")
+
+
+def dedupe_text(ex: Example) -> str:
+    """What near-duplicates compare: every turn except the system prompt (often shared by all lines)."""
+    if ex.text is not None:
+        return ex.text
+    parts = [str(m.get("content") or "") for m in ex.messages if m.get("role") != "system"]
+    for answer in (ex.chosen or []) + (ex.rejected or []):
+        parts.append(str(answer.get("content") or ""))
+    return "\n".join(parts)
+
+
+def _quality_reason(ex: Example, tokenizer: Any, max_seq_length: int | None) -> tuple[str, str] | None:
+    contents = [ex.text] if ex.text is not None else [str(m.get("content") or "") for m in ex.messages + (ex.chosen or []) + (ex.rejected or [])]
+    for text in contents:
+        why = garbage_reason(text)
+        if why:
+            return "encoding_garbage", why
+    user, answer = normalize(_user_text(ex)), normalize(ex.assistant_text())
+    if ex.text is None and user and user == answer:
+        return "answer_repeats_prompt", "the assistant turn repeats the user turn"
+    if tokenizer is not None and max_seq_length:
+        from tailored.data.tokenize import encode_example
+
+        n = len(encode_example(tokenizer, ex))
+        if n > max_seq_length:
+            return "too_long", f"{n} tokens > max_seq_length {max_seq_length}"
+    return None
+
+
+def clean_file(
+    path: str | Path,
+    output: str | Path,
+    *,
+    removed_path: str | Path | None = None,
+    keep: tuple[str, ...] | list[str] = (),
+    near_threshold: float = DEFAULT_THRESHOLD,
+    tokenizer: Any = None,
+    max_seq_length: int | None = None,
+    format: str = "auto",
+) -> CleanReport:
+    """Clean ``path`` into ``output``; write every removal to ``removed_path`` (default ``OUTPUT.removed.jsonl``).
+
+    Args:
+        path: input JSONL in any supported format.
+        output: where the kept lines go (copied unchanged).
+        removed_path: the side file; one row per flagged line: line, reason, detail, kept, record.
+        keep: reasons to flag but not remove (e.g. ``["near_duplicate"]``).
+        near_threshold: Jaccard similarity (character 5-grams) from which two examples are near-duplicates;
+            1.0 disables near-duplicate detection.
+        tokenizer: with ``max_seq_length``, examples longer than the context are removed.
+        max_seq_length: the context length in tokens.
+        format: force the input format instead of auto-detecting it.
+    """
+    unknown = set(keep) - set(REASONS)
+    if unknown:
+        raise DataError(f"--keep {', '.join(sorted(unknown))}: unknown reason", hint=f"reasons: {', '.join(REASONS)}")
+    path, output = Path(path), Path(output)
+    if path.resolve() == output.resolve():
+        raise DataError(f"--output {output} is the input file", hint="write the cleaned data to a new file")
+    removed_path = Path(removed_path) if removed_path else output.with_name(output.stem + ".removed.jsonl")
+    raw_lines = path.read_text(encoding="utf-8").splitlines()
+    read = read_records(path, format=format)
+    flagged: dict[int, Removal] = {}
+    for p in read.problems:
+        if p.line and p.line not in flagged and p.severity == "error":
+            reason = _classify_problem(p.category, p.message, raw_lines[p.line - 1])
+            flagged[p.line] = Removal(p.line, reason, f"{p.category}: {p.message}")
+    exact: dict[str, int] = {}
+    index = NearDupIndex(near_threshold) if near_threshold < 1.0 else None
+    for ex in read.examples:
+        found = _quality_reason(ex, tokenizer, max_seq_length)
+        if found is None and ex.key() in exact:
+            found = ("exact_duplicate", f"same as line {exact[ex.key()]}")
+        if found is None and index is not None:
+            hits = index.query(dedupe_text(ex))
+            if hits:
+                found = ("near_duplicate", f"near-duplicate of line {hits[0][0]} (Jaccard {hits[0][1]:.2f})")
+        if found is not None:
+            flagged[ex.line] = Removal(ex.line, *found)
+            if found[0] not in keep:
+                continue
+        exact.setdefault(ex.key(), ex.line)
+        if index is not None and ex.line not in index:
+            index.add(ex.line, dedupe_text(ex))
+    for f in flagged.values():
+        f.kept = f.reason in keep
+    drop = {line for line, f in flagged.items() if not f.kept}
+    kept_lines = [raw for n, raw in enumerate(raw_lines, start=1) if raw.strip() and n not in drop]
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text("".join(line + "\n" for line in kept_lines), encoding="utf-8")
+    flags = sorted(flagged.values(), key=lambda f: f.line)
+    write_jsonl(removed_path, [f.to_row(raw_lines[f.line - 1]) for f in flags])
+    return CleanReport(str(path), str(output), str(removed_path), read.n_lines, len(kept_lines), flags)
