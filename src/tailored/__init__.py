@@ -21,9 +21,9 @@ def __getattr__(name: str) -> Any:
 
         return check_data
     if name == "train":
-        from tailored.train.run import train
+        import tailored.train  # a callable module: tailored.train(...) runs tailored.train.run.train
 
-        return train
+        return tailored.train
     if name == "load":
         from tailored.eval.generate import load
 

@@ -34,6 +34,7 @@ class LoopResult:
     val_loss: float | None
     best_val_loss: float | None
     best_step: int | None
+    initial_val_loss: float | None = None
     interrupted: bool = False
     stopped_early: bool = False
     history: list[dict[str, Any]] = field(default_factory=list)
@@ -126,12 +127,21 @@ def train_loop(
                 save_weights=save_weights,
                 optimizer=optimizer,
                 scheduler=scheduler,
-                state={"step": at_step, "best_val_loss": best, "best_step": best_step, "bad_evals": bad_evals},
+                state={"step": at_step, "best_val_loss": best, "best_step": best_step, "bad_evals": bad_evals,
+                       "initial_val_loss": result.initial_val_loss if result.initial_val_loss is not None
+                       else state.get("initial_val_loss")},
             )
             torch.set_rng_state(saved_rng)
             prune_checkpoints(run_dir, cfg.keep_checkpoints, protect=set())
         accelerator.wait_for_everyone()
 
+    if val_rows and step == 0:  # the "before" of every before/after comparison
+        val_loss, val_acc = evaluate_loss(model, val_rows, accelerator=accelerator, pad_id=pad_id,
+                                          micro_batch_tokens=cfg.micro_batch_tokens)
+        result.initial_val_loss = val_loss
+        log({"step": 0, "epoch": 0.0, "split": "validation", "loss": round(val_loss, 5), "token_accuracy": round(val_acc, 4),
+             "best": False})
+        progress.note(f"step 0: validation loss {val_loss:.4f} (before training)")
     model.train()
     rng_at_step = torch.get_rng_state()
     try:
