@@ -1,0 +1,117 @@
+"""``POST /v1/chat/completions``: JSON answers and server-sent-event streams.
+
+The route validates and renders the request (errors come back before anything is queued), hands it
+to the engine, and turns the engine's events -- text deltas per choice, finish reasons, usage -- into
+OpenAI's response or chunk objects. A client that disconnects cancels its rows in the running batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import Any, AsyncIterator
+
+from fastapi import APIRouter, Request
+from fastapi.responses import StreamingResponse
+from pydantic import ValidationError
+
+from tailored.errors import TailoredError
+from tailored.serve.decode import Sampling
+from tailored.serve.engine import BadRequest, GenerationFailed
+from tailored.serve.protocol import (AssistantMessage, ChatCompletion, ChatCompletionRequest, Choice, Usage,
+                                     completion_id)
+
+router = APIRouter()
+
+
+async def parse(request: Request) -> ChatCompletionRequest:
+    try:
+        raw = await request.json()
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BadRequest(f"the request body is not valid JSON: {exc}") from None
+    try:
+        return ChatCompletionRequest.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        param = ".".join(str(p) for p in first["loc"]) or None
+        raise BadRequest(f"{param}: {first['msg']}" if param else first["msg"], param=param) from None
+
+
+@router.post("/chat/completions")
+async def chat_completions(request: Request) -> Any:
+    body = await parse(request)
+    engine, registry = request.app.state.engine, request.app.state.registry
+    entry = await asyncio.to_thread(registry.resolve, body.model)
+    try:
+        messages = body.chat_messages()
+    except ValueError as exc:
+        raise BadRequest(str(exc), param="messages") from None
+    sampling = Sampling(
+        max_tokens=body.max_completion_tokens or body.max_tokens,  # type: ignore[arg-type]  # None: engine default
+        temperature=1.0 if body.temperature is None else body.temperature,  # OpenAI's default
+        top_p=1.0 if body.top_p is None else body.top_p, stop=list(body.stop or []), seed=body.seed,
+    )
+    loop = asyncio.get_running_loop()
+    events: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+
+    def on_event(kind: str, payload: Any) -> None:  # called from the scheduler thread
+        loop.call_soon_threadsafe(events.put_nowait, (kind, payload))
+
+    n = body.n or 1
+    req = await asyncio.to_thread(engine.prepare, entry, messages, sampling, n, on_event)
+    engine.submit(req)
+    if body.stream:
+        include_usage = bool(body.stream_options and body.stream_options.include_usage)
+        return StreamingResponse(stream(req, events, entry.id, n, include_usage), media_type="text/event-stream",
+                                 headers={"cache-control": "no-cache"})
+    try:
+        texts, reasons = [""] * n, ["stop"] * n
+        while True:
+            kind, payload = await events.get()
+            if kind == "delta":
+                texts[payload[0]] += payload[1]
+            elif kind == "finish":
+                reasons[payload[0]] = payload[1]
+            elif kind == "error":
+                raise payload if isinstance(payload, TailoredError) else GenerationFailed(f"generation failed: {type(payload).__name__}: {payload}")
+            else:
+                choices = [Choice(index=i, message=AssistantMessage(content=t), finish_reason=r)  # type: ignore[arg-type]
+                           for i, (t, r) in enumerate(zip(texts, reasons))]
+                return ChatCompletion(model=entry.id, choices=choices, usage=Usage(**payload)).model_dump(mode="json")
+    finally:
+        req.cancelled.set()  # no-op when finished; frees the rows if the client went away
+
+
+def _chunk(cid: str, created: int, model: str, choices: list[dict[str, Any]], usage: Any = None) -> str:
+    body = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": model,
+            "system_fingerprint": None, "choices": choices, "usage": usage}
+    return f"data: {json.dumps(body, ensure_ascii=False)}\n\n"
+
+
+async def stream(req: Any, events: asyncio.Queue, model: str, n: int, include_usage: bool) -> AsyncIterator[str]:
+    """SSE: a role chunk per choice, content deltas, a finish chunk per choice, usage (if asked), ``[DONE]``."""
+    cid, created = completion_id(), int(time.time())
+    try:
+        for i in range(n):
+            yield _chunk(cid, created, model, [{"index": i, "delta": {"role": "assistant", "content": ""},
+                                                "logprobs": None, "finish_reason": None}])
+        while True:
+            kind, payload = await events.get()
+            if kind == "delta":
+                yield _chunk(cid, created, model, [{"index": payload[0], "delta": {"content": payload[1]},
+                                                    "logprobs": None, "finish_reason": None}])
+            elif kind == "finish":
+                yield _chunk(cid, created, model, [{"index": payload[0], "delta": {}, "logprobs": None,
+                                                    "finish_reason": payload[1]}])
+            elif kind == "error":
+                message = payload.message if isinstance(payload, TailoredError) else f"generation failed: {payload}"
+                yield f"data: {json.dumps({'error': {'message': message, 'type': 'server_error', 'param': None, 'code': None}})}\n\n"
+                return
+            else:
+                if include_usage:
+                    yield _chunk(cid, created, model, [], usage=payload)
+                yield "data: [DONE]\n\n"
+                return
+    finally:
+        req.cancelled.set()

@@ -1,0 +1,123 @@
+"""Build the registry, engine and app from :class:`ServeSettings`; run it (blocking or in a thread)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tailored.serve.settings import ServeSettings
+
+
+@dataclass
+class Built:
+    settings: ServeSettings
+    registry: Any
+    engine: Any
+    app: Any
+
+
+def _default_base(runs: list[Path]) -> str:
+    """The base of the first run found under ``runs``, else the embedded model."""
+    from tailored.train.manifest import is_run_dir, read_manifest
+
+    for root in runs:
+        candidates = [root] if is_run_dir(root) else sorted(p for p in root.iterdir() if is_run_dir(p)) if root.is_dir() else []
+        for run in candidates:
+            base = read_manifest(run).get("base_model") or {}
+            path = base.get("path")
+            return path if path and (Path(path) / "config.json").is_file() else base.get("spec") or "smollm2"
+    return "smollm2"
+
+
+def build(settings: ServeSettings | None = None, **overrides: Any) -> Built:
+    """Load the base model and everything needed to serve (takes a few seconds).
+
+    Args:
+        settings: the settings; ``overrides`` (same names) are applied on top.
+    """
+    from tailored.models.load import content_hash, local_folder
+    from tailored.models.registry import resolve_model
+    from tailored.serve.app import check_bind, create_app
+    from tailored.serve.registry import Registry
+
+    s = (settings or ServeSettings()).model_copy(update=overrides)
+    s = ServeSettings.model_validate(s.model_dump())  # re-validate the overrides
+    if s.api_key is None and os.environ.get("TAILORED_API_KEY"):
+        s.api_key = os.environ["TAILORED_API_KEY"]
+    check_bind(s.host, s.api_key)
+    runs = [Path(r).expanduser() for r in s.runs]
+    spec = s.base or _default_base(runs)
+    source = resolve_model(spec)
+    folder = local_folder(source)
+    registry = Registry(folder, source.name, content_hash(folder), runs, base_aliases=(spec, folder.name))
+    if s.engine == "vllm":
+        from tailored.serve.vllm_engine import VllmEngine
+
+        engine: Any = VllmEngine(registry, s)
+    else:
+        from tailored.serve.engine import Engine
+
+        engine = Engine(registry, s)
+    return Built(s, registry, engine, create_app(engine, registry, s.api_key))
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+class Running:
+    """A uvicorn server in a background thread (tests, benchmarks, notebooks)."""
+
+    def __init__(self, built: Built) -> None:
+        import uvicorn
+
+        self.built = built
+        port = built.settings.port or free_port(built.settings.host)
+        self.url = f"http://{built.settings.host}:{port}/v1"
+        config = uvicorn.Config(built.app, host=built.settings.host, port=port, log_level="warning", lifespan="off")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, name="tailored-uvicorn", daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError(f"the server did not start on {self.url}")
+            time.sleep(0.02)
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+        self.built.engine.close()
+
+    def __enter__(self) -> "Running":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+
+def start(settings: ServeSettings | None = None, **overrides: Any) -> Running:
+    """Build and start a server in a background thread; ``.url`` is the base URL for the openai client."""
+    return Running(build(settings, **overrides))
+
+
+def serve_forever(settings: ServeSettings) -> None:
+    """Build and run until Ctrl-C (what ``tailored serve`` does)."""
+    import uvicorn
+
+    built = build(settings)
+    s = built.settings
+    print(f"serving {len(built.registry.models())} model(s) on http://{s.host}:{s.port}/v1", flush=True)
+    for entry in built.registry.models():
+        print(f"  {entry.id}  ({entry.kind}{', ' + entry.run_dir.name if entry.run_dir else ''})", flush=True)
+    try:
+        uvicorn.run(built.app, host=s.host, port=s.port, log_level="warning", lifespan="off")
+    finally:
+        built.engine.close()

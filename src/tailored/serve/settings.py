@@ -1,0 +1,24 @@
+"""``ServeSettings``: every setting of ``tailored serve`` (one name across CLI flags, Python and docs)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class ServeSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    base: str | None = Field(None, description="Base model (folder, .gguf or 'smollm2'); default: the base of the first run found, else smollm2.")
+    runs: list[str] = Field(default_factory=list, description="Run folders, or folders holding run folders (rescanned: new runs appear without a restart).")
+    host: str = Field("127.0.0.1", description="Interface to bind; anything but loopback needs an API key.")
+    port: int = Field(8000, ge=0, le=65535, description="TCP port (0 = any free port).")
+    api_key: str | None = Field(None, description="Bearer key clients must send (also env TAILORED_API_KEY).")
+    engine: str = Field("builtin", pattern="^(builtin|vllm)$", description="builtin (CPU/CUDA, transformers + peft) or vllm (CUDA, vLLM multi-LoRA).")
+    device: str = Field("auto", description="cpu, cuda, or auto (cuda when available).")
+    max_adapters: int = Field(8, ge=1, description="LoRA adapters kept in memory at once (least recently used are unloaded).")
+    max_standalone: int = Field(1, ge=1, description="Non-LoRA fine-tunes (full, prompt tuning, other bases) kept in memory at once.")
+    max_batch: int = Field(16, ge=1, description="Most sequences decoded together in one batch.")
+    batch_wait_ms: float = Field(5.0, ge=0, description="How long the scheduler waits to collect requests into a batch.")
+    queue_size: int = Field(64, ge=1, description="Most requests waiting for a batch; beyond it requests get HTTP 429.")
+    max_tokens: int = Field(512, ge=1, description="Largest max_tokens a request may ask for (and the default).")
+    max_batch_tokens: int = Field(32768, ge=64, description="Bound on a batch's rows × (prompt + max_tokens), which bounds KV-cache memory.")
