@@ -41,7 +41,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = data.add_parser("convert", help="Convert between chat, alpaca, prompt-completion and sharegpt.")
     p.add_argument("file")
     p.add_argument("-o", "--output", required=True)
-    p.add_argument("--to", required=True, choices=["chat", "alpaca", "prompt-completion", "sharegpt", "text"])
+    p.add_argument("--to", required=True, choices=["chat", "alpaca", "prompt-completion", "sharegpt"])
     p.add_argument("--system", default=None, help="Add this system prompt (replaces an existing one).")
     p.add_argument("--format", default="auto", help="Force the input format.")
     p.set_defaults(func=run_convert)
