@@ -1,0 +1,185 @@
+"""Every fine-tuning method on the embedded model and BANKING77: size, memory, speed and accuracy, measured.
+
+Each method trains in its own subprocess (so peak memory is that method's alone) on the same seeded
+subset of ``../shared/data/banking77/train.jsonl`` for the same number of steps, then answers the
+same validation queries by greedy generation; an answer is correct when it is exactly the label.
+The untrained base answers the same queries as the reference. Ratios are against LoRA (the default).
+
+    nice -n 10 .venv/bin/python bench/methods.py                  # all methods, writes docs/methods.md
+    .venv/bin/python bench/methods.py --methods lora,ia3 --steps 10 --n-val 20   # a quick look
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = REPO.parent / "shared" / "data" / "banking77"
+DOC = REPO / "docs" / "methods.md"
+BEGIN, END = "<!-- bench:methods -->", "<!-- /bench:methods -->"
+
+
+def _subset(src: Path, n: int, seed: int, dest: Path, keep_system: bool) -> list[dict]:
+    rows = [json.loads(line) for line in src.read_text().splitlines() if line.strip()]
+    random.Random(seed).shuffle(rows)
+    rows = rows[:n]
+    if not keep_system:  # the shared system prompt is half of every sequence; without it steps are ~2x cheaper
+        rows = [{"messages": [m for m in r["messages"] if m["role"] != "system"]} for r in rows]
+    dest.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return rows
+
+
+def _peak_rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _accuracy(chat: object, val_rows: list[dict], batch: int = 16) -> float:
+    from tailored.eval.generate import GenerationSettings
+
+    correct = 0
+    for i in range(0, len(val_rows), batch):
+        part = val_rows[i : i + batch]
+        prompts = [[m for m in r["messages"] if m["role"] != "assistant"] for r in part]
+        answers = chat.generate_batch(prompts, GenerationSettings(max_new_tokens=12))  # type: ignore[attr-defined]
+        for r, a in zip(part, answers):
+            correct += a.strip() == r["messages"][-1]["content"].strip()
+    return correct / max(1, len(val_rows))
+
+
+def one(method: str, args: argparse.Namespace) -> dict:
+    """Train + score one method in this process; returns its row."""
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    import torch
+
+    torch.set_num_threads(1)
+    from tailored.cli.common import quiet
+
+    quiet()
+    import tailored
+
+    work = Path(args.work)
+    val_rows = [json.loads(line) for line in (work / "validation.jsonl").read_text().splitlines()]
+    row: dict = {"method": method}
+    if method == "base":
+        chat = tailored.load("smollm2")
+        row.update(trainable=0, adapter_bytes=0, tokens_per_s=None, train_s=0.0, final_loss=None)
+    else:
+        t0 = time.time()
+        result = tailored.train(data=str(work / "train.jsonl"), model="smollm2", method=method, max_steps=args.steps,
+                                batch_size=args.batch_size, save_every=args.steps, output=str(work / f"run-{method}"),
+                                threads=1, max_seq_length=256, seed=0)
+        row["train_s"] = round(time.time() - t0, 1)
+        row["trainable"] = result.manifest["parameters"]["trainable"]
+        row["tokens_per_s"] = result.metrics["tokens_per_s"]
+        losses = [h["loss"] for h in result.loop.history if h.get("split") == "train"]
+        row["first_loss"], row["final_loss"] = losses[0], losses[-1]
+        row["adapter_bytes"] = sum(f.stat().st_size for f in (result.run_dir / "adapter").glob("*.safetensors"))
+        chat = tailored.load(result.run_dir)  # the method's own loading path (no merge)
+    t1 = time.time()
+    row["accuracy"] = _accuracy(chat, val_rows)
+    row["eval_s"] = round(time.time() - t1, 1)
+    row["peak_rss_mb"] = round(_peak_rss_mb())
+    return row
+
+
+def _fmt_int(n: int | None) -> str:
+    return "–" if n is None else f"{n:,}"
+
+
+def _fmt_bytes(n: int) -> str:
+    if not n:
+        return "–"
+    return f"{n / 1e6:.1f} MB" if n >= 1e6 else f"{n / 1e3:.0f} KB"
+
+
+def table(rows: list[dict], args: argparse.Namespace) -> str:
+    ref = next((r for r in rows if r["method"] == "lora" and "error" not in r), None)
+    lines = [
+        f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} with `{args.command}` "
+        f"(SmolLM2-135M-Instruct, fp32, 1 CPU thread on a shared 2-core machine; {args.n_train} training examples, "
+        f"{'' if args.keep_system else 'system prompt removed, '}{args.steps} steps of batch {args.batch_size} for every method at its default settings and learning rate; "
+        f"accuracy = exact label by greedy generation on {args.n_val} validation queries). "
+        "Ratios are against LoRA in the same run.",
+        "",
+        "| method | trainable params | adapter on disk | peak RSS | tokens/s (× LoRA) | train time | loss first → last | val accuracy |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        if "error" in r:
+            lines.append(f"| {r['method']} | failed: {r['error'][:80]} | | | | | | |")
+            continue
+        tps = r.get("tokens_per_s")
+        ratio = f" ({tps / ref['tokens_per_s']:.2f}×)" if tps and ref and ref.get("tokens_per_s") else ""
+        loss = f"{r['first_loss']:.2f} → {r['final_loss']:.2f}" if r.get("final_loss") is not None else "–"
+        lines.append(f"| {r['method']} | {_fmt_int(r['trainable'])} | {_fmt_bytes(r['adapter_bytes'])} | {r['peak_rss_mb']:,} MB | "
+                     f"{'–' if not tps else f'{tps:,.0f}'}{ratio} | {r['train_s']:.0f} s | {loss} | {100 * r['accuracy']:.1f}% |")
+    return "\n".join(lines) + "\n"
+
+
+def write_doc(text: str) -> None:
+    block = f"{BEGIN}\n{text}{END}\n"
+    if DOC.is_file() and BEGIN in DOC.read_text():
+        old = DOC.read_text()
+        DOC.write_text(old[: old.index(BEGIN)] + block + old[old.index(END) + len(END) + 1 :])
+    else:
+        DOC.parent.mkdir(parents=True, exist_ok=True)
+        DOC.write_text((DOC.read_text() + "\n" if DOC.is_file() else "# Fine-tuning methods\n\n") + block)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--methods", default="base,lora,full,dora,qlora,ia3,adapter,prefix,prompt")
+    p.add_argument("--steps", type=int, default=16)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--n-train", type=int, default=128)
+    p.add_argument("--n-val", type=int, default=48)
+    p.add_argument("--keep-system", action="store_true", help="keep the dataset's system prompt (2x longer sequences)")
+    p.add_argument("--no-doc", action="store_true", help="print the table without writing docs/methods.md")
+    p.add_argument("--one", help=argparse.SUPPRESS)
+    p.add_argument("--work", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.one:
+        print("ROW " + json.dumps(one(args.one, args)), flush=True)
+        return 0
+    if not DATA.is_dir():
+        print(f"{DATA} is not present; this benchmark needs ../shared/data/banking77", file=sys.stderr)
+        return 2
+    args.command = "python bench/methods.py " + " ".join(sys.argv[1:])
+    work = Path(tempfile.mkdtemp(prefix="tailored-bench-methods-"))
+    _subset(DATA / "train.jsonl", args.n_train, 0, work / "train.jsonl", args.keep_system)
+    _subset(DATA / "validation.jsonl", args.n_val, 1, work / "validation.jsonl", args.keep_system)
+    rows: list[dict] = []
+    results = REPO / "bench" / "results"
+    results.mkdir(exist_ok=True)
+    for method in args.methods.split(","):
+        cmd = [sys.executable, __file__, "--one", method, "--work", str(work), "--steps", str(args.steps),
+               "--batch-size", str(args.batch_size)]
+        t0 = time.time()
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, OMP_NUM_THREADS="1"))
+        found = [line[4:] for line in proc.stdout.splitlines() if line.startswith("ROW ")]
+        row = json.loads(found[-1]) if found else {"method": method, "error": (proc.stderr.strip().splitlines() or ["?"])[-1]}
+        row["wall_s"] = round(time.time() - t0, 1)
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+        (results / "methods.json").write_text(json.dumps(rows, indent=2) + "\n")
+        if not args.no_doc:
+            write_doc(table(rows, args))
+    print(table(rows, args))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,70 @@
+"""Bottleneck adapters as a method: small MLPs after attention and/or MLP blocks (see :mod:`.bottleneck`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+from tailored.methods import bottleneck
+from tailored.methods.base import register
+from tailored.methods.prompt_learning import refuse_merge
+
+
+class AdapterOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    bottleneck_size: int = Field(32, ge=1, description="Width of each adapter's hidden layer.")
+    adapter_placement: Literal["mlp", "attention", "both"] = Field(
+        "mlp", description="Where adapters go: after each MLP (Pfeiffer), after attention, or both (Houlsby).")
+    adapter_activation: Literal["relu", "gelu", "silu", "tanh"] = Field("relu", description="Nonlinearity inside the adapter.")
+
+
+def _config(options: BaseModel) -> dict[str, Any]:
+    return {"method": "adapter", "bottleneck_size": options.bottleneck_size,  # type: ignore[attr-defined]
+            "placement": options.adapter_placement, "activation": options.adapter_activation}  # type: ignore[attr-defined]
+
+
+class Adapter:
+    name: ClassVar[str] = "adapter"
+    summary: ClassVar[str] = "small bottleneck MLPs after attention and/or MLP blocks; base frozen"
+    when: ClassVar[str] = "many tasks on one frozen base with modular, swappable adapters; adds a little inference latency"
+    mergeable: ClassVar[bool] = False
+    base_learning_rate: ClassVar[float] = 1e-3
+    Options: ClassVar[type[BaseModel]] = AdapterOptions
+
+    def base_load_kwargs(self, options: BaseModel, device: str) -> dict[str, Any]:
+        return {}
+
+    def prepare(self, model: torch.nn.Module, options: BaseModel) -> torch.nn.Module:
+        for p in model.parameters():
+            p.requires_grad_(False)
+        config = _config(options)
+        bottleneck.inject(model, config)
+        model.tailored_bottleneck_config = config  # read back by save()
+        return model
+
+    def save(self, model: torch.nn.Module, folder: Path) -> None:
+        bottleneck.save(model, folder, model.tailored_bottleneck_config)
+
+    def load(self, base: torch.nn.Module, folder: Path, *, trainable: bool = False) -> torch.nn.Module:
+        config = bottleneck.read_config(folder)
+        for p in base.parameters():
+            p.requires_grad_(False)
+        params = bottleneck.inject(base, config)
+        base.tailored_bottleneck_config = {k: config[k] for k in ("method", "bottleneck_size", "placement", "activation")}
+        bottleneck.load_state(base, folder)
+        for p in params:
+            p.requires_grad_(trainable)
+        return base
+
+    def load_state(self, model: torch.nn.Module, folder: Path) -> None:
+        bottleneck.load_state(model, folder)
+
+    def merge(self, model: torch.nn.Module) -> torch.nn.Module:
+        raise refuse_merge(self.name, "each adapter is a nonlinear MLP, which no weight matrix of the base can absorb")
+
+
+register(Adapter())

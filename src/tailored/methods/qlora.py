@@ -1,0 +1,79 @@
+"""QLoRA: LoRA on a base quantized to 4-bit NF4 (or 8-bit) with bitsandbytes; merges go into an fp copy.
+
+bitsandbytes ships a CPU backend, so the same code path serves CPU and CUDA. On CPU quantization only
+buys memory (dequantising on the fly costs about what it saves). Merging LoRA into *quantized*
+weights re-quantizes them and visibly damages the model, so :meth:`merge` refuses a quantized base:
+merges use an unquantized copy (``load_run(..., for_merge=True)``).
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Literal
+
+import torch
+from pydantic import BaseModel, Field
+
+from tailored.errors import ModelError, TailoredError
+from tailored.methods.base import register
+from tailored.methods.lora import LoraOptions, lora_config
+from tailored.methods.peft_common import PeftMethod
+
+_QUANTIZED_LAYERS = ("Linear4bit", "Linear8bitLt", "Params4bit", "Int8Params")
+
+
+class QloraOptions(LoraOptions):
+    quant_bits: Literal[4, 8] = Field(4, description="Bits per base weight: 4 (NF4/FP4) or 8 (LLM.int8).")
+    quant_type: Literal["nf4", "fp4"] = Field("nf4", description="4-bit data type; NF4 suits normally distributed weights.")
+    double_quant: bool = Field(True, description="Also quantize the 4-bit block scales (saves ~0.4 bit per weight).")
+
+
+def is_quantized(model: torch.nn.Module) -> bool:
+    """Whether any layer of ``model`` holds bitsandbytes-quantized weights."""
+    return any(type(m).__name__ in _QUANTIZED_LAYERS for m in model.modules())
+
+
+class Qlora(PeftMethod):
+    name: ClassVar[str] = "qlora"
+    summary: ClassVar[str] = "LoRA matrices on a base quantized to 4-bit NF4 (bitsandbytes)"
+    when: ClassVar[str] = "the base does not fit in memory in 16/32-bit; not faster on CPU, only smaller"
+    mergeable: ClassVar[bool] = True  # into an unquantized copy of the base, never into the quantized one
+    base_learning_rate: ClassVar[float] = 2e-4
+    Options: ClassVar[type[BaseModel]] = QloraOptions
+
+    def base_load_kwargs(self, options: BaseModel, device: str) -> dict[str, Any]:
+        try:
+            import bitsandbytes  # noqa: F401
+            from transformers import BitsAndBytesConfig
+        except ImportError as exc:
+            raise ModelError("qlora needs the bitsandbytes package", hint="pip install bitsandbytes") from exc
+        if options.quant_bits == 8:  # type: ignore[attr-defined]
+            return {"quantization": BitsAndBytesConfig(load_in_8bit=True)}
+        compute = torch.bfloat16 if device == "cuda" else torch.float32
+        return {"quantization": BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type=options.quant_type,  # type: ignore[attr-defined]
+            bnb_4bit_use_double_quant=options.double_quant, bnb_4bit_compute_dtype=compute)}  # type: ignore[attr-defined]
+
+    def prepare(self, model: torch.nn.Module, options: BaseModel) -> torch.nn.Module:
+        from peft import get_peft_model, prepare_model_for_kbit_training
+
+        if next(model.parameters()).device.type == "cuda":
+            # Upcasts the remaining half-precision weights (norms, embeddings) to fp32 for stable training.
+            # On CPU everything outside the quantized layers is fp32 already, so it would only add its
+            # gradient-checkpointing side effects there.
+            model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+        return get_peft_model(model, self.peft_config(options))
+
+    def peft_config(self, options: BaseModel) -> Any:
+        return lora_config(options)  # type: ignore[arg-type]
+
+    def merge(self, model: torch.nn.Module) -> torch.nn.Module:
+        if is_quantized(model):
+            raise TailoredError(
+                "refusing to merge LoRA into a quantized base: the weights would be re-quantized and the model "
+                "visibly damaged (logits change by tens on SmolLM2)",
+                hint="load the run with load_run(run, for_merge=True), which uses an unquantized copy of the base",
+            )
+        return model.merge_and_unload()
+
+
+register(Qlora())
