@@ -14,13 +14,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-new-tokens", dest="max_new_tokens", type=int, default=256)
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy.")
     p.add_argument("--which", default="final", help="Weights of a run: final, best, or a checkpoint name.")
+    p.add_argument("--url", default=None, help="Talk to a running `tailored serve` (e.g. http://127.0.0.1:8000/v1) instead.")
+    p.add_argument("--model", default=None, help="With --url: model id or run name (default: the first fine-tune).")
+    p.add_argument("--api-key", dest="api_key", default=None, help="With --url: the server's key (default $TAILORED_API_KEY).")
     p.set_defaults(func=run_chat)
 
 
 def run_chat(args: argparse.Namespace) -> int:
     from tailored.eval.generate import load
 
-    model = load(args.target, which=args.which)
+    if getattr(args, "url", None):
+        from tailored.serve.client import RemoteChat
+
+        model = RemoteChat(args.url, args.model, args.api_key)
+    else:
+        model = load(args.target, which=args.which)
     history = [{"role": "system", "content": args.system}] if args.system else []
     settings = {"max_new_tokens": args.max_new_tokens, "temperature": args.temperature}
     if args.prompt is not None:

@@ -128,7 +128,7 @@ def run_batch(model: torch.nn.Module, rows: list[Row], pad_id: int, *, mixed: bo
 
     def forward(inputs: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
         extra = {"adapter_names": [r.adapter for r in active]} if mixed else {}
-        out = model(input_ids=inputs, attention_mask=mask, position_ids=pos, past_key_values=cache, use_cache=True,
+        out = model(input_ids=inputs, attention_mask=mask, position_ids=pos, cache=cache, use_cache=True,
                     logits_to_keep=1, **extra)
         return out.logits[:, -1, :]
 

@@ -104,7 +104,12 @@ class Running:
 
 
 def start(settings: ServeSettings | None = None, **overrides: Any) -> Running:
-    """Build and start a server in a background thread; ``.url`` is the base URL for the openai client."""
+    """Build and start a server in a background thread; ``.url`` is the base URL for the openai client.
+
+    Unless a port is given, any free port is used.
+    """
+    if settings is None:
+        overrides.setdefault("port", 0)
     return Running(build(settings, **overrides))
 
 
