@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 from tailored.cli.common import add_model_flags, settings_from
 from tailored.config.schema import TrainConfig
@@ -33,6 +34,8 @@ def run_train(args: argparse.Namespace) -> int:
     if not args.resume and "data" not in settings and not args.config_file:
         raise SystemExit("tailored train: --data is required (or --config FILE.yaml, or --resume --output RUN)")
     result = train(config_file=args.config_file, resume=args.resume, **settings)
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun only the first process reports
+        return 130 if result.loop.interrupted else 0
     m = result.metrics
     print(f"\ndone: {m['steps']} steps in {m['seconds']:.0f} s · {m['tokens_per_s']:.0f} tokens/s · "
           f"train loss {m['train_loss']:.4f}" + (f" · validation loss {m['validation_loss']:.4f}" if m["validation_loss"] is not None else ""))

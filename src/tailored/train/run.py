@@ -125,8 +125,12 @@ def train(config: TrainConfig | None = None, *, config_file: str | None = None, 
             raise DataError(f"{cfg.validation}: the validation data has problems\n{val_report.render(limit=20)}",
                             hint=f"run `tailored data check {cfg.validation}`")
         val_examples = val_report.examples
-    train_rows, stats = encode_all(tokenizer, report.examples, max_seq_length=cfg.max_seq_length, overlength=cfg.overlength)
-    val_rows, val_stats = encode_all(tokenizer, val_examples, max_seq_length=cfg.max_seq_length, overlength=cfg.overlength)
+    # A method may train towards another goal than the token loss (DPO's preference pairs): it then encodes,
+    # batches and scores the data itself (see tailored.methods.objective). No branching on method names.
+    objective = method.objective(options) if hasattr(method, "objective") else None
+    encode = objective.encode if objective is not None else encode_all
+    train_rows, stats = encode(tokenizer, report.examples, max_seq_length=cfg.max_seq_length, overlength=cfg.overlength)
+    val_rows, val_stats = encode(tokenizer, val_examples, max_seq_length=cfg.max_seq_length, overlength=cfg.overlength)
     for label, st in (("train", stats), ("validation", val_stats)):
         if (msg := st.summary(cfg.max_seq_length)):
             say(f"note ({label}): {msg}")
@@ -215,7 +219,8 @@ def train(config: TrainConfig | None = None, *, config_file: str | None = None, 
 
     loop = train_loop(accelerator=accelerator, model=model, optimizer=optimizer, scheduler=scheduler,
                       train_rows=train_rows, val_rows=val_rows, cfg=cfg, hp=hp, run_dir=run_dir,
-                      pad_id=int(tokenizer.pad_token_id), save_weights=save_weights, start=start_state)
+                      pad_id=int(tokenizer.pad_token_id), save_weights=save_weights, start=start_state,
+                      objective=objective)
     initial = loop.initial_val_loss if loop.initial_val_loss is not None else start_state.get("initial_val_loss")
     metrics = {"initial_validation_loss": initial, "train_loss": loop.train_loss, "validation_loss": loop.val_loss, "best_validation_loss": loop.best_val_loss,
                "best_step": loop.best_step, "steps": loop.steps, "seconds": round(loop.seconds, 1),

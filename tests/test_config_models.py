@@ -1,0 +1,61 @@
+"""Settings: one name everywhere, every problem reported; models: resolved or refused clearly."""
+
+from __future__ import annotations
+
+import pytest
+
+from tailored.config import dump_yaml, load_train_config
+from tailored.errors import ConfigError, ModelError
+from tailored.methods import method_fields
+from tailored.models.load import load_model
+from tailored.models.registry import resolve_model
+
+
+def test_yaml_cli_and_api_share_names(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("data: train.jsonl\nlora-r: 4\nepochs: 2\nlearning_rate_multiplier: 0.5\n")
+    cfg = load_train_config({"epochs": 3}, yaml_path=path, method_fields=method_fields())
+    assert cfg.epochs == 3 and cfg.learning_rate_multiplier == 0.5 and cfg.method_options == {"lora_r": 4}
+    again = tmp_path / "again.yaml"
+    again.write_text(dump_yaml(cfg))
+    assert load_train_config({}, yaml_path=again, method_fields=method_fields()) == cfg
+
+
+def test_every_problem_is_named(tmp_path):
+    with pytest.raises(ConfigError) as err:
+        load_train_config({"data": "x", "epoch": 3, "overlength": "cut", "max_seq_length": 2},
+                          method_fields=method_fields())
+    problems = err.value.problems
+    assert any("'epoch'" in p and "did you mean 'epochs'" in p for p in problems)
+    assert any(p.startswith("overlength") for p in problems) and any(p.startswith("max_seq_length") for p in problems)
+
+
+def test_bad_yaml_is_reported(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("data: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_train_config({}, yaml_path=path)
+
+
+def test_model_resolution(tmp_path, monkeypatch):
+    assert resolve_model("smollm2").kind == "embedded"
+    assert resolve_model(None).kind == "embedded"
+    (tmp_path / "nocfg").mkdir()
+    with pytest.raises(ModelError, match="no config.json"):
+        resolve_model(tmp_path / "nocfg")
+    with pytest.raises(ModelError, match="no such file"):
+        resolve_model(tmp_path / "missing.gguf")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelError, match="HF_HUB_OFFLINE"):
+        resolve_model("someone/some-model")
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    assert resolve_model("someone/some-model").kind == "hub"
+
+
+def test_pickled_weights_are_refused(tmp_path):
+    folder = tmp_path / "pickled"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    (folder / "pytorch_model.bin").write_bytes(b"not loaded")
+    with pytest.raises(ModelError, match="does not load pickled"):
+        load_model(folder)
