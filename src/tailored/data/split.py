@@ -35,7 +35,7 @@ def label_of(ex: Example) -> str:
 def looks_like_labels(examples: list[Example], max_labels: int | None = None) -> bool:
     """True when the answers form a small label set: few distinct short answers, each repeated."""
     labels = Counter(label_of(ex) for ex in examples)
-    limit = max_labels if max_labels is not None else min(200, max(2, len(examples) // 4))
+    limit = max_labels if max_labels is not None else min(500, max(2, len(examples) // 2))  # ≥ 2 examples per label on average
     short = all(len(label.split()) <= 6 for label in labels)
     return 1 < len(labels) <= limit and short
 

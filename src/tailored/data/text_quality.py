@@ -82,8 +82,8 @@ def charset_summary(texts: list[str]) -> dict[str, float]:
     return {k: round(v / total, 4) for k, v in counts.most_common()}
 
 
-def distinct_n(texts: list[str], n: int) -> float:
-    """Distinct n-grams / all n-grams over whitespace tokens of ``texts`` (0 when there are none)."""
+def distinct_n(texts: list[str], n: int) -> float | None:
+    """Distinct n-grams / all n-grams over whitespace tokens of ``texts`` (None when there are none)."""
     seen: set[tuple[str, ...]] = set()
     total = 0
     for text in texts:
@@ -91,4 +91,36 @@ def distinct_n(texts: list[str], n: int) -> float:
         grams = [tuple(words[i : i + n]) for i in range(len(words) - n + 1)]
         total += len(grams)
         seen.update(grams)
-    return round(len(seen) / total, 4) if total else 0.0
+    return round(len(seen) / total, 4) if total else None
+
+
+# A few hundred bytes of stop words tell the common Latin-script languages apart well enough for a
+# summary ("98% English"); other scripts are named by their script. This is a heuristic, not langid.
+_STOPWORDS = {
+    "en": "the and is of to in that it you for was are with this what how a i my can do have be not on",
+    "fr": "le la les et est des une que pour dans pas qui sur avec vous",
+    "de": "der die das und ist nicht ich ein eine zu mit den sie auf wie",
+    "es": "el la los las y es que de en un una por para con del como",
+    "it": "il lo la gli e è che di un una per non con sono della come",
+    "pt": "os é são um uma não da em também você muito",
+    "nl": "de het een en is van ik niet dat je met op zijn voor",
+}
+_STOP_SETS = {lang: set(words.split()) for lang, words in _STOPWORDS.items()}
+_SCRIPT_LANG = {"Cyrillic": "Cyrillic-script", "CJK": "Chinese/Japanese", "Hiragana": "Japanese", "Katakana": "Japanese",
+                "Hangul": "Korean", "Arabic": "Arabic", "Hebrew": "Hebrew", "Greek": "Greek", "Devanagari": "Hindi/Devanagari",
+                "Thai": "Thai"}
+
+
+def guess_language(text: str) -> str:
+    """``en``, ``fr``, ``de``, ``es``, ``it``, ``pt``, ``nl``, a script-based name, or ``unknown``."""
+    letters = [c for c in text if c.isalpha()]
+    if not letters:
+        return "unknown"
+    scripts = Counter(script_of(c) for c in letters)
+    top, n = scripts.most_common(1)[0]
+    if top not in ("ASCII", "Latin (accented)") and n / len(letters) > 0.3:
+        return _SCRIPT_LANG.get(top, top)
+    words = normalize(text).split()
+    scores = {lang: sum(w in stops for w in words) for lang, stops in _STOP_SETS.items()}
+    best = max(scores, key=lambda k: scores[k])
+    return best if scores[best] > 0 else "unknown"
