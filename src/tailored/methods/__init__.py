@@ -10,5 +10,6 @@ from tailored.methods.base import Method, get_method, method_fields, method_name
 from tailored.methods import lora as _lora  # noqa: F401,E402
 from tailored.methods import full as _full, dora as _dora, qlora as _qlora, ia3 as _ia3  # noqa: F401,E402
 from tailored.methods import adapter as _adapter, prompt_learning as _prompt_learning  # noqa: F401,E402
+from tailored.methods import dpo as _dpo  # noqa: F401,E402
 
 __all__ = ["Method", "register", "get_method", "method_names", "method_fields"]

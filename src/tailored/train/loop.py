@@ -51,14 +51,17 @@ def _sum(accelerator: Any, *values: float) -> list[float]:
 
 
 @torch.no_grad()
-def evaluate_loss(model: torch.nn.Module, rows: list[Encoded], *, accelerator: Any, pad_id: int, micro_batch_tokens: int) -> tuple[float, float]:
-    """(mean token loss, token accuracy) over ``rows``, split across processes."""
+def evaluate_loss(model: torch.nn.Module, rows: list[Encoded], *, accelerator: Any, pad_id: int, micro_batch_tokens: int,
+                  objective: Any = None) -> tuple[float, float]:
+    """(mean token loss, token accuracy) over ``rows``, split across processes (``objective``: see train_loop)."""
+    batches = objective.batches if objective is not None else micro_batches
+    loss_fn = objective.loss if objective is not None else token_loss
     was_training = model.training
     model.eval()
     mine = rows[accelerator.process_index :: accelerator.num_processes]
     loss = tokens = correct = 0.0
-    for mb in micro_batches(mine, pad_id=pad_id, micro_batch_tokens=micro_batch_tokens):
-        out = token_loss(model, mb, device=accelerator.device)
+    for mb in batches(mine, pad_id=pad_id, micro_batch_tokens=micro_batch_tokens):
+        out = loss_fn(model, mb, device=accelerator.device)
         loss += float(out.loss_sum)
         tokens += out.n_tokens
         correct += out.n_correct
@@ -95,8 +98,15 @@ def train_loop(
     pad_id: int,
     save_weights: Callable[[Path], None],
     start: dict[str, Any] | None = None,
+    objective: Any = None,
 ) -> LoopResult:
-    """Run optimizer steps from ``start`` (a restored trainer state) up to ``hp.total_steps``."""
+    """Run optimizer steps from ``start`` (a restored trainer state) up to ``hp.total_steps``.
+
+    ``objective`` (a method's optional :class:`tailored.methods.objective.Objective`, e.g. DPO's) replaces
+    the token loss: its ``batches`` and ``loss`` are used instead of ``micro_batches`` and ``token_loss``.
+    """
+    batches = objective.batches if objective is not None else micro_batches
+    loss_fn = objective.loss if objective is not None else token_loss
     rank, world = accelerator.process_index, accelerator.num_processes
     main = accelerator.is_main_process
     lengths = [len(r) for r in train_rows]
@@ -137,7 +147,7 @@ def train_loop(
 
     if val_rows and step == 0:  # the "before" of every before/after comparison
         val_loss, val_acc = evaluate_loss(model, val_rows, accelerator=accelerator, pad_id=pad_id,
-                                          micro_batch_tokens=cfg.micro_batch_tokens)
+                                          micro_batch_tokens=cfg.micro_batch_tokens, objective=objective)
         result.initial_val_loss = val_loss
         log({"step": 0, "epoch": 0.0, "split": "validation", "loss": round(val_loss, 5), "token_accuracy": round(val_acc, 4),
              "best": False})
@@ -150,7 +160,7 @@ def train_loop(
             plan = epoch_steps(lengths, hp.batch_size, cfg.seed, epoch, min_size=world)
             rng_at_step = torch.get_rng_state()
             mine = [train_rows[i] for i in shard(plan[index], lengths, rank, world)]
-            mbs = micro_batches(mine, pad_id=pad_id, micro_batch_tokens=cfg.micro_batch_tokens,
+            mbs = batches(mine, pad_id=pad_id, micro_batch_tokens=cfg.micro_batch_tokens,
                                 strategy=cfg.batching, max_seq_length=cfg.max_seq_length)
             n_global, = _sum(accelerator, sum(mb.n_labels for mb in mbs))
             loss_total = correct = real = 0.0
@@ -158,7 +168,7 @@ def train_loop(
                 sync = i == len(mbs) - 1
                 ctx = accelerator.no_sync(model) if not sync and world > 1 else _null()
                 with ctx:
-                    out = token_loss(model, mb, device=accelerator.device)
+                    out = loss_fn(model, mb, device=accelerator.device)
                     accelerator.backward(out.loss_sum * (world / max(n_global, 1.0)))
                 loss_total += float(out.loss_sum.detach())
                 correct += out.n_correct
@@ -180,7 +190,7 @@ def train_loop(
                      "tokens_per_s": round(progress.tokens_per_s, 1), "real_tokens": int(real), "elapsed_s": round(time.time() - t0, 2)})
             if val_rows and (step % hp.eval_every == 0 or step == hp.total_steps):
                 val_loss, val_acc = evaluate_loss(model, val_rows, accelerator=accelerator, pad_id=pad_id,
-                                                  micro_batch_tokens=cfg.micro_batch_tokens)
+                                                  micro_batch_tokens=cfg.micro_batch_tokens, objective=objective)
                 result.val_loss = val_loss
                 improved = best is None or val_loss < best - 1e-6
                 if improved:
