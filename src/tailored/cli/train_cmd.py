@@ -27,6 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_train(args: argparse.Namespace) -> int:
+    import tailored.eval.aftertrain  # noqa: F401 - registers the post-training red-flag check
     from tailored.train.run import train
 
     names = set(TrainConfig.model_fields) | args._option_names

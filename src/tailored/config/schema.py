@@ -46,6 +46,9 @@ class TrainConfig(BaseModel):
     keep_checkpoints: int = Field(2, description="Newest checkpoints kept (the best one is always kept).")
     log_every: int = Field(1, description="Write a metrics.jsonl line every N steps.")
     early_stopping_patience: int | None = Field(None, description="Stop after N validations without improvement.")
+    red_flags: Literal["auto", "full", "curves", "off"] = Field(
+        "auto", description="Red-flag check after training: curves (overfitting), full (+ forgetting and mode collapse), "
+        "auto (full when it costs little next to the training), off.")
 
     threads: Union[int, Auto] = Field("auto", description="CPU threads for torch (auto: 1 under tests/CI or several processes).")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto picks CUDA when present.")

@@ -10,7 +10,7 @@ import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -34,6 +34,17 @@ class RunResult:
     metrics: dict[str, Any]
     manifest: dict[str, Any]
     loop: LoopResult
+
+
+# Checks run after every completed training run, registered by higher layers (eval registers the
+# red-flag check), so train never imports them. A hook gets (RunResult, TrainConfig); its errors are
+# reported, never raised: a finished run is never lost to a failed check.
+POST_TRAIN_HOOKS: list[Callable[[RunResult, TrainConfig], None]] = []
+
+
+def add_post_train_hook(hook: Callable[[RunResult, TrainConfig], None]) -> None:
+    if hook not in POST_TRAIN_HOOKS:
+        POST_TRAIN_HOOKS.append(hook)
 
 
 def configure_threads(threads: int | str, world_size: int = 1) -> int:
@@ -235,7 +246,14 @@ def train(config: TrainConfig | None = None, *, config_file: str | None = None, 
         if loop.interrupted:
             say(f"interrupted at step {loop.steps}; checkpoint saved. Continue with: tailored train --resume --output {run_dir}")
     accelerator.wait_for_everyone()
-    return RunResult(run_dir, metrics, manifest, loop)
+    result = RunResult(run_dir, metrics, manifest, loop)
+    if main and not loop.interrupted:
+        for hook in POST_TRAIN_HOOKS:
+            try:
+                hook(result, cfg)
+            except Exception as exc:  # noqa: BLE001 - a check must not lose a finished run
+                say(f"warning: post-training check {getattr(hook, '__name__', hook)} failed: {exc}")
+    return result
 
 
 def _truncate_metrics(path: Path, step: int) -> None:

@@ -1,0 +1,98 @@
+"""The red-flag check that runs at the end of every training run (registered into ``train``'s hooks).
+
+``red_flags`` setting: ``curves`` reads only the run's loss curves (overfitting; instant), ``full``
+also scores the general probe and samples answers on the base and the tuned model (forgetting and
+mode collapse), ``auto`` does ``full`` when that costs at most a fifth of the training time (always
+for tiny models) and ``curves`` otherwise, ``off`` skips it. The verdict is printed, written to
+``red_flags.json`` in the run folder and summarised in the manifest (``red_flags``).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from tailored.eval.choice import DEFAULT_PROBE
+from tailored.eval.redflags import Flag, forgetting, mode_collapse, overfitting, render, worst
+from tailored.train.manifest import read_manifest, write_manifest
+
+# Forward-pass tokens the full check needs (probe choices + sampled answers, base and tuned), measured
+# for the default probe with SmolLM2's tokenizer and rounded up.
+FULL_CHECK_TOKENS = 30_000
+SMALL_MODEL_PARAMETERS = 20_000_000
+
+
+def full_check_seconds(metrics: dict[str, Any]) -> float:
+    """Estimated seconds of the full check: a forward pass runs ~3x faster per token than a training step."""
+    return FULL_CHECK_TOKENS / max(3.0 * float(metrics.get("tokens_per_s") or 0.0), 1e-9)
+
+
+def choose_level(level: str, metrics: dict[str, Any], total_parameters: int) -> str:
+    """``curves`` or ``full`` for the ``red_flags`` setting (see module docstring)."""
+    if level != "auto":
+        return level
+    if total_parameters and total_parameters < SMALL_MODEL_PARAMETERS:
+        return "full"
+    return "full" if full_check_seconds(metrics) <= 0.2 * float(metrics.get("seconds") or 0.0) else "curves"
+
+
+def check_run(run_dir: str | Path, level: str = "full", *, progress: bool = False, say: Any = print) -> dict[str, Any]:
+    """Red flags for a finished run; writes ``red_flags.json`` and the manifest's ``red_flags`` entry.
+
+    Args:
+        run_dir: the run folder.
+        level: ``curves`` (overfitting only) or ``full`` (+ forgetting and mode collapse on base vs tuned).
+        progress: show progress bars while scoring.
+        say: where to print the verdict (``None`` prints nothing).
+    """
+    from tailored.eval.generate import load
+    from tailored.eval.run import probe_scores, sampled_diversity
+    from tailored.eval import cache
+
+    t0 = time.time()
+    run_dir = Path(run_dir)
+    manifest = read_manifest(run_dir)
+    flags = [overfitting(run_dir)]
+    if level == "full":
+        scored: dict[str, dict[str, Any]] = {}
+        for name, spec in (("base", manifest["base_model"]["spec"]), ("tuned", run_dir)):
+            identity = cache.model_identity(spec)
+            model = load(spec)
+            scored[name] = {"probe": probe_scores(model, identity, DEFAULT_PROBE, progress=progress),
+                            "diversity": sampled_diversity(model, identity, progress=progress)}
+            del model
+        flags.append(forgetting(scored["base"]["probe"], scored["tuned"]["probe"], probe_name=DEFAULT_PROBE.name))
+        flags.append(mode_collapse(scored["base"]["diversity"], scored["tuned"]["diversity"]))
+    else:
+        est = full_check_seconds(manifest.get("metrics") or {})
+        for name in ("forgetting", "mode_collapse"):
+            flags.append(Flag(name, "skipped", f"not checked after training (red_flags: {level})", {},
+                              [f"run `tailored eval {run_dir} --data TEST` (or train with --red-flags full; about {est:.0f} s)"]))
+    out = {"level": level, "verdict": worst(flags), "flags": [f.as_dict() for f in flags], "seconds": round(time.time() - t0, 1)}
+    (run_dir / "red_flags.json").write_text(json.dumps(out, indent=1))
+    manifest["red_flags"] = {"level": level, "verdict": out["verdict"], **{f.name: f.verdict for f in flags}}
+    write_manifest(run_dir, manifest)
+    if say is not None:
+        say(f"red flags ({level}, {out['seconds']:.0f} s): {out['verdict']}\n{render(flags)}")
+    return out
+
+
+def after_training(result: Any, cfg: Any) -> None:
+    """The post-train hook: pick the level from ``cfg.red_flags`` and the run's cost, then check."""
+    setting = getattr(cfg, "red_flags", "auto")
+    if setting == "off":
+        return
+    level = choose_level(setting, result.metrics, int((result.manifest.get("parameters") or {}).get("total") or 0))
+    out = check_run(result.run_dir, level)
+    result.manifest["red_flags"] = read_manifest(result.run_dir)["red_flags"]
+
+
+def register() -> None:
+    from tailored.train.run import add_post_train_hook
+
+    add_post_train_hook(after_training)
+
+
+register()

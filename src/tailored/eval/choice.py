@@ -1,0 +1,149 @@
+"""Multiple-choice scoring by log-likelihood: which choice text does the model find most probable?
+
+A 135M model is close to chance when asked to print a letter, but ranks answer texts well above
+chance (the "cloze" scoring of the SmolLM2 evaluations). Each choice is scored as the summed
+log-probability of its tokens after the question, rendered with the model's own chat template
+(user: question, assistant: choice), so the tuned and the base model see the format they chat in.
+The prediction is the choice with the highest summed log-probability (``accuracy``; on the default
+probe and ARC-Easy it beat per-character normalisation for SmolLM2-135M); the per-character
+normalised accuracy is reported too (``accuracy_norm``), as it does not favour short choices.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+
+from tailored.errors import DataError
+
+DEFAULT_PROBE = Path(__file__).parent / "probes" / "general.jsonl"
+SYSTEM = "Answer the question."
+PROMPT = "{question}"
+
+
+@dataclass
+class ChoiceItem:
+    question: str
+    choices: list[str]
+    answer_index: int
+
+
+def read_choice_file(path: str | Path) -> list[ChoiceItem]:
+    """Read ``{question, choices[], answer_index}`` lines (``answer`` as a letter is accepted too)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: no such probe file", hint="pass a JSONL file of {question, choices, answer_index}")
+    items = []
+    for n, raw in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not raw.strip():
+            continue
+        try:
+            obj = json.loads(raw)
+            idx = obj.get("answer_index")
+            if idx is None and isinstance(obj.get("answer"), str):
+                idx = "ABCDEFGH".index(obj["answer"].strip().upper())
+            item = ChoiceItem(str(obj["question"]), [str(c) for c in obj["choices"]], int(idx))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise DataError(f"{path} line {n}: not a multiple-choice item ({exc})",
+                            hint='each line needs {"question": ..., "choices": [...], "answer_index": N}') from exc
+        if not 0 <= item.answer_index < len(item.choices) or len(item.choices) < 2:
+            raise DataError(f"{path} line {n}: answer_index {item.answer_index} is outside the {len(item.choices)} choices",
+                            hint="answer_index counts from 0")
+        items.append(item)
+    if not items:
+        raise DataError(f"{path}: no multiple-choice items", hint="the file is empty")
+    return items
+
+
+def is_choice_file(path: str | Path) -> bool:
+    """True when the first line looks like a multiple-choice item."""
+    with open(path, encoding="utf-8") as f:
+        for raw in f:
+            if raw.strip():
+                obj = json.loads(raw)
+                return isinstance(obj, dict) and "choices" in obj and "question" in obj
+    return False
+
+
+def _rows(tokenizer: Any, item: ChoiceItem) -> list[tuple[list[int], int]]:
+    """(token ids, number of prompt tokens) for each choice."""
+    messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": PROMPT.format(question=item.question)}]
+    prompt = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    p_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    rows = []
+    for choice in item.choices:
+        full = tokenizer(prompt + choice, add_special_tokens=False)["input_ids"]
+        # Token merges across the boundary are rare; count the prompt as its common prefix with the full text.
+        k = 0
+        while k < min(len(p_ids), len(full) - 1) and p_ids[k] == full[k]:
+            k += 1
+        rows.append((full, k))
+    return rows
+
+
+@torch.no_grad()
+def choice_logprobs(model: torch.nn.Module, tokenizer: Any, items: list[ChoiceItem], *, batch_rows: int = 16,
+                    on_progress: Callable[[int], None] | None = None) -> list[list[float]]:
+    """Summed log-probability of every choice's tokens, per item."""
+    flat = [(i, ids, k) for i, item in enumerate(items) for ids, k in _rows(tokenizer, item)]
+    out: list[list[float]] = [[] for _ in items]
+    pad = int(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id)
+    device = next(model.parameters()).device
+    for start in range(0, len(flat), batch_rows):
+        chunk = flat[start : start + batch_rows]
+        width = max(len(ids) for _, ids, _ in chunk)
+        ids = torch.full((len(chunk), width), pad, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for r, (_, row, _) in enumerate(chunk):
+            ids[r, : len(row)] = torch.tensor(row)
+            mask[r, : len(row)] = 1
+        hidden = _final_hidden(model, ids.to(device), mask.to(device))
+        head = _unwrap(model).get_output_embeddings()
+        for r, (i, row, k) in enumerate(chunk):
+            # Project only the positions that predict a choice token (the vocabulary projection dominates).
+            logits = head(hidden[r, k - 1 : len(row) - 1]).float()
+            target = torch.tensor(row[k:], device=device)
+            out[i].append(float(F.log_softmax(logits, dim=-1).gather(-1, target.unsqueeze(-1)).sum()))
+        if on_progress:
+            on_progress(len({i for i, _, _ in chunk}))
+    return out
+
+
+def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The causal-LM module under a peft wrapper (it has the output embeddings and the decoder)."""
+    get_base = getattr(model, "get_base_model", None)
+    return get_base() if callable(get_base) else model
+
+
+def _final_hidden(model: torch.nn.Module, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The decoder's last (normalised) hidden states, captured while asking the model for one logit row."""
+    decoder = _unwrap(model).get_decoder()
+    norm = getattr(decoder, "norm", None)
+    if not isinstance(norm, torch.nn.Module):  # unknown architecture: full hidden states
+        return model(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states[-1]
+    box: list[torch.Tensor] = []
+    handle = norm.register_forward_hook(lambda _m, _i, out: box.append(out[0] if isinstance(out, tuple) else out))
+    try:
+        model(input_ids=ids, attention_mask=mask, logits_to_keep=1)
+    finally:
+        handle.remove()
+    return box[-1][:, -ids.shape[1] :]  # prompt tuning prepends virtual tokens
+
+
+def score_choices(items: list[ChoiceItem], logprobs: list[list[float]]) -> dict[str, Any]:
+    """Accuracy (raw sum) and length-normalised accuracy, plus per-item correctness for paired tests."""
+    correct, correct_norm = [], []
+    for item, lps in zip(items, logprobs):
+        raw = max(range(len(lps)), key=lambda j: lps[j])
+        norm = max(range(len(lps)), key=lambda j: lps[j] / max(len(item.choices[j]), 1))
+        correct.append(float(raw == item.answer_index))
+        correct_norm.append(float(norm == item.answer_index))
+    n = max(len(items), 1)
+    chance = sum(1 / len(it.choices) for it in items) / n
+    return {"n": len(items), "accuracy": sum(correct) / n, "accuracy_norm": sum(correct_norm) / n, "chance": chance,
+            "correct": correct}

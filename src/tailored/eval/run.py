@@ -1,0 +1,181 @@
+"""``evaluate()``: held-out metrics for a run (and its base model), side-by-side answers and red flags.
+
+Each model is loaded once; its answers, probe scores and sampled answers are cached per (weights,
+data, settings), so the base model's half of a comparison is computed once for every run on it.
+"""
+
+from __future__ import annotations
+
+import gc
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+from tailored.errors import DataError
+from tailored.eval import cache
+from tailored.eval.choice import DEFAULT_PROBE, choice_logprobs, read_choice_file, score_choices
+from tailored.eval.generate import ChatModel, GenerationSettings, load
+from tailored.eval.generation import Bar, generate_answers, reference_loss
+from tailored.eval.metrics import diversity
+from tailored.eval.redflags import VARIED_PROMPTS, Flag, forgetting, mode_collapse, overfitting, worst
+from tailored.eval.tasks import TASKS, detect_task, read_labels, read_test_set, score
+from tailored.train.manifest import file_sha256, is_run_dir, read_manifest
+
+COLLAPSE_SETTINGS = {"max_new_tokens": 24, "temperature": 0.8, "top_p": 0.95, "seed": 1234}
+
+
+def probe_scores(model: ChatModel, identity: str, probe: str | Path, *, use_cache: bool = True, progress: bool = True) -> dict[str, Any]:
+    """Multiple-choice probe accuracy of one model (cached)."""
+    items = read_choice_file(probe)
+
+    def compute() -> dict[str, Any]:
+        bar = Bar(f"probe {model.name}", len(items), enabled=progress)
+        try:
+            lps = choice_logprobs(model.model, model.tokenizer, items, on_progress=bar.advance)
+        finally:
+            bar.close()
+        return score_choices(items, lps)
+
+    value, _ = cache.cached(cache.key("probe", identity, file_sha256(probe)), compute, enabled=use_cache)
+    return value
+
+
+def sampled_diversity(model: ChatModel, identity: str, *, use_cache: bool = True, progress: bool = True) -> dict[str, Any]:
+    """Diversity of sampled answers to :data:`VARIED_PROMPTS` (cached)."""
+    convs = [[{"role": "user", "content": p}] for p in VARIED_PROMPTS]
+
+    def compute() -> dict[str, Any]:
+        answers = generate_answers(model, convs, GenerationSettings(**COLLAPSE_SETTINGS), batch_size=len(convs),
+                                   label=f"samples {model.name}", progress=progress)
+        return {**diversity(answers), "answers": answers}
+
+    value, _ = cache.cached(cache.key("collapse", identity, COLLAPSE_SETTINGS, VARIED_PROMPTS), compute, enabled=use_cache)
+    return value
+
+
+def _max_new_tokens(model: ChatModel, references: list[str]) -> int:
+    longest = max((len(model.tokenizer(r, add_special_tokens=False)["input_ids"]) for r in references), default=32)
+    return min(512, int(longest * 1.5) + 16)
+
+
+def _free(model: ChatModel | None) -> None:
+    del model
+    gc.collect()
+
+
+def evaluate(
+    target: str | Path,
+    data: str | Path,
+    *,
+    task: str = "auto",
+    baseline: str | Path | None = "auto",
+    probe: str | Path | None = "default",
+    collapse: bool = True,
+    labels: str | Path | list[str] | None = None,
+    which: str = "final",
+    max_new_tokens: int | None = None,
+    batch_size: int = 8,
+    limit: int | None = None,
+    side_by_side: int = 10,
+    use_cache: bool = True,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Evaluate a run folder or a model on held-out data; compare with a baseline; raise red flags.
+
+    Args:
+        target: a run folder, a model folder, a .gguf or ``smollm2``.
+        data: test file (chat-like JSONL, or ``{question, choices, answer_index}`` lines for ``choice``).
+        task: ``auto`` (guessed from the data), ``classification``, ``generation``, ``sql`` or ``choice``.
+        baseline: model or run to compare with; ``auto`` = the run's base model (none for a base model); None = no baseline.
+        probe: general-knowledge probe for the forgetting check: ``default`` (built in), a file, or None to skip.
+        collapse: sample answers to varied prompts for the mode-collapse check.
+        labels: the label set for classification (list or file); default: the labels in the data.
+        which: weights of a run: ``final``, ``best`` or a checkpoint name.
+        max_new_tokens: answer length limit (default: 1.5x the longest reference + 16).
+        batch_size: prompts per generation batch.
+        limit: evaluate only the first N examples.
+        side_by_side: how many examples to show with base and tuned answers.
+        use_cache: read/write ``$TAILORED_HOME/eval-cache``.
+        progress: show progress bars.
+
+    Returns:
+        A JSON-serialisable report: task, data, per-model metrics, side-by-side rows, red flags.
+    """
+    if task not in TASKS:
+        raise DataError(f"--task {task!r} is not known", hint=f"use one of: {', '.join(TASKS)}")
+    t0 = time.time()
+    data = Path(data)
+    is_run = is_run_dir(target)
+    if baseline == "auto":
+        baseline = read_manifest(target)["base_model"]["spec"] if is_run else None
+    probe_path = DEFAULT_PROBE if probe == "default" else (Path(probe) if probe else None)
+    test = None
+    if task == "auto":
+        task = detect_task(data)
+    if task != "choice":
+        test = read_test_set(data, limit)
+    label_list = read_labels(labels) if isinstance(labels, (str, Path)) else labels
+    report: dict[str, Any] = {"target": str(target), "which": which, "baseline": None if baseline is None else str(baseline),
+                              "task": task, "data": {"path": str(data.resolve()), "sha256": file_sha256(data),
+                                                     "examples": len(test.references) if test else None},
+                              "models": {}}
+
+    def one(name: str, spec: str | Path, w: str) -> dict[str, Any]:
+        identity = cache.model_identity(spec, w if is_run_dir(spec) else "final")
+        model = load(spec, which=w if is_run_dir(spec) else "final")
+        out: dict[str, Any] = {"target": str(spec)}
+        if task == "choice":
+            out["metrics"] = {k: v for k, v in probe_scores(model, identity, data, use_cache=use_cache, progress=progress).items()
+                              if k != "correct"}
+        else:
+            assert test is not None
+            settings = GenerationSettings(max_new_tokens=max_new_tokens or _max_new_tokens(model, test.references))
+            answers, was_cached = cache.cached(
+                cache.key("answers", identity, report["data"]["sha256"], limit, settings.__dict__),
+                lambda: generate_answers(model, test.prompts, settings, batch_size=batch_size, label=f"answers {name}",
+                                         progress=progress), enabled=use_cache)
+            out["answers"], out["cached"] = answers, was_cached
+            out["metrics"] = score(task, test, answers, label_list)
+            if task == "generation":
+                ref, _ = cache.cached(cache.key("refloss", identity, report["data"]["sha256"], limit),
+                                      lambda: reference_loss(model, test.examples), enabled=use_cache)
+                out["metrics"].update(reference_loss=ref["loss"], perplexity=ref["perplexity"])
+        if probe_path is not None:
+            out["probe"] = probe_scores(model, identity, probe_path, use_cache=use_cache, progress=progress)
+        if collapse:
+            out["diversity"] = sampled_diversity(model, identity, use_cache=use_cache, progress=progress)
+        _free(model)
+        return out
+
+    report["models"]["tuned"] = one("tuned", target, which)
+    if baseline is not None:
+        report["models"]["base"] = one("base", baseline, "final")
+    report["side_by_side"] = _side_by_side(test, report["models"], side_by_side) if test else []
+    report["red_flags"] = [f.as_dict() for f in red_flags_for(report, target if is_run else None, probe_path)]
+    report["verdict"] = worst(report["red_flags"])
+    report["seconds"] = round(time.time() - t0, 1)
+    return report
+
+
+def red_flags_for(report: dict[str, Any], run_dir: str | Path | None, probe_path: Path | None) -> list[Flag]:
+    """The three red flags from an evaluation's model results (and the run's curves)."""
+    tuned, base = report["models"].get("tuned", {}), report["models"].get("base", {})
+    flags = [overfitting(run_dir) if run_dir else Flag("overfitting", "skipped", "not a run folder: no training curves", {}, [])]
+    name = probe_path.name if probe_path else "probe"
+    flags.append(forgetting(base.get("probe"), tuned.get("probe"), probe_name=name))
+    flags.append(mode_collapse(base.get("diversity"), tuned.get("diversity")))
+    return flags
+
+
+def _side_by_side(test: Any, models: dict[str, Any], n: int) -> list[dict[str, Any]]:
+    idx = sorted(random.Random(0).sample(range(len(test.references)), min(n, len(test.references))))
+    rows = []
+    for i in idx:
+        users = [m for m in test.prompts[i] if m.get("role") == "user"]
+        row = {"index": i, "prompt": str(users[-1]["content"]) if users else "", "reference": test.references[i]}
+        for name, res in models.items():
+            if "answers" in res:
+                row[name] = res["answers"][i]
+        rows.append(row)
+    return rows
