@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any, ClassVar, Literal
 
 import torch
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from tailored.errors import ModelError, TailoredError
 from tailored.methods.base import register
@@ -22,9 +22,16 @@ _QUANTIZED_LAYERS = ("Linear4bit", "Linear8bitLt", "Params4bit", "Int8Params")
 
 
 class QloraOptions(LoraOptions):
-    quant_bits: Literal[4, 8] = Field(4, description="Bits per base weight: 4 (NF4/FP4) or 8 (LLM.int8).")
+    quant_bits: int = Field(4, description="Bits per base weight: 4 (NF4/FP4) or 8 (LLM.int8).")
     quant_type: Literal["nf4", "fp4"] = Field("nf4", description="4-bit data type; NF4 suits normally distributed weights.")
     double_quant: bool = Field(True, description="Also quantize the 4-bit block scales (saves ~0.4 bit per weight).")
+
+    @field_validator("quant_bits")
+    @classmethod
+    def _bits(cls, v: int) -> int:
+        if v not in (4, 8):
+            raise ValueError("must be 4 or 8")
+        return v
 
 
 def is_quantized(model: torch.nn.Module) -> bool:
