@@ -75,13 +75,13 @@ def run_recipe(data: Path, batch_size: int, threads: int) -> dict:
     return {"seconds": seconds, "real_tokens": stats["real"], "padded_tokens": stats["padded"]}
 
 
-def run_tailored(data: Path, batch_size: int, threads: int) -> dict:
+def run_tailored(data: Path, batch_size: int, threads: int, batching: str = "bucket") -> dict:
     import tailored
 
     out = Path(tempfile.mkdtemp()) / "run"
     result = tailored.train(data=str(data), output=str(out), epochs=1, batch_size=batch_size, lora_r=8, lora_alpha=16,
                             target_modules="q_proj,v_proj", threads=threads, save_every=10**6, max_seq_length=1024,
-                            warmup_ratio=0.0)
+                            warmup_ratio=0.0, batching=batching)
     return {"seconds": result.loop.seconds, "real_tokens": result.loop.real_tokens}
 
 
@@ -104,8 +104,10 @@ def child(kind: str, data: str, batch_size: int, threads: int, result_file: str)
     from tailored.cli.common import quiet
 
     quiet()
-    fn = run_recipe if kind == "recipe" else run_tailored
-    res = fn(Path(data), batch_size, threads)
+    if kind == "recipe":
+        res = run_recipe(Path(data), batch_size, threads)
+    else:
+        res = run_tailored(Path(data), batch_size, threads, batching="pack" if kind == "tailored-pack" else "bucket")
     res["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
     Path(result_file).write_text(json.dumps(res))
 
@@ -124,22 +126,25 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp())
     data = pick_data(args.data, args.examples, tmp / "data.jsonl")
     results = {}
-    for kind in ("recipe", "tailored"):
+    for kind in ("recipe", "tailored", "tailored-pack"):
         out = tmp / f"{kind}.json"
         cmd = [sys.executable, __file__, "--child", kind, str(out), "--data", str(data), "--batch-size", str(args.batch_size),
                "--threads", str(args.threads)]
         subprocess.run(cmd, check=True, env=dict(os.environ, OMP_NUM_THREADS=str(args.threads)))
         results[kind] = json.loads(out.read_text())
     ceiling = matmul_ceiling(args.threads)
-    r, t = results["recipe"], results["tailored"]
+    r, t, p = results["recipe"], results["tailored"], results["tailored-pack"]
+    p_tps = p["real_tokens"] / p["seconds"]
     r_tps, t_tps = r["real_tokens"] / r["seconds"], t["real_tokens"] / t["seconds"]
     # LoRA step with a frozen base: ~4 x params FLOPs per token (forward 2N, backward to activations 2N).
     flops_per_token = 4 * 134.5e6
     print(f"data: {data} ({args.examples} examples, batch {args.batch_size}, {args.threads} thread(s), one epoch)")
     print(f"{'':10} {'real tok/s':>10} {'seconds':>8} {'peak RSS GB':>12}")
     print(f"{'recipe':10} {r_tps:10.1f} {r['seconds']:8.1f} {r['peak_rss_gb']:12.2f}   padding {1 - r['real_tokens'] / r['padded_tokens']:.0%}")
-    print(f"{'tailored':10} {t_tps:10.1f} {t['seconds']:8.1f} {t['peak_rss_gb']:12.2f}")
+    print(f"{'tailored':10} {t_tps:10.1f} {t['seconds']:8.1f} {t['peak_rss_gb']:12.2f}   length-bucketed batches (default)")
+    print(f"{'  packed':10} {p_tps:10.1f} {p['seconds']:8.1f} {p['peak_rss_gb']:12.2f}   packing (batching: pack)")
     print(f"ratio tokens/s tailored/recipe: {t_tps / r_tps:.2f}x (target >= 2.0)")
+    print(f"ratio tokens/s packed/bucketed: {p_tps / t_tps:.2f}x (the default should be the faster one)")
     print(f"ratio peak RSS tailored/recipe: {t['peak_rss_gb'] / r['peak_rss_gb']:.2f} (target <= 0.6)")
     print(f"fp32 matmul ceiling here: {ceiling:.0f} GFLOP/s -> utilisation tailored {t_tps * flops_per_token / 1e9 / ceiling:.0%}, "
           f"recipe {r_tps * flops_per_token / 1e9 / ceiling:.0%}")

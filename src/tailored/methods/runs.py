@@ -10,14 +10,13 @@ from typing import Any
 
 import torch
 
+from tailored.config.manifest import read_manifest
 from tailored.errors import CheckpointError
 from tailored.methods.base import get_method, parse_options
 from tailored.models.load import load_model, load_tokenizer, local_folder
 
 
 def read_run(run_dir: str | Path) -> dict[str, Any]:
-    from tailored.train.manifest import read_manifest  # manifest lives with training; reading it is plain JSON
-
     return read_manifest(run_dir)
 
 

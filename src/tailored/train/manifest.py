@@ -8,17 +8,14 @@ package versions, and the final metrics.
 from __future__ import annotations
 
 import hashlib
-import json
 import platform
 import time
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from tailored.errors import CheckpointError
+from tailored.config.manifest import MANIFEST, is_run_dir, read_manifest  # noqa: F401 - re-exported
 from tailored.train.checkpoint import write_json
-
-MANIFEST = "manifest.json"
 
 
 def file_sha256(path: str | Path) -> str:
@@ -42,14 +39,3 @@ def versions() -> dict[str, str]:
 def write_manifest(run_dir: Path, data: dict[str, Any]) -> None:
     data = dict(data, updated=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
     write_json(run_dir / MANIFEST, data)
-
-
-def read_manifest(run_dir: str | Path) -> dict[str, Any]:
-    path = Path(run_dir) / MANIFEST
-    if not path.is_file():
-        raise CheckpointError(f"{run_dir} is not a run folder (no {MANIFEST})", hint="pass the folder `tailored train` printed")
-    return json.loads(path.read_text())
-
-
-def is_run_dir(path: str | Path) -> bool:
-    return (Path(path) / MANIFEST).is_file()
