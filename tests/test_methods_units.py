@@ -84,6 +84,7 @@ def test_options_route_to_the_chosen_method_only(tiny_model_dir, chat_file):
 
 
 def test_qlora_quantizes_the_base_and_refuses_to_merge_into_it(tiny_model_dir):
+    pytest.importorskip("bitsandbytes")
     from tailored.methods.qlora import is_quantized
 
     method = get_method("qlora")
