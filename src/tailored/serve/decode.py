@@ -25,6 +25,7 @@ class Sampling:
     top_p: float = 1.0
     stop: list[str] = field(default_factory=list)
     seed: int | None = None
+    ignore_eos: bool = False  # generate max_tokens whatever the model says (benchmarks)
 
 
 class TextStream:
@@ -103,14 +104,16 @@ def pick_tokens(logits: torch.Tensor, rows: list[Row]) -> list[int]:
 
 
 @torch.no_grad()
-def run_batch(model: torch.nn.Module, rows: list[Row], pad_id: int, *, mixed: bool) -> int:
+def run_batch(model: torch.nn.Module, rows: list[Row], pad_id: int, *, mixed: bool = False, mixer: Any = None) -> int:
     """Generate every row to completion, calling each row's ``emit`` as text becomes final.
 
     Args:
         model: a causal LM (a ``PeftModel`` when ``mixed``).
         rows: the sequences; their prompts are left-padded together.
         pad_id: token used for padding (masked out).
-        mixed: pass ``adapter_names`` (one per row) so each row uses its own adapter.
+        mixed: pass ``adapter_names`` (one per row) so each row uses its own adapter (peft's way).
+        mixer: or a :class:`~tailored.serve.multilora.MixedLora` already active; told the rows' adapters
+            whenever rows leave the batch.
 
     Returns:
         the number of tokens generated.
@@ -154,6 +157,8 @@ def run_batch(model: torch.nn.Module, rows: list[Row], pad_id: int, *, mixed: bo
             mask, last_pos = mask[index], last_pos[index]
             tokens = [tokens[i] for i in keep]
             active = [active[i] for i in keep]
+            if mixer is not None:
+                mixer.set_rows([r.adapter for r in active])
         mask = torch.cat([mask, mask.new_ones(len(active), 1)], dim=1)
         last_pos = last_pos + 1
         logits = forward(torch.tensor(tokens, device=device)[:, None], last_pos[:, None])

@@ -224,11 +224,18 @@ class Engine:
             else:
                 with self.peft.disable_adapter():
                     n = run_batch(self.peft, rows, pad, mixed=False)
-        elif len(names) == 1:  # one adapter: the plain peft forward is a little faster than adapter_names
-            self.peft.set_adapter(next(iter(names)))
-            n = run_batch(self.peft, rows, pad, mixed=False)
-        else:
-            n = run_batch(self.peft, rows, pad, mixed=True)
+        elif self.settings.mixed_lora == "peft":  # peft's own paths: set_adapter, or adapter_names per row
+            if len(names) == 1:
+                self.peft.set_adapter(next(iter(names)))
+                n = run_batch(self.peft, rows, pad)
+            else:
+                n = run_batch(self.peft, rows, pad, mixed=True)
+        else:  # one or several adapters: concatenated LoRA matrices, row-masked (see multilora.py)
+            from tailored.serve.multilora import MixedLora
+
+            mixer = MixedLora(self.peft, [r.adapter for r in rows])
+            with mixer.active():
+                n = run_batch(self.peft, rows, pad, mixer=mixer)
         self._count(n, rows, len(names) > 1)
 
     def _count(self, tokens: int, rows: list[Row], mixed: bool) -> None:
@@ -247,7 +254,7 @@ class Engine:
                 gen = None
                 if s.temperature > 0:
                     gen = torch.Generator().manual_seed(s.seed + i if s.seed is not None else random.getrandbits(62))
-                stream = TextStream(req.chat.tokenizer, set(req.chat.stop_ids), s.stop)
+                stream = TextStream(req.chat.tokenizer, set() if s.ignore_eos else set(req.chat.stop_ids), s.stop)
                 rows.append(Row(req.prompt_ids, s, stream, self._emitter(req, i, stream), adapter=req.entry.adapter_name,
                                 cancelled=req.cancelled.is_set, generator=gen))
         return rows

@@ -68,6 +68,7 @@ class ChatCompletionRequest(BaseModel):
     tools: list[dict[str, Any]] | None = None
     response_format: dict[str, Any] | None = None
     user: str | None = None
+    ignore_eos: bool = False  # vLLM's extension (pass via extra_body): always generate max_tokens (benchmarks)
 
     @field_validator("stop")
     @classmethod

@@ -51,6 +51,7 @@ async def chat_completions(request: Request) -> Any:
         max_tokens=body.max_completion_tokens or body.max_tokens,  # type: ignore[arg-type]  # None: engine default
         temperature=1.0 if body.temperature is None else body.temperature,  # OpenAI's default
         top_p=1.0 if body.top_p is None else body.top_p, stop=list(body.stop or []), seed=body.seed,
+        ignore_eos=body.ignore_eos,
     )
     loop = asyncio.get_running_loop()
     events: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
