@@ -1,0 +1,125 @@
+"""Measure this machine: a few real forward/backward steps of a model, or a matmul benchmark.
+
+``measure_steps`` runs the actual training computation (random tokens, AdamW step) and reports the
+seconds per step, the achieved FLOP/s and the peak resident memory of the steps alone (the kernel's
+high-water mark is reset after loading, via ``/proc/self/clear_refs``). ``measure_in_subprocess``
+runs it in a fresh interpreter so that the peak is not polluted by whatever ran before.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from tailored.estimate.shapes import ModelShape
+
+
+def train_flops_per_token(shape: ModelShape, method: str, seq_len: int, gradient_checkpointing: bool = False) -> float:
+    """FLOPs per trained token: 6·N for full fine-tuning, ~4·N with a frozen base (+2·N with checkpointing).
+
+    The attention score/value products (``12·L·s·q`` for forward and backward) are added on top.
+    """
+    n = shape.n_params - shape.vocab * shape.hidden * (0 if shape.tied else 1)  # the input embedding is a lookup
+    n += shape.vocab * shape.hidden if shape.tied else 0  # the tied output projection is a matmul
+    passes = 6 if method == "full" else 4
+    if gradient_checkpointing:
+        passes += 2
+    attention = 2 * passes * shape.layers * seq_len * shape.q_dim / 2  # causal: half the scores
+    return passes * n + attention
+
+
+def _vm_hwm() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def _vm_rss() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def measure_steps(folder: str | Path, *, method: str = "lora", batch_size: int = 1, seq_len: int = 64, steps: int = 3,
+                  lora_r: int = 16, gradient_checkpointing: bool = False) -> dict[str, Any]:
+    """Run ``steps`` training steps of the model in ``folder`` on random tokens; time and memory.
+
+    Args:
+        folder: a local model folder (safetensors).
+        method: ``full`` (every weight trained) or ``lora`` (rank ``lora_r`` on all linear layers).
+        batch_size: sequences per step.
+        seq_len: tokens per sequence.
+        steps: steps to run; the first is a warm-up and is not timed.
+        lora_r: LoRA rank.
+        gradient_checkpointing: recompute activations in the backward pass.
+    """
+    import torch
+
+    from tailored.models.load import load_model
+
+    start_rss = _vm_rss()
+    model = load_model(folder)
+    if method == "lora":
+        from peft import LoraConfig, get_peft_model
+
+        model = get_peft_model(model, LoraConfig(r=lora_r, lora_alpha=2 * lora_r, target_modules="all-linear"))
+    elif method != "full":
+        raise ValueError(f"measure_steps supports full and lora, not {method}")
+    if gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        if method == "lora":
+            model.enable_input_require_grads()
+    model.train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=1e-5)
+    vocab = model.config.vocab_size
+    gen = torch.Generator().manual_seed(0)
+    loaded_rss = _vm_rss()
+    try:
+        Path("/proc/self/clear_refs").write_text("5")  # reset the high-water mark: measure the steps only
+    except OSError:
+        pass
+    times = []
+    for _ in range(steps):
+        ids = torch.randint(0, vocab, (batch_size, seq_len), generator=gen)
+        t0 = time.perf_counter()
+        loss = model(input_ids=ids, labels=ids).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        times.append(time.perf_counter() - t0)
+    timed = times[1:] or times
+    return {"seconds_per_step": sum(timed) / len(timed), "tokens_per_step": batch_size * seq_len,
+            "start_rss": start_rss, "loaded_rss": loaded_rss, "peak_rss": _vm_hwm(), "threads": torch.get_num_threads(),
+            "trainable": sum(p.numel() for p in params)}
+
+
+def measure_in_subprocess(folder: str | Path, timeout: float = 600, **kwargs: Any) -> dict[str, Any]:
+    """:func:`measure_steps` in a fresh Python (1 thread), so the peak RSS belongs to this run alone."""
+    code = ("import json,sys,torch; torch.set_num_threads(1); from tailored.estimate.calibrate import measure_steps; "
+            "a=json.loads(sys.argv[1]); print(json.dumps(measure_steps(a.pop('folder'), **a)))")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TRANSFORMERS_VERBOSITY": "error", "TOKENIZERS_PARALLELISM": "false"}
+    out = subprocess.run([sys.executable, "-c", code, json.dumps({"folder": str(folder), **kwargs})], capture_output=True,
+                         text=True, timeout=timeout, env=env)
+    if out.returncode != 0:
+        raise RuntimeError(f"measurement failed: {out.stderr[-2000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def matmul_flops(size: int = 512, repeats: int = 8) -> float:
+    """FLOP/s of an fp32 ``size``×``size`` matmul on this CPU with the current thread count."""
+    import torch
+
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    a @ b
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    return 2 * size**3 * repeats / (time.perf_counter() - t0)

@@ -1,0 +1,244 @@
+"""``tailored estimate``: tokens, memory, time and money of a fine-tuning run, before running it."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from tailored.errors import ConfigError
+from tailored.estimate.calibrate import matmul_flops, measure_steps, train_flops_per_token
+from tailored.estimate.memory import GIB, METHODS, MemoryEstimate, TrainSetup, estimate_memory, suggestions
+from tailored.estimate.prices import device_entry, load_prices
+from tailored.estimate.shapes import ModelShape, resolve_shape
+
+# This machine's Python + torch + transformers process before any model is loaded (VmRSS measured by
+# bench/estimate_accuracy.py), and what a CUDA context plus allocator slack takes outside the tensors.
+CPU_RUNTIME_BYTES = 0.25 * GIB
+GPU_RUNTIME_BYTES = 1.0 * GIB
+# On CPU the peak RSS exceeds the tensors PyTorch holds: weights mapped from the file, oneDNN/BLAS
+# workspaces and glibc arenas that keep freed activations. Fitted on measured runs of the embedded
+# model (bench/estimate_accuracy.py); the fit and its held-out error are in docs/data-and-estimate.md.
+CPU_FIXED_BYTES = 0.30 * GIB
+CPU_ACTIVATION_FACTOR = 1.6
+# Training FLOP/s achieved per matmul FLOP/s on this kind of CPU (used when no model run calibrates).
+CPU_MATMUL_EFFICIENCY = 0.45
+# QLoRA dequantizes every frozen weight on each use: torchtune's table (Llama 3.1 8B, one RTX 4090)
+# shows 2413 vs 3083 tokens/s for QLoRA vs LoRA.
+QLORA_SPEED = 2413 / 3083
+
+
+@dataclass
+class DataTokens:
+    examples: int
+    tokens: int  # real tokens per epoch (after truncation to max_seq_length)
+    padded_tokens: int  # tokens processed per epoch with batches padded to their longest example
+    trained_tokens: int  # assistant tokens that carry a loss
+    longest: int
+    tokenizer: str
+
+
+@dataclass
+class Estimate:
+    model: str
+    params: int
+    device: str
+    devices: int
+    data: DataTokens | None
+    epochs: int
+    memory: MemoryEstimate
+    capacity_bytes: float | None
+    per_method: dict[str, float]
+    fixes: list[tuple[str, float]]
+    flops: float
+    throughput: float  # FLOP/s per device
+    throughput_source: str
+    seconds: float
+    money: dict[str, float]
+    prices_date: str
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def fits(self) -> bool | None:
+        return None if self.capacity_bytes is None else self.memory.total <= self.capacity_bytes
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model, "params": self.params, "device": self.device, "devices": self.devices,
+            "data": asdict(self.data) if self.data else None, "epochs": self.epochs,
+            "total_tokens": self.data.padded_tokens * self.epochs if self.data else None,
+            "memory": self.memory.to_dict(), "capacity_gib": round(self.capacity_bytes / GIB, 2) if self.capacity_bytes else None,
+            "fits": self.fits, "memory_by_method_gib": {k: round(v / GIB, 2) for k, v in self.per_method.items()},
+            "fixes": [{"change": c, "total_gib": round(b / GIB, 2)} for c, b in self.fixes],
+            "flops": self.flops, "throughput_flops_per_s": self.throughput, "throughput_source": self.throughput_source,
+            "seconds": round(self.seconds, 1), "money_usd": self.money, "prices_date": self.prices_date, "notes": self.notes,
+        }
+
+    def render(self) -> str:
+        m, s = self.memory, self.memory.setup
+        out = [f"model {self.model} ({self.params / 1e6:,.0f}M parameters), method {s.method}, {s.precision}, "
+               f"batch {s.batch_size} × {s.seq_len} tokens{', gradient checkpointing' if s.gradient_checkpointing else ''}"]
+        if self.data:
+            d = self.data
+            out.append(f"tokens: {d.examples} examples, {d.tokens:,} tokens per epoch ({d.padded_tokens:,} with padding, "
+                       f"{d.trained_tokens:,} trained) × {self.epochs} epochs = {d.padded_tokens * self.epochs:,} "
+                       f"[tokenizer: {d.tokenizer}]")
+        where = f"{self.device}" + (f" × {self.devices} ({s.sharding})" if self.devices > 1 else "")
+        out.append(f"memory per device on {where}: {m.total / GIB:.2f} GiB = weights {m.weights / GIB:.2f} + gradients "
+                   f"{m.gradients / GIB:.2f} + optimizer {m.optimizer / GIB:.2f} + activations {m.activations / GIB:.2f} "
+                   f"+ logits/loss {m.logits / GIB:.2f} + runtime {m.runtime / GIB:.2f}  ({m.trainable:,} trainable)")
+        out.append("  by method: " + ", ".join(f"{k} {v / GIB:.1f}" for k, v in self.per_method.items()) + " GiB")
+        if self.fits is None:
+            out.append("fits: unknown (no memory size for this device)")
+        elif self.fits:
+            out.append(f"FITS: {m.total / GIB:.2f} of {self.capacity_bytes / GIB:.1f} GiB")
+        else:
+            out.append(f"DOES NOT FIT: {m.total / GIB:.2f} GiB needed, {self.capacity_bytes / GIB:.1f} GiB available")
+            for change, total in self.fixes[:5]:
+                out.append(f"  would fit with {change}: {total / GIB:.2f} GiB")
+            if not self.fixes:
+                out.append("  nothing tried fits one device: use more devices (--devices N --sharding fsdp) or a smaller model")
+        if self.flops:
+            out.append(f"time: {self.flops:.3g} FLOPs at {self.throughput / 1e9:,.1f} GFLOP/s per device ({self.throughput_source})"
+                       f" ≈ {_fmt_time(self.seconds)}")
+            out.append("money: " + ", ".join(f"{k} ${v:,.2f}" for k, v in self.money.items())
+                       + f"  (prices of {self.prices_date}; --prices FILE to change)")
+        out.extend(f"note: {n}" for n in self.notes)
+        return "\n".join(out)
+
+
+def _fmt_time(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def count_tokens(path: str | Path, tokenizer: Any, *, max_seq_length: int, batch_size: int, name: str) -> DataTokens:
+    """Token counts of a data file through the model's chat template (padding simulated per batch)."""
+    from tailored.data.readers import read_records
+    from tailored.data.tokenize import encode_example
+
+    read = read_records(path)
+    if not read.examples:
+        raise ConfigError(f"--data {path}: no valid examples", hint="run `tailored data check` on it")
+    encoded = [encode_example(tokenizer, ex) for ex in read.examples]
+    lengths = [min(len(e), max_seq_length) for e in encoded]
+    padded = sum(len(lengths[i : i + batch_size]) * max(lengths[i : i + batch_size]) for i in range(0, len(lengths), batch_size))
+    trained = sum(e.n_labels for e in encoded)
+    return DataTokens(len(encoded), sum(lengths), padded, trained, max(lengths), name)
+
+
+def _available_ram() -> float:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return float(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+
+
+def cpu_memory(shape: ModelShape, setup: TrainSetup) -> MemoryEstimate:
+    """The memory estimate for this CPU: tensors plus the measured process and allocator overheads."""
+    est = estimate_memory(shape, setup, runtime_bytes=CPU_RUNTIME_BYTES)
+    extra = CPU_FIXED_BYTES + (CPU_ACTIVATION_FACTOR - 1) * (est.activations + est.logits)
+    return replace(est, runtime=est.runtime + extra)
+
+
+def cpu_throughput(shape: ModelShape, folder: Path | None, setup: TrainSetup, calibrate: str) -> tuple[float, str]:
+    """Achieved training FLOP/s on this CPU: from a few real steps of the model, or a matmul benchmark."""
+    import torch
+
+    if calibrate in ("auto", "model") and folder is not None and shape.n_params < 2e9:
+        seq = min(64, setup.seq_len)
+        r = measure_steps(folder, method="full" if setup.method == "full" else "lora", batch_size=1, seq_len=seq, steps=3)
+        rate = train_flops_per_token(shape, "full" if setup.method == "full" else "lora", seq) * seq / r["seconds_per_step"]
+        return rate, f"measured: 2 training steps of the model here, {torch.get_num_threads()} thread(s)"
+    if calibrate == "none":
+        return 20e9, "assumed 20 GFLOP/s (no calibration)"
+    rate = matmul_flops() * CPU_MATMUL_EFFICIENCY
+    return rate, f"matmul benchmark × {CPU_MATMUL_EFFICIENCY} efficiency, {torch.get_num_threads()} thread(s)"
+
+
+def estimate(
+    *, model: str = "smollm2", data: str | Path | None = None, method: str = "lora", epochs: int | None = None,
+    device: str = "cpu", devices: int = 1, sharding: str = "auto", batch_size: int = 1, max_seq_length: int = 1024,
+    gradient_checkpointing: bool = False, precision: str = "auto", optimizer: str = "adamw", lora_r: int = 16,
+    lora_targets: str = "all-linear", prices: str | Path | None = None, calibrate: str = "auto",
+    utilisation: float | None = None, tokenizer: str | None = None,
+) -> Estimate:
+    """Estimate a fine-tuning run: tokens, memory per device (and whether it fits), time and money.
+
+    Args:
+        model: a size (``7b``), a preset (``llama-3.1-8b``), a model folder, or ``smollm2``.
+        data: a training file; without it, tokens/time/money are left out.
+        method: one of full, lora, qlora, dora, ia3, adapter, prefix, prompt.
+        epochs: passes over the data (default: the auto rule from the number of examples).
+        device: ``cpu`` (this machine, measured) or a GPU name from the price table (``a100-80gb``).
+        devices: how many devices share the run.
+        sharding: none, ddp, zero1, zero2, zero3, fsdp (auto: fsdp when devices > 1).
+        batch_size: sequences per device per micro-batch.
+        max_seq_length: longest example in tokens (the memory peak is the longest batch).
+        gradient_checkpointing: recompute activations in the backward pass.
+        precision: fp32, bf16 or mixed (auto: fp32 on CPU, bf16 on GPUs).
+        optimizer: adamw, adamw8bit or sgd.
+        lora_r: LoRA rank (lora, qlora, dora).
+        lora_targets: all-linear, attention, or names such as q_proj,v_proj.
+        prices: a YAML file replacing entries of the shipped price table.
+        calibrate: auto/model (a few real steps here), matmul, or none (CPU only).
+        utilisation: share of the GPU's peak throughput reached (default: from the price table).
+        tokenizer: model whose tokenizer counts tokens when ``model`` is a size (default: the embedded one).
+    """
+    from tailored.config.auto import auto_epochs
+    from tailored.models.load import load_tokenizer, local_folder
+
+    table = load_prices(prices)
+    shape, folder = resolve_shape(model)
+    dev = device_entry(table, device)
+    on_cpu = dev["name"] == "cpu"
+    notes: list[str] = []
+    tokens = None
+    if data is not None:
+        tok_folder = folder or local_folder(tokenizer or "smollm2")
+        name = str(tokenizer or (shape.name if folder else "smollm2 (a proxy: pass --tokenizer for the model's own)"))
+        tokens = count_tokens(data, load_tokenizer(tok_folder), max_seq_length=max_seq_length, batch_size=batch_size, name=name)
+    n_epochs = epochs or (auto_epochs(tokens.examples) if tokens else 1)
+    seq_len = min(max_seq_length, tokens.longest) if tokens else max_seq_length
+    setup = TrainSetup(method=method, precision=precision if precision != "auto" else ("fp32" if on_cpu else "bf16"),
+                       optimizer=optimizer, batch_size=batch_size, seq_len=seq_len, gradient_checkpointing=gradient_checkpointing,
+                       lora_r=lora_r, lora_targets=lora_targets, devices=devices,
+                       sharding=sharding if sharding != "auto" else ("fsdp" if devices > 1 else "none"))
+    mem = cpu_memory(shape, setup) if on_cpu else estimate_memory(shape, setup, runtime_bytes=GPU_RUNTIME_BYTES)
+    capacity = _available_ram() if on_cpu else (dev["memory_gib"] * GIB if dev.get("memory_gib") else None)
+    per_method = {m: (cpu_memory(shape, replace(setup, method=m)) if on_cpu else
+                      estimate_memory(shape, replace(setup, method=m), runtime_bytes=GPU_RUNTIME_BYTES)).total for m in METHODS}
+    fixes = []
+    if capacity is not None and mem.total > capacity:
+        runtime = mem.runtime if not on_cpu else CPU_RUNTIME_BYTES + CPU_FIXED_BYTES
+        fixes = [(label, est.total) for label, est in suggestions(shape, setup, capacity, runtime)]
+    per_token = train_flops_per_token(shape, method, seq_len, gradient_checkpointing)
+    flops = per_token * (tokens.padded_tokens * n_epochs if tokens else 0)
+    if on_cpu and not flops:
+        throughput, source = 0.0, "not measured (no --data)"
+    elif on_cpu:
+        throughput, source = cpu_throughput(shape, folder, setup, calibrate)
+    else:
+        util = utilisation if utilisation is not None else float(table.get("utilisation", 0.35))
+        throughput = dev["tflops"] * 1e12 * util * (QLORA_SPEED if method == "qlora" else 1.0)
+        source = f"{dev['tflops']} TFLOPS peak × {util:.0%} utilisation" + (" × QLoRA dequantization cost" if method == "qlora" else "")
+    seconds = flops / (throughput * max(1, devices)) if flops else 0.0
+    money: dict[str, float] = {}
+    if tokens:
+        hours = seconds / 3600 * max(1, devices)
+        money[f"{dev['name']} ({hours:.2f} device-hours)"] = round(hours * float(dev.get("usd_per_hour") or 0), 2)
+        billed = tokens.tokens * n_epochs
+        for name, row in table.get("hosted", {}).items():
+            money[f"hosted {name}"] = round(billed / 1e6 * float(row["usd_per_million_training_tokens"]), 2)
+        notes.append("hosted prices count every token of every example per epoch; their tokenizers differ slightly from this one")
+    if not tokens:
+        notes.append("no --data: memory only (tokens, time and money need a data file)")
+    return Estimate(shape.name, shape.n_params, dev["name"], devices, tokens, n_epochs, mem, capacity, per_method, fixes,
+                    flops, throughput, source, seconds, money, str(table.get("prices_date", "?")), notes + mem.notes)
