@@ -70,7 +70,8 @@ def main(argv: list[str] | None = None) -> int:
     for col in ("ticket", "expected", "base model", "tuned model"):
         table.add_column(col, overflow="fold")
     for ex, b, t in zip(held_out, base_answers, tuned_answers):
-        table.add_row(ex.messages[1]["content"], ex.messages[-1]["content"], b, t)
+        short = b if len(b) <= 140 else b[:140].rstrip() + " …"
+        table.add_row(ex.messages[1]["content"], ex.messages[-1]["content"], short, t)
     console.print(table)
     ok_base = sum(map(_valid_json, base_answers))
     ok_tuned = sum(map(_valid_json, tuned_answers))
