@@ -77,15 +77,21 @@ def one(method: str, args: argparse.Namespace) -> dict:
         chat = tailored.load("smollm2")
         row.update(trainable=0, adapter_bytes=0, tokens_per_s=None, train_s=0.0, final_loss=None)
     else:
+        from tailored.config.schema import TrainConfig
+
+        extra = {"red_flags": "off"} if "red_flags" in TrainConfig.model_fields else {}  # time training only
         t0 = time.time()
         result = tailored.train(data=str(work / "train.jsonl"), model="smollm2", method=method, max_steps=args.steps,
                                 batch_size=args.batch_size, save_every=args.steps, output=str(work / f"run-{method}"),
-                                threads=1, max_seq_length=256, seed=0)
+                                threads=1, max_seq_length=256, seed=0, learning_rate_multiplier=args.lr_multiplier,
+                                validation=str(work / "validation.jsonl"), eval_every=args.steps, **extra)
         row["train_s"] = round(time.time() - t0, 1)
         row["trainable"] = result.manifest["parameters"]["trainable"]
         row["tokens_per_s"] = result.metrics["tokens_per_s"]
         losses = [h["loss"] for h in result.loop.history if h.get("split") == "train"]
         row["first_loss"], row["final_loss"] = losses[0], losses[-1]
+        row["val_loss_before"] = result.metrics.get("initial_validation_loss")
+        row["val_loss"] = result.metrics.get("validation_loss")
         row["adapter_bytes"] = sum(f.stat().st_size for f in (result.run_dir / "adapter").glob("*.safetensors"))
         chat = tailored.load(result.run_dir)  # the method's own loading path (no merge)
     t1 = time.time()
@@ -110,11 +116,12 @@ def table(rows: list[dict], args: argparse.Namespace) -> str:
     lines = [
         f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} with `{args.command}` "
         f"(SmolLM2-135M-Instruct, fp32, 1 CPU thread on a shared 2-core machine; {args.n_train} training examples, "
-        f"{'' if args.keep_system else 'system prompt removed, '}{args.steps} steps of batch {args.batch_size} for every method at its default settings and learning rate; "
+        f"{'' if args.keep_system else 'system prompt removed, '}{args.steps} steps of batch {args.batch_size} for every method at its default "
+        f"settings and its base learning rate × {args.lr_multiplier}; "
         f"accuracy = exact label by greedy generation on {args.n_val} validation queries). "
         "Ratios are against LoRA in the same run.",
         "",
-        "| method | trainable params | adapter on disk | peak RSS | tokens/s (× LoRA) | train time | loss first → last | val accuracy |",
+        "| method | trainable params | adapter on disk | peak RSS | tokens/s (× LoRA) | train time | val loss before → after | val accuracy |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
@@ -123,7 +130,8 @@ def table(rows: list[dict], args: argparse.Namespace) -> str:
             continue
         tps = r.get("tokens_per_s")
         ratio = f" ({tps / ref['tokens_per_s']:.2f}×)" if tps and ref and ref.get("tokens_per_s") else ""
-        loss = f"{r['first_loss']:.2f} → {r['final_loss']:.2f}" if r.get("final_loss") is not None else "–"
+        before, after = r.get("val_loss_before"), r.get("val_loss")
+        loss = f"{before:.2f} → {after:.2f}" if before is not None and after is not None else (f"{after:.2f}" if after else "–")
         lines.append(f"| {r['method']} | {_fmt_int(r['trainable'])} | {_fmt_bytes(r['adapter_bytes'])} | {r['peak_rss_mb']:,} MB | "
                      f"{'–' if not tps else f'{tps:,.0f}'}{ratio} | {r['train_s']:.0f} s | {loss} | {100 * r['accuracy']:.1f}% |")
     return "\n".join(lines) + "\n"
@@ -139,13 +147,27 @@ def write_doc(text: str) -> None:
         DOC.write_text((DOC.read_text() + "\n" if DOC.is_file() else "# Fine-tuning methods\n\n") + block)
 
 
+ORDER = ["base", "lora", "full", "dora", "qlora", "ia3", "adapter", "prefix", "prompt"]
+
+
+def _all_rows(results: Path) -> list[dict]:
+    """Rows of every tag (parallel groups of one measurement), newest per method, in a fixed order."""
+    rows: dict[str, dict] = {}
+    for path in sorted(results.glob("methods-*.json"), key=lambda p: p.stat().st_mtime):
+        for r in json.loads(path.read_text()):
+            rows[r["method"]] = r
+    return sorted(rows.values(), key=lambda r: ORDER.index(r["method"]) if r["method"] in ORDER else len(ORDER))
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--methods", default="base,lora,full,dora,qlora,ia3,adapter,prefix,prompt")
-    p.add_argument("--steps", type=int, default=16)
+    p.add_argument("--steps", type=int, default=20)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--n-train", type=int, default=128)
     p.add_argument("--n-val", type=int, default=48)
+    p.add_argument("--lr-multiplier", type=float, default=3.0, help="learning_rate_multiplier for every method")
+    p.add_argument("--tag", default="all", help="results go to bench/results/methods-TAG.json; the doc table joins all tags")
     p.add_argument("--keep-system", action="store_true", help="keep the dataset's system prompt (2x longer sequences)")
     p.add_argument("--no-doc", action="store_true", help="print the table without writing docs/methods.md")
     p.add_argument("--one", help=argparse.SUPPRESS)
@@ -158,7 +180,7 @@ def main() -> int:
         print(f"{DATA} is not present; this benchmark needs ../shared/data/banking77", file=sys.stderr)
         return 2
     args.command = "python bench/methods.py " + " ".join(sys.argv[1:])
-    work = Path(tempfile.mkdtemp(prefix="tailored-bench-methods-"))
+    work = Path(tempfile.mkdtemp(prefix=f"tailored-bench-methods-{args.tag}-"))
     _subset(DATA / "train.jsonl", args.n_train, 0, work / "train.jsonl", args.keep_system)
     _subset(DATA / "validation.jsonl", args.n_val, 1, work / "validation.jsonl", args.keep_system)
     rows: list[dict] = []
@@ -166,7 +188,7 @@ def main() -> int:
     results.mkdir(exist_ok=True)
     for method in args.methods.split(","):
         cmd = [sys.executable, __file__, "--one", method, "--work", str(work), "--steps", str(args.steps),
-               "--batch-size", str(args.batch_size)]
+               "--batch-size", str(args.batch_size), "--lr-multiplier", str(args.lr_multiplier)]
         t0 = time.time()
         proc = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, OMP_NUM_THREADS="1"))
         found = [line[4:] for line in proc.stdout.splitlines() if line.startswith("ROW ")]
@@ -174,9 +196,9 @@ def main() -> int:
         row["wall_s"] = round(time.time() - t0, 1)
         rows.append(row)
         print(json.dumps(row), flush=True)
-        (results / "methods.json").write_text(json.dumps(rows, indent=2) + "\n")
+        (results / f"methods-{args.tag}.json").write_text(json.dumps(rows, indent=2) + "\n")
         if not args.no_doc:
-            write_doc(table(rows, args))
+            write_doc(table(_all_rows(results), args))
     print(table(rows, args))
     return 0
 
