@@ -59,3 +59,15 @@ def test_pickled_weights_are_refused(tmp_path):
     (folder / "pytorch_model.bin").write_bytes(b"not loaded")
     with pytest.raises(ModelError, match="does not load pickled"):
         load_model(folder)
+
+
+def test_a_failed_conversion_leaves_no_half_cache(tmp_path):
+    from tailored.models.load import _convert_gguf
+
+    bogus = tmp_path / "broken.gguf"
+    bogus.write_bytes(b"GGUF but not really")
+    target = tmp_path / "cache" / "broken"
+    with pytest.raises(Exception):
+        _convert_gguf(bogus, target)
+    assert not target.exists()
+    assert list((tmp_path / "cache").iterdir()) == []  # the temporary folder is gone too
