@@ -68,7 +68,9 @@ def token_loss(model: torch.nn.Module, batch: MicroBatch, *, device: torch.devic
         hidden = box[-1]
         hidden = hidden[:, -ids.shape[1] :]  # prompt tuning prepends virtual tokens
         head = inner.get_output_embeddings()
-        logits = head(hidden[:, :-1][keep])
+        # under mixed precision the hidden states come out of autocast in bf16; the head is called
+        # outside the model's forward, so match its dtype explicitly
+        logits = head(hidden[:, :-1][keep].to(head.weight.dtype))
     target = targets[keep]
     loss_sum = F.cross_entropy(logits.float(), target, reduction="sum")
     n_correct = int((logits.argmax(-1) == target).sum())
