@@ -139,9 +139,11 @@ def test_adapter_checks_name_what_vllm_rejects(lora_run, tmp_path):
     cfg_path = run / "adapter" / "adapter_config.json"
     cfg = json.loads(cfg_path.read_text())
     cfg_path.write_text(json.dumps({**cfg, "modules_to_save": ["lm_head"]}))
+    (run / "red_flags.json").write_text(json.dumps([{"severity": "high", "message": "validation loss rose after step 2"}]))
     result = export_run(run, tmp_path / "out", format="adapter")
     assert any("modules_to_save" in w for w in result.warnings)
-    assert "modules_to_save" in (tmp_path / "out" / "README.md").read_text()
+    card = (tmp_path / "out" / "README.md").read_text()
+    assert "modules_to_save" in card and "validation loss rose after step 2" in card and "## Red flags" in card
 
 
 def test_non_mergeable_method_points_to_adapter_format(tiny_model_dir, tmp_path):

@@ -24,11 +24,11 @@ The generation config already stops on the end-of-turn token; the tokenizer carr
 from peft import PeftModel
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-base = AutoModelForCausalLM.from_pretrained("<base model>")
+base = AutoModelForCausalLM.from_pretrained("{base}")
 model = PeftModel.from_pretrained(base, "{out}")
 tok = AutoTokenizer.from_pretrained("{out}")  # the training chat template
 ```
-vLLM: `vllm serve <base model> --enable-lora --lora-modules mine={out} --max-lora-rank {rank}`""",
+vLLM: `vllm serve {base} --enable-lora --lora-modules mine={out} --max-lora-rank {rank}`""",
     "gguf": """```bash
 llama-cli -m {out}/{file} -cnv          # llama.cpp reads the chat template and stop token from the file
 ollama create mine -f Modelfile         # Modelfile: FROM ./{file}
@@ -114,5 +114,6 @@ def model_card(run_dir: Path, manifest: dict[str, Any], *, fmt: str, dtype: str,
     if notes or warnings:
         lines += ["## Export notes", "", *[f"- note: {n}" for n in notes], *[f"- warning: {w}" for w in warnings], ""]
     rank = method.get("options", {}).get("lora_r", 16)
-    lines += ["## Use", "", USAGE[fmt].format(out=out_name, file=main_file or "", rank=max(16, int(rank))), ""]
+    usage = USAGE[fmt].format(out=out_name, file=main_file or "", rank=max(16, int(rank)), base=base.get("spec"))
+    lines += ["## Use", "", usage, ""]
     return "\n".join(lines)
