@@ -201,7 +201,8 @@ class Engine:
             if batch[0].entry.kind == "standalone":
                 chat = self._standalone_model(batch[0].entry)
                 rows = self._rows(batch)
-                self._count(run_batch(chat.model, rows, int(chat.tokenizer.pad_token_id), mixed=False), rows, False)
+                self._count(rows, mixed=False)
+                self.stats["tokens"] += run_batch(chat.model, rows, int(chat.tokenizer.pad_token_id))
             else:
                 self._run_shared(batch)
         except Exception as exc:  # report to every waiting client; the server keeps running
@@ -218,6 +219,7 @@ class Engine:
                 self._ensure_adapter(req.entry, keep=names)
         rows = self._rows(batch)
         pad = int(self.base_tokenizer.pad_token_id)
+        self._count(rows, mixed=len(names) > 1)  # before running: clients may read stats as soon as they are answered
         if names == {BASE_ADAPTER}:
             if self.peft is None:
                 n = run_batch(self.base_model, rows, pad, mixed=False)
@@ -236,15 +238,14 @@ class Engine:
             mixer = MixedLora(self.peft, [r.adapter for r in rows])
             with mixer.active():
                 n = run_batch(self.peft, rows, pad, mixer=mixer)
-        self._count(n, rows, len(names) > 1)
+        self.stats["tokens"] += n
 
-    def _count(self, tokens: int, rows: list[Row], mixed: bool) -> None:
+    def _count(self, rows: list[Row], *, mixed: bool) -> None:
         s = self.stats
         s["batches"] += 1
         s["rows"] += len(rows)
         s["max_rows"] = max(s["max_rows"], len(rows))
         s["mixed_batches"] += int(mixed)
-        s["tokens"] += tokens
 
     def _rows(self, batch: list[GenRequest]) -> list[Row]:
         rows = []
