@@ -13,12 +13,11 @@ import json
 import os
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-import torch  # noqa: E402
+import torch
 
 PROMPTS = ["What is the capital of France?", "Name a primary colour.", "How many legs does a spider have?"]
 

@@ -64,7 +64,7 @@ def test_merged_loads_with_plain_transformers_and_equals_unmerged_run(lora_run, 
         want, got = unmerged(ids).logits, merged(ids).logits
         assert (want - got).abs().max().item() < 1e-4
         assert (want - base(ids).logits).abs().max().item() > 1e-2, "the adapter should change the model"
-        greedy = dict(max_new_tokens=8, do_sample=False, eos_token_id=None, pad_token_id=0)
+        greedy = {"max_new_tokens": 8, "do_sample": False, "eos_token_id": None, "pad_token_id": 0}
         assert unmerged.generate(input_ids=ids, **greedy).tolist() == merged.generate(input_ids=ids, **greedy).tolist()
 
 
@@ -220,7 +220,7 @@ def test_gguf_round_trips_through_transformers(lora_run, exports, dtype, toleran
         want, got = merged(ids).logits, model(ids).logits
         assert (want - got).abs().max().item() < tolerance
         if dtype == "f16":
-            greedy = dict(max_new_tokens=8, do_sample=False, eos_token_id=None, pad_token_id=0)
+            greedy = {"max_new_tokens": 8, "do_sample": False, "eos_token_id": None, "pad_token_id": 0}
             assert merged.generate(input_ids=ids, **greedy).tolist() == model.generate(input_ids=ids, **greedy).tolist()
         else:
             assert (want.argmax(-1) == got.argmax(-1)).float().mean().item() >= 0.9
@@ -256,3 +256,29 @@ def test_cli_export(lora_run, tmp_path, capsys):
     assert main(["export", str(lora_run), "-o", str(tmp_path / "g"), "--format", "gguf"]) != 0
     err = capsys.readouterr().err
     assert "not empty" in err and "--force" in err
+
+
+def test_adapter_base_reference_points_to_the_hub_id_when_there_is_one():
+    from tailored.export.adapter import fix_base_reference
+
+    hub = {"base_model": {"kind": "hub", "spec": "HuggingFaceTB/SmolLM2-135M-Instruct"}}
+    config, notes = fix_base_reference({"base_model_name_or_path": "/root/.cache/x"}, hub)
+    assert config["base_model_name_or_path"] == "HuggingFaceTB/SmolLM2-135M-Instruct" and notes
+    local = {"base_model": {"kind": "embedded", "spec": "smollm2"}}
+    config, notes = fix_base_reference({"base_model_name_or_path": "/root/.cache/x"}, local)
+    assert config["base_model_name_or_path"] == "/root/.cache/x" and "dequantized" in notes[0]
+
+
+def test_gguf_refuses_architectures_it_cannot_write():
+    from transformers import Qwen2Config
+
+    from tailored.export.gguf import _check_architecture
+
+    with pytest.raises(ExportError, match="qwen2") as err:
+        _check_architecture(Qwen2Config())
+    assert "--format merged" in (err.value.hint or "")
+
+
+def test_gguf_folder_has_an_ollama_modelfile_with_the_stop_tokens(exports):
+    text = (exports["gguf-f16"] / "Modelfile").read_text()
+    assert text.startswith("FROM ./model-f16.gguf") and 'PARAMETER stop "<|im_end|>"' in text

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["export_run", "ExportResult", "ExportError"]
+__all__ = ["ExportError", "ExportResult", "export_run"]
 
 
 def __getattr__(name: str) -> Any:

@@ -92,8 +92,8 @@ def model_card(run_dir: Path, manifest: dict[str, Any], *, fmt: str, dtype: str,
         lines.append(f"base_model: {hub}")
     lines += ["tags:", "- tailored", f"- {method['name']}", "---", "",
               f"# {Path(run_dir).name} ({fmt}, {dtype})", "",
-              f"Fine-tuned from **{base.get('name')}** (`{base.get('spec')}`, {base.get('kind')}, content hash "
-              f"`{str(base.get('content_hash', ''))[:16]}`) with **{method['name']}** by Tailored.", ""]
+              (f"Fine-tuned from **{base.get('name')}** (`{base.get('spec')}`, {base.get('kind')}, content hash "
+               f"`{str(base.get('content_hash', ''))[:16]}`) with **{method['name']}** by Tailored."), ""]
     flags = red_flags(run_dir, manifest)
     if flags:
         lines += ["## Red flags", "", *[f"- {f}" for f in flags], ""]
@@ -101,8 +101,8 @@ def model_card(run_dir: Path, manifest: dict[str, Any], *, fmt: str, dtype: str,
     for key, value in {**method.get("options", {}), **hp}.items():
         lines.append(f"| {key} | {_fmt(value)} |")
     lines += ["", "## Data", "",
-              f"- train: `{Path(train.get('path', '?')).name}` — {train.get('examples', '?')} examples "
-              f"({train.get('used', '?')} used), sha256 `{str(train.get('sha256', ''))[:16]}`"]
+              (f"- train: `{Path(train.get('path', '?')).name}` — {train.get('examples', '?')} examples "
+               f"({train.get('used', '?')} used), sha256 `{str(train.get('sha256', ''))[:16]}`")]
     if val:
         lines.append(f"- validation: `{Path(val.get('path', '?')).name}` — {val.get('examples', '?')} examples, "
                      f"sha256 `{str(val.get('sha256', ''))[:16]}`")

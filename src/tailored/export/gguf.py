@@ -65,7 +65,7 @@ def original_gguf(manifest: dict[str, Any]) -> tuple[Path | None, str | None]:
 
     try:
         path = Path(resolve_model(base["spec"]).path)
-    except Exception as exc:  # the package or file went away since training
+    except Exception as exc:  # noqa: BLE001 - the package or file went away since training
         return None, f"the base's original GGUF is not available ({exc}); tokenizer metadata was rebuilt from the HF tokenizer"
     if base.get("content_hash") and sha256_file(path) != base["content_hash"]:
         return None, (f"{path} changed since training (hash differs); tokenizer metadata was rebuilt from the HF "

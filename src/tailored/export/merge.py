@@ -44,7 +44,7 @@ def trained_quantized(manifest: dict[str, Any]) -> str | None:
     try:
         method = get_method(manifest["method"]["name"])
         kwargs = method.base_load_kwargs(parse_options(method, manifest["method"]["options"]), "cpu")
-    except Exception:  # an unavailable quantization backend still means "quantized"
+    except Exception:  # noqa: BLE001 - an unavailable quantization backend still means "quantized"
         return f"the base as {manifest['method']['name']} loads it" if manifest["method"]["name"] == "qlora" else None
     quant = kwargs.get("quantization")
     if quant is None:

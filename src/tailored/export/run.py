@@ -7,7 +7,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tailored.export.common import EXPORT_RECORD, ExportResult, atomic_folder, list_files, resolve_dtype, sha256_file
+from tailored.export.common import (
+    EXPORT_RECORD,
+    ExportResult,
+    atomic_folder,
+    list_files,
+    resolve_dtype,
+    sha256_file,
+)
 from tailored.methods.runs import read_run, weights_folder
 
 
@@ -97,6 +104,9 @@ def export_run(run_dir: str | Path, out_dir: str | Path, *, format: str = "merge
             result.warnings += warnings
             result.notes += notes
             result.main_file = out_dir / gguf_name  # self-contained: tokenizer, template and stop token inside
+            # Ollama reads the template from the GGUF; the explicit stops guard older versions that do not.
+            stops = "".join(f"PARAMETER stop {json.dumps(tokenizer.convert_ids_to_tokens(i))}\n" for i in stop_ids)
+            (tmp / "Modelfile").write_text(f"FROM ./{gguf_name}\n{stops}")
         stop_tokens = [tokenizer.convert_ids_to_tokens(i) for i in stop_ids]
         (tmp / "README.md").write_text(model_card(
             run_dir, manifest, fmt=format, dtype=result.dtype, out_name=str(out_dir), stop_tokens=stop_tokens,

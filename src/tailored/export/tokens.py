@@ -34,7 +34,7 @@ def end_of_turn_id(tokenizer: Any, chat_template: str | None) -> int | None:
     messages = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": _PROBE}]
     try:
         text = tokenizer.apply_chat_template(messages, chat_template=chat_template, tokenize=False)
-    except Exception:  # templates may insist on a system turn or other roles; then we cannot probe
+    except Exception:  # noqa: BLE001 - templates may insist on a system turn or other roles; then we cannot probe
         return None
     if _PROBE not in text:
         return None
