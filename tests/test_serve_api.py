@@ -34,10 +34,10 @@ def write_data(path: Path, answer: str, n: int = 32) -> Path:
     return path
 
 
-def train_run(model: Path, out: Path, answer: str, steps: int = 12) -> Path:
+def train_run(model: Path, out: Path, answer: str, steps: int = 12, method: str = "lora") -> Path:
     data = write_data(out.parent / f"{out.name}.jsonl", answer)
-    tailored.train(data=str(data), model=str(model), max_steps=steps, learning_rate_multiplier=300, batch_size=8,
-                   max_seq_length=64, threads=1, output=str(out))
+    tailored.train(data=str(data), model=str(model), method=method, max_steps=steps, learning_rate_multiplier=300,
+                   batch_size=8, max_seq_length=64, threads=1, red_flags="off", output=str(out))
     return out
 
 
@@ -48,7 +48,9 @@ def runs(tiny_model_dir: Path, tiny_zephyr_dir: Path, tmp_path_factory: pytest.T
     train_run(tiny_model_dir, data_dir / "run-a", "billing refund")
     train_run(tiny_model_dir, data_dir / "run-b", "json crash bug")
     train_run(tiny_zephyr_dir, data_dir / "zephyr-run", "login password", steps=4)
-    for name in ("run-a", "run-b", "zephyr-run"):
+    train_run(tiny_model_dir, data_dir / "full-run", "shipping label", steps=2, method="full")
+    train_run(tiny_model_dir, data_dir / "prefix-run", "order delivery", steps=2, method="prefix")
+    for name in ("run-a", "run-b", "zephyr-run", "full-run", "prefix-run"):
         shutil.copytree(data_dir / name, root / name)
     return root
 
@@ -75,7 +77,7 @@ def ids(client: openai.OpenAI) -> dict[str, str]:
 
 def test_models_list_names_base_and_fine_tunes(client: openai.OpenAI) -> None:
     models = ids(client)
-    assert set(models) == {"base", "run-a", "run-b", "zephyr-run"}
+    assert set(models) == {"base", "run-a", "run-b", "zephyr-run", "full-run", "prefix-run"}
     assert models["base"] == "model"
     assert re.fullmatch(r"ft:model:run-a:[0-9a-f]{8}", models["run-a"])
     assert models["run-a"] != models["run-b"]
@@ -83,14 +85,15 @@ def test_models_list_names_base_and_fine_tunes(client: openai.OpenAI) -> None:
     assert client.models.retrieve(models["run-a"]).id == models["run-a"]
     assert client.models.retrieve("run-b").id == models["run-b"]  # the run folder name is an alias
     kinds = {m.id: m.model_extra["kind"] for m in client.models.list().data}
-    assert kinds[models["run-a"]] == "adapter" and kinds[models["zephyr-run"]] == "standalone"
+    assert kinds[models["run-a"]] == "adapter" and kinds[models["run-b"]] == "adapter"
+    assert kinds[models["zephyr-run"]] == "standalone" and kinds[models["full-run"]] == "standalone"
 
 
 def test_greedy_answers_equal_local_chat(client: openai.OpenAI, runs: Path, tiny_model_dir: Path) -> None:
     models = ids(client)
     answers = {}
     for name, target in [("base", tiny_model_dir), ("run-a", runs / "run-a"), ("run-b", runs / "run-b"),
-                         ("zephyr-run", runs / "zephyr-run")]:
+                         ("zephyr-run", runs / "zephyr-run"), ("full-run", runs / "full-run")]:
         out = client.chat.completions.create(model=models[name], messages=MSGS, max_tokens=12, temperature=0)
         expected = tailored.load(target).chat(MSGS, max_new_tokens=12)
         assert out.choices[0].message.content == expected, name
@@ -190,6 +193,9 @@ def test_errors_use_the_openai_envelope(client: openai.OpenAI, server) -> None:
     with pytest.raises(openai.BadRequestError) as err:
         client.chat.completions.create(model="model", messages=MSGS, tools=[{"type": "function", "function": {"name": "f"}}])
     assert "tools" in err.value.message
+    with pytest.raises(openai.BadRequestError) as err:  # prefix tuning needs its own decoder: refused, clearly
+        client.chat.completions.create(model="prefix-run", messages=MSGS)
+    assert err.value.code == "model_not_supported" and "tailored chat" in err.value.message
     raw = httpx.post(server.url + "/chat/completions", content=b"{not json", headers={"authorization": f"Bearer {KEY}"})
     assert raw.status_code == 400 and set(raw.json()["error"]) == {"message", "type", "param", "code"}
     assert raw.headers["x-request-id"].startswith("req_")

@@ -26,7 +26,7 @@ def smol_runs(smollm2_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
                 for i in range(12)]
         data.write_text("".join(json.dumps(r) + "\n" for r in rows))
         tailored.train(data=str(data), model="smollm2", max_steps=2, batch_size=4, max_seq_length=64,
-                       learning_rate_multiplier=20, threads=1, output=str(root / name))
+                       learning_rate_multiplier=20, threads=1, red_flags="off", output=str(root / name))
     return root
 
 

@@ -132,15 +132,16 @@ class Registry:
         cfg = _adapter_config(run_dir)
         matches = _base_matches(manifest, self.base_folder, self.base_hash)
         lora = cfg.get("peft_type") == "LORA" and not cfg.get("use_dora")
-        kind = "adapter" if lora and matches else "standalone"
+        # a LoRA trained on a quantized base (QLoRA) is served as trained: on its quantized base, alone
+        kind = "adapter" if lora and matches and not _quantized_base(manifest) else "standalone"
         base = self.base_name if matches else sanitise((manifest.get("base_model") or {}).get("name") or "base")
         entry = Entry(
             id=f"ft:{base}:{sanitise(run_dir.name)}:{short}", kind=kind, created=int(weights.stat().st_mtime),
             run_dir=run_dir, manifest=manifest, aliases=(run_dir.name,), adapter_name=f"ft_{short}",
         )
-        if cfg.get("peft_type") and cfg.get("peft_type") != "LORA" and _is_prompt_learning(cfg):
+        if _is_prompt_learning(cfg):
             entry.unsupported = (f"run {run_dir.name} uses {manifest['method']['name']} (prompt learning), which the "
-                                 "built-in server cannot decode with a KV cache")
+                                 f"server's KV-cache decoder does not support; use `tailored chat {run_dir}` instead")
         self._by_dir[key] = entry
         return entry
 
@@ -175,6 +176,18 @@ class Registry:
                 if name in e.aliases:
                     return e
         return None
+
+
+def _quantized_base(manifest: dict[str, Any]) -> bool:
+    """Whether the run's method loads its base quantized (then its outputs depend on that quantization)."""
+    from tailored.methods.base import get_method, parse_options
+
+    method = manifest.get("method") or {}
+    try:
+        m = get_method(method.get("name", ""))
+        return bool(m.base_load_kwargs(parse_options(m, method.get("options") or {}), "cpu"))
+    except TailoredError:  # unknown method or missing backend: judge by name
+        return method.get("name") == "qlora"
 
 
 def _is_prompt_learning(cfg: dict[str, Any]) -> bool:

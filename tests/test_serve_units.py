@@ -1,0 +1,85 @@
+"""Pieces of the server without a server: text streaming with stop strings, model ids, sampling."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from tailored.serve.decode import Row, Sampling, TextStream, pick_tokens
+from tailored.serve.registry import Registry, sanitise
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tiny_model_dir: Path):
+    from tailored.models.load import load_tokenizer
+
+    return load_tokenizer(tiny_model_dir)
+
+
+def feed(stream: TextStream, ids: list[int], limit: int = 100) -> tuple[list[str], str | None]:
+    deltas = []
+    for token in ids:
+        delta, finish = stream.add(token, limit)
+        deltas.append(delta)
+        if finish:
+            return deltas, finish
+    return deltas, None
+
+
+def test_stop_string_is_never_streamed_even_across_tokens(tokenizer) -> None:
+    ids = tokenizer("hello the water stop here please", add_special_tokens=False)["input_ids"]
+    deltas, finish = feed(TextStream(tokenizer, set(), ["stop"]), ids)
+    assert "".join(deltas) == "hello the water " and finish == "stop"
+    assert not any("st" in d for d in deltas)  # a stop string's prefix is held back until it is decided
+
+
+def test_held_back_prefix_is_released_when_it_is_not_a_stop(tokenizer) -> None:
+    text = "the sto and more"
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    deltas, finish = feed(TextStream(tokenizer, set(), ["stop"]), ids, limit=len(ids))
+    assert "".join(deltas) == text and finish == "length"
+
+
+def test_stop_token_and_limit(tokenizer) -> None:
+    ids = tokenizer("one two three", add_special_tokens=False)["input_ids"]
+    eos = tokenizer.eos_token_id
+    stream = TextStream(tokenizer, {eos}, [])
+    deltas, finish = feed(stream, ids + [eos])
+    assert "".join(deltas) == "one two three" and finish == "stop" and stream.count == len(ids) + 1
+    deltas, finish = feed(TextStream(tokenizer, {eos}, []), ids, limit=2)
+    assert finish == "length" and "".join(deltas) == tokenizer.decode(ids[:2])
+
+
+def test_partial_utf8_is_held_back(tokenizer) -> None:
+    ids = tokenizer("café ok", add_special_tokens=False)["input_ids"]
+    deltas, _ = feed(TextStream(tokenizer, set(), []), ids, limit=len(ids))
+    assert "".join(deltas) == "café ok" and not any("\ufffd" in d for d in deltas)
+
+
+def test_sampling_is_greedy_at_zero_and_seeded_otherwise() -> None:
+    logits = torch.tensor([[0.0, 3.0, 1.0], [2.0, 0.0, 1.9]])
+    rows = [Row([1], Sampling(), None, None), Row([1], Sampling(), None, None)]  # type: ignore[arg-type]
+    assert pick_tokens(logits, rows) == [1, 0]
+    def sampled(seed: int) -> list[int]:
+        rows = [Row([1], Sampling(temperature=1.5), None, None, generator=torch.Generator().manual_seed(seed + i))  # type: ignore[arg-type]
+                for i in range(2)]
+        return [pick_tokens(logits, rows)[1] for _ in range(20)]
+    assert sampled(3) == sampled(3)
+    assert {0, 2} <= set(sampled(3))  # both near-tied tokens are drawn
+    top = [Row([1], Sampling(temperature=1.0, top_p=0.5), None, None, generator=torch.Generator().manual_seed(0))]  # type: ignore[arg-type]
+    assert {pick_tokens(logits[:1], top)[0] for _ in range(20)} == {1}  # top_p keeps only the most likely token
+
+
+def test_model_ids_are_sanitised() -> None:
+    assert sanitise("My Run/v2: final") == "my-run-v2-final"
+    assert sanitise("meta-llama/Llama-3.1-8B") == "meta-llama-llama-3.1-8b"
+
+
+def test_unfinished_runs_are_not_listed(tmp_path: Path, tiny_model_dir: Path) -> None:
+    run = tmp_path / "runs" / "still-training"
+    run.mkdir(parents=True)
+    (run / "manifest.json").write_text('{"method": {"name": "lora"}, "base_model": {}}')
+    registry = Registry(tiny_model_dir, "tiny", "hash", [tmp_path / "runs"])
+    assert [e.id for e in registry.models()] == ["tiny"]
