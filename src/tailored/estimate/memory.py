@@ -233,10 +233,14 @@ def suggestions(shape: ModelShape, setup: TrainSetup, capacity: float, runtime_b
         est = estimate_memory(shape, alt, runtime_bytes=runtime_bytes)
         if est.total <= capacity:
             out.append((label, est))
-    if not out:  # combine everything that helps
-        alt = replace(setup, gradient_checkpointing=True, batch_size=1, method="qlora" if setup.method != "prompt" else "prompt",
-                      optimizer="adamw8bit")
-        est = estimate_memory(shape, alt, runtime_bytes=runtime_bytes)
-        if est.total <= capacity:
-            out.append(("--method qlora --gradient-checkpointing --batch-size 1 --optimizer adamw8bit", est))
+    if not out:  # no single change is enough: apply them one after another until it fits
+        combined, labels = setup, []
+        for label, alt in options:
+            changed = {k: v for k, v in alt.__dict__.items() if v != getattr(setup, k)}
+            combined = replace(combined, **changed)
+            labels.append(label.split(" (")[0])
+            est = estimate_memory(shape, combined, runtime_bytes=runtime_bytes)
+            if est.total <= capacity:
+                out.append((" ".join(labels), est))
+                break
     return out
