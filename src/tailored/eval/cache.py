@@ -46,8 +46,11 @@ def model_identity(target: str | Path | None, which: str = "final") -> str:
     return hashlib.sha256(f"model:{content_hash(folder)}".encode()).hexdigest()
 
 
+CACHE_VERSION = 1  # bump when scoring or generation code changes what a cached entry means
+
+
 def key(*parts: Any) -> str:
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:32]
+    return hashlib.sha256(json.dumps([CACHE_VERSION, *parts], sort_keys=True, default=str).encode()).hexdigest()[:32]
 
 
 def cached(cache_key: str, compute: Callable[[], Any], *, enabled: bool = True) -> tuple[Any, bool]:

@@ -7,6 +7,7 @@ data, settings), so the base model's half of a comparison is computed once for e
 from __future__ import annotations
 
 import gc
+import json
 import random
 import time
 from pathlib import Path
@@ -80,6 +81,7 @@ def evaluate(
     side_by_side: int = 10,
     use_cache: bool = True,
     progress: bool = True,
+    save: bool = True,
 ) -> dict[str, Any]:
     """Evaluate a run folder or a model on held-out data; compare with a baseline; raise red flags.
 
@@ -98,6 +100,7 @@ def evaluate(
         side_by_side: how many examples to show with base and tuned answers.
         use_cache: read/write ``$TAILORED_HOME/eval-cache``.
         progress: show progress bars.
+        save: for a run folder, keep the report in ``RUN/evals/`` (``tailored report`` shows it).
 
     Returns:
         A JSON-serialisable report: task, data, per-model metrics, side-by-side rows, red flags.
@@ -155,6 +158,10 @@ def evaluate(
     report["red_flags"] = [f.as_dict() for f in red_flags_for(report, target if is_run else None, probe_path)]
     report["verdict"] = worst(report["red_flags"])
     report["seconds"] = round(time.time() - t0, 1)
+    if save and is_run:
+        folder = Path(target) / "evals"
+        folder.mkdir(exist_ok=True)
+        (folder / f"{data.stem}-{report['data']['sha256'][:8]}-{which}.json").write_text(json.dumps(report, indent=1))
     return report
 
 

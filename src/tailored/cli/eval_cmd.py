@@ -1,0 +1,81 @@
+"""``tailored eval``: held-out metrics for a run or a model, base vs tuned, and the red flags."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("eval", help="Evaluate a run or model on held-out data (base vs tuned, red flags).",
+                       description="Score answers on held-out data; compare with the base model; check for overfitting, "
+                                   "catastrophic forgetting and mode collapse.")
+    p.add_argument("target", help="Run folder, model folder, .gguf or 'smollm2'.")
+    p.add_argument("--data", required=True, help="Held-out test file (chat JSONL, or {question, choices, answer_index} lines).")
+    p.add_argument("--task", default="auto", choices=["auto", "classification", "generation", "sql", "choice"],
+                   help="What to score (auto guesses from the data). [default: auto]")
+    p.add_argument("--baseline", default="auto",
+                   help="Model or run to compare with; 'auto' = the run's base model, 'none' = no comparison. [default: auto]")
+    p.add_argument("--probe", default="default",
+                   help="Multiple-choice probe for the forgetting check ('default' = built in, a file, or 'none'). [default: default]")
+    p.add_argument("--no-collapse", dest="collapse", action="store_false", help="Skip the mode-collapse sampling.")
+    p.add_argument("--labels", default=None, help="Label set for classification (JSON list or one per line).")
+    p.add_argument("--which", default="final", help="Weights of a run: final, best, or a checkpoint name. [default: final]")
+    p.add_argument("--max-new-tokens", dest="max_new_tokens", type=int, default=None,
+                   help="Answer length limit (default: 1.5x the longest reference + 16).")
+    p.add_argument("--batch-size", dest="batch_size", type=int, default=8, help="Prompts per generation batch. [default: 8]")
+    p.add_argument("--limit", type=int, default=None, help="Evaluate only the first N examples.")
+    p.add_argument("--no-cache", dest="use_cache", action="store_false", help="Recompute instead of reading the eval cache.")
+    p.add_argument("--json", dest="json_out", default=None, help="Write the full report as JSON here.")
+    p.add_argument("--html", dest="html_out", default=None, help="Write a self-contained HTML report here.")
+    p.set_defaults(func=run_eval)
+
+
+def _none(value: str | None) -> str | None:
+    return None if value is None or value.lower() in ("none", "off", "") else value
+
+
+def summary(report: dict[str, Any]) -> str:
+    """Metrics table, a few side-by-side answers and the red flags, as terminal text."""
+    from tailored.eval.redflags import render
+    from tailored.eval.report import METRIC_ROWS, _fmt
+
+    models = report["models"]
+    names = list(models)
+    lines = [f"{report['task']} · {Path(report['data']['path']).name} · {report['data'].get('examples') or ''} examples"]
+    lines.append(f"  {'metric':36s}" + "".join(f"{n:>12s}" for n in names))
+    for key, label, _higher, kind in METRIC_ROWS:
+        vals = [models[n].get("metrics", {}).get(key) for n in names]
+        if any(v is not None for v in vals):
+            lines.append(f"  {label:36s}" + "".join(f"{_fmt(v, kind):>12s}" for v in vals))
+    probe = [models[n].get("probe", {}).get("accuracy") for n in names]
+    if any(v is not None for v in probe):
+        lines.append(f"  {'general probe accuracy':36s}" + "".join(f"{_fmt(v, 'pct'):>12s}" for v in probe))
+    for row in report.get("side_by_side", [])[:3]:
+        lines.append(f"\n  prompt:    {row['prompt'][-160:]!r}\n  reference: {row['reference'][:160]!r}")
+        for n in names:
+            if n in row:
+                lines.append(f"  {n + ':':10s} {row[n][:160]!r}")
+    lines.append(f"\nred flags: {report['verdict']}\n" + render(report["red_flags"]))
+    return "\n".join(lines)
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    from tailored.eval.report import write_html
+    from tailored.eval.run import evaluate
+
+    report = evaluate(args.target, args.data, task=args.task, baseline=_none(args.baseline), probe=_none(args.probe),
+                      collapse=args.collapse, labels=args.labels, which=args.which, max_new_tokens=args.max_new_tokens,
+                      batch_size=args.batch_size, limit=args.limit, use_cache=args.use_cache)
+    print(summary(report))
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps(report, indent=1))
+        print(f"report: {args.json_out}")
+    if args.html_out:
+        from tailored.train.manifest import is_run_dir
+
+        write_html(args.html_out, run_dir=args.target if is_run_dir(args.target) else None, evals=[report])
+        print(f"html report: {args.html_out}")
+    return 0

@@ -1,0 +1,209 @@
+"""Red flags: verdict logic on known curves, then three staged failures on real training runs.
+
+Staged on the tiny model (full fine-tuning, deterministic seeds): (a) many epochs on few examples →
+overfitting; (b) a high learning rate on narrow data → forgetting, measured on a probe made of the
+base model's own preferences (so the base scores 100% and any change shows); (c) one repeated
+answer → mode collapse. A healthy run raises none. One slow test stages forgetting and collapse on
+the embedded SmolLM2 with the real default probe.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tailored.eval.redflags import forgetting, mode_collapse, overfitting, worst
+from tailored.testing.tiny import WORDS
+
+
+def _curves(path: Path, train: list[float], val: list[tuple[int, float]]) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    rows = [{"step": i + 1, "epoch": i + 1, "split": "train", "loss": x} for i, x in enumerate(train)]
+    rows += [{"step": s, "epoch": s, "split": "validation", "loss": x} for s, x in val]
+    (path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_overfitting_verdicts_from_curves(tmp_path: Path) -> None:
+    falling = [3 - 0.1 * i for i in range(20)]
+    red = overfitting(_curves(tmp_path / "a", falling, [(5, 2.0), (10, 1.6), (15, 1.9), (20, 2.3)]))
+    assert red.verdict == "red" and red.evidence["best_step"] == 10
+    assert any("--which best" in f for f in red.fixes) and any("10 epoch" in f for f in red.fixes)
+    healthy = overfitting(_curves(tmp_path / "b", falling, [(5, 2.0), (10, 1.8), (15, 1.7), (20, 1.69)]))
+    assert healthy.verdict == "ok" and not healthy.fixes
+    mild = overfitting(_curves(tmp_path / "c", falling, [(5, 2.0), (10, 1.8), (20, 1.86)]))
+    assert mild.verdict == "warning"
+    # validation rising while train loss rises too is not overfitting (it is divergence)
+    rising = [1 + 0.1 * i for i in range(20)]
+    assert overfitting(_curves(tmp_path / "d", rising, [(5, 1.0), (20, 1.5)])).verdict == "ok"
+    assert overfitting(_curves(tmp_path / "e", falling, [])).verdict == "skipped"
+
+
+def test_forgetting_respects_noise() -> None:
+    base = {"accuracy": 0.7, "correct": [1.0] * 7 + [0.0] * 3, "chance": 0.25}
+    small = forgetting(base, {"accuracy": 0.6, "correct": [1.0] * 6 + [0.0] * 4})
+    assert small.verdict != "red"  # one item of ten is within the noise
+    many_base = {"accuracy": 0.7, "correct": ([1.0] * 7 + [0.0] * 3) * 6, "chance": 0.25}
+    lost = forgetting(many_base, {"accuracy": 0.3, "correct": ([1.0] * 3 + [0.0] * 7) * 6})
+    assert lost.verdict == "red" and lost.evidence["delta"] == pytest.approx(-0.4) and lost.fixes
+    assert forgetting(many_base, many_base).verdict == "ok"
+    assert forgetting(None, many_base).verdict == "skipped"
+
+
+def test_mode_collapse_compares_with_base() -> None:
+    from tailored.eval.metrics import diversity
+
+    base = diversity([f"answer number {w} about {v}" for w, v in zip(WORDS[:16], WORDS[20:36])])
+    same = diversity(["I cannot help with that."] * 15 + ["Sure."])
+    assert mode_collapse(base, same).verdict == "red"
+    assert mode_collapse(base, base).verdict == "ok"
+
+
+# ---- staged failures on real (tiny) training runs -------------------------------------------------
+
+
+def _write(path: Path, rows: list[dict[str, Any]]) -> str:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return str(path)
+
+
+def _chat(n: int, seed: int, answer: str | None = None) -> list[dict[str, Any]]:
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        q = " ".join(rng.choice(WORDS[:80]) for _ in range(5))
+        a = answer or " ".join(rng.choice(WORDS[:80]) for _ in range(4))
+        out.append({"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]})
+    return out
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory: pytest.TempPathFactory):
+    """A private $TAILORED_HOME so cached tiny-model results never leak between test runs."""
+    old = os.environ.get("TAILORED_HOME")
+    os.environ["TAILORED_HOME"] = str(tmp_path_factory.mktemp("home"))
+    yield
+    if old is None:
+        os.environ.pop("TAILORED_HOME", None)
+    else:
+        os.environ["TAILORED_HOME"] = old
+
+
+@pytest.fixture(scope="module")
+def staged(home, tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """Four runs of the tiny model: healthy, overfit, narrow high-LR, collapsed (a few seconds in all)."""
+    import tailored
+
+    w = tmp_path_factory.mktemp("staged")
+    common = {"model": str(tiny_model_dir), "max_seq_length": 128, "red_flags": "full", "threads": 1}
+    runs = {}
+    runs["healthy"] = tailored.train(data=_write(w / "h.jsonl", _chat(40, 1)), validation=_write(w / "hv.jsonl", _chat(10, 2)),
+                                     output=str(w / "healthy"), max_steps=12, batch_size=4, eval_every=3, **common)
+    runs["overfit"] = tailored.train(data=_write(w / "o.jsonl", _chat(10, 3)), validation=_write(w / "ov.jsonl", _chat(8, 4)),
+                                     output=str(w / "overfit"), method="full", max_steps=40, batch_size=10,
+                                     learning_rate_multiplier=200, eval_every=4, lr_schedule="constant", **common)
+    runs["narrow"] = tailored.train(data=_write(w / "n.jsonl", _chat(12, 5, answer="shipping label")), output=str(w / "narrow"),
+                                    method="full", max_steps=20, batch_size=4, learning_rate_multiplier=500, **common)
+    runs["collapse"] = tailored.train(data=_write(w / "c.jsonl", _chat(16, 6, answer="the refund is on the way")),
+                                      output=str(w / "collapse"), method="full", max_steps=60, batch_size=4,
+                                      learning_rate_multiplier=500, **common)
+    return {"dir": w, "runs": {k: r.run_dir for k, r in runs.items()}, "model": tiny_model_dir}
+
+
+def _flags(run_dir: Path) -> dict[str, str]:
+    stored = json.loads((run_dir / "red_flags.json").read_text())
+    return {f["name"]: f["verdict"] for f in stored["flags"]}
+
+
+def test_post_train_hook_stores_the_verdict(staged: dict[str, Any]) -> None:
+    from tailored.train.manifest import read_manifest
+
+    for run_dir in staged["runs"].values():
+        manifest = read_manifest(run_dir)
+        assert manifest["red_flags"]["level"] == "full"
+        assert manifest["red_flags"]["verdict"] == worst(json.loads((run_dir / "red_flags.json").read_text())["flags"])
+
+
+def test_healthy_run_raises_no_flag(staged: dict[str, Any]) -> None:
+    assert _flags(staged["runs"]["healthy"]) == {"overfitting": "ok", "forgetting": "ok", "mode_collapse": "ok"}
+
+
+def test_staged_overfitting_is_caught(staged: dict[str, Any]) -> None:
+    flags = _flags(staged["runs"]["overfit"])
+    assert flags["overfitting"] == "red"
+    stored = json.loads((staged["runs"]["overfit"] / "red_flags.json").read_text())["flags"][0]
+    assert stored["evidence"]["best_step"] < stored["evidence"]["last_step"]
+
+
+def test_staged_collapse_is_caught(staged: dict[str, Any]) -> None:
+    flags = _flags(staged["runs"]["collapse"])
+    assert flags["mode_collapse"] == "red"
+    ev = json.loads((staged["runs"]["collapse"] / "red_flags.json").read_text())["flags"][2]["evidence"]
+    assert "refund" in ev["tuned"]["most_repeated"]["text"]
+
+
+def test_staged_forgetting_is_caught(staged: dict[str, Any]) -> None:
+    """The probe is what the base model prefers (base = 100%); narrow high-LR training must change it, healthy must not."""
+    from tailored.eval.choice import ChoiceItem, choice_logprobs
+    from tailored.eval.generate import load
+    from tailored.eval.run import evaluate
+
+    base = load(str(staged["model"]))
+    rng = random.Random(7)
+    items = [ChoiceItem(" ".join(rng.choice(WORDS) for _ in range(4)), [rng.choice(WORDS) + " " + rng.choice(WORDS) for _ in range(4)], 0)
+             for _ in range(40)]
+    scores = choice_logprobs(base.model, base.tokenizer, items)
+    probe = staged["dir"] / "probe.jsonl"
+    _write(probe, [{"question": it.question, "choices": it.choices, "answer_index": max(range(4), key=lambda j: s[j])}
+                   for it, s in zip(items, scores)])
+    test = _write(staged["dir"] / "test.jsonl", _chat(6, 9))
+    verdicts = {}
+    for name in ("narrow", "healthy"):
+        report = evaluate(staged["runs"][name], test, probe=probe, collapse=False, progress=False)
+        verdicts[name] = {f["name"]: f for f in report["red_flags"]}["forgetting"]
+        assert report["models"]["base"]["probe"]["accuracy"] == 1.0
+    assert verdicts["narrow"]["verdict"] == "red", verdicts["narrow"]["summary"]
+    assert verdicts["healthy"]["verdict"] == "ok", verdicts["healthy"]["summary"]
+
+
+def test_curves_only_level_skips_model_checks(staged: dict[str, Any]) -> None:
+    from tailored.eval.aftertrain import check_run, choose_level
+
+    out = check_run(staged["runs"]["overfit"], "curves", say=None)
+    assert [f["verdict"] for f in out["flags"]] == ["red", "skipped", "skipped"]
+    # auto: a real-size model whose check would cost more than a fifth of its training stays on curves
+    assert choose_level("auto", {"tokens_per_s": 1000, "seconds": 20}, 135_000_000) == "curves"
+    assert choose_level("auto", {"tokens_per_s": 1000, "seconds": 900}, 135_000_000) == "full"
+    assert choose_level("auto", {"tokens_per_s": 1000, "seconds": 1}, 100_000) == "full"
+    assert choose_level("off", {}, 0) == "off"
+
+
+# ---- the same on the embedded model ---------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_smollm2_narrow_high_lr_run_forgets_and_collapses(smollm2_dir: Path, tmp_path: Path) -> None:
+    """LoRA with a 50x learning rate on one repeated short answer: the real probe drops and answers collapse."""
+    from tailored.eval.choice import DEFAULT_PROBE
+    from tailored.eval.run import evaluate
+    from tailored.train.run import train
+
+    probe = tmp_path / "probe.jsonl"
+    probe.write_text("".join(DEFAULT_PROBE.read_text().splitlines(keepends=True)[::3]))  # 18 of the 54 items
+    rows = [{"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": "No."}]}
+            for q in ("Hi", "Help me", "What time is it?", "Tell me a joke", "Who are you?", "Is it raining?",
+                      "Open the door", "Sing", "Count to three", "Say yes", "Good morning", "Thanks")]
+    run = train(data=_write(tmp_path / "no.jsonl", rows), model=str(smollm2_dir), output=str(tmp_path / "run"),
+                max_steps=6, batch_size=4, learning_rate_multiplier=50, max_seq_length=64, red_flags="off", threads=1)
+    test = _write(tmp_path / "test.jsonl", rows[:2])
+    report = evaluate(run.run_dir, test, probe=probe, progress=False, max_new_tokens=4)
+    flags = {f["name"]: f for f in report["red_flags"]}
+    base_probe = report["models"]["base"]["probe"]
+    assert base_probe["accuracy"] >= base_probe["chance"] + 0.2  # the probe works on the real model
+    assert flags["forgetting"]["verdict"] == "red", flags["forgetting"]["summary"]
+    assert flags["mode_collapse"]["verdict"] == "red", flags["mode_collapse"]["summary"]
