@@ -24,8 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run_serve(args: argparse.Namespace) -> int:
     from tailored.cli.common import settings_from
     from tailored.serve.server import serve_forever
-    from tailored.serve.settings import ServeSettings
+    from tailored.serve.settings import ServeSettings, parse_settings
 
-    values = settings_from(args, set(ServeSettings.model_fields))
-    serve_forever(ServeSettings(**values))
+    serve_forever(parse_settings(**settings_from(args, set(ServeSettings.model_fields))))
     return 0

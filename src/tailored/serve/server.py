@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tailored.serve.settings import ServeSettings
+from tailored.serve.settings import ServeSettings, parse_settings
 
 
 @dataclass
@@ -45,8 +45,7 @@ def build(settings: ServeSettings | None = None, **overrides: Any) -> Built:
     from tailored.serve.app import check_bind, create_app
     from tailored.serve.registry import Registry
 
-    s = (settings or ServeSettings()).model_copy(update=overrides)
-    s = ServeSettings.model_validate(s.model_dump())  # re-validate the overrides
+    s = parse_settings(**{**(settings or ServeSettings()).model_dump(), **overrides})
     if s.api_key is None and os.environ.get("TAILORED_API_KEY"):
         s.api_key = os.environ["TAILORED_API_KEY"]
     check_bind(s.host, s.api_key)

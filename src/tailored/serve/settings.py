@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from tailored.errors import ConfigError
 
 
 class ServeSettings(BaseModel):
@@ -16,10 +20,19 @@ class ServeSettings(BaseModel):
     engine: str = Field("builtin", pattern="^(builtin|vllm)$", description="builtin (CPU/CUDA, transformers + peft) or vllm (CUDA, vLLM multi-LoRA).")
     device: str = Field("auto", description="cpu, cuda, or auto (cuda when available).")
     max_adapters: int = Field(8, ge=1, description="LoRA adapters kept in memory at once (least recently used are unloaded).")
-    max_standalone: int = Field(1, ge=1, description="Non-LoRA fine-tunes (full, prompt tuning, other bases) kept in memory at once.")
+    max_standalone: int = Field(1, ge=1, description="Fine-tunes that are not plain LoRA on the base (full, DoRA, IA3, QLoRA, other bases) kept in memory at once.")
     mixed_lora: str = Field("concat", pattern="^(concat|peft)$", description="How mixed-adapter batches run: concat (all adapters' LoRA matrices in one matmul per layer, row-masked) or peft (adapter_names=).")
     max_batch: int = Field(16, ge=1, description="Most sequences decoded together in one batch.")
     batch_wait_ms: float = Field(5.0, ge=0, description="How long the scheduler waits to collect requests into a batch.")
     queue_size: int = Field(64, ge=1, description="Most requests waiting for a batch; beyond it requests get HTTP 429.")
     max_tokens: int = Field(512, ge=1, description="Largest max_tokens a request may ask for (and the default).")
     max_batch_tokens: int = Field(32768, ge=64, description="Bound on a batch's rows × (prompt + max_tokens), which bounds KV-cache memory.")
+
+
+def parse_settings(**values: Any) -> ServeSettings:
+    """``ServeSettings`` from flat values, with every problem named (raises ConfigError)."""
+    try:
+        return ServeSettings(**values)
+    except ValidationError as exc:
+        problems = [f"--{'.'.join(map(str, e['loc'])).replace('_', '-')}: {e['msg']} (got {e.get('input')!r})" for e in exc.errors()]
+        raise ConfigError(problems, hint="see `tailored serve --help`") from None
