@@ -39,7 +39,7 @@ def train_runs(folder: Path, steps: int) -> list[Path]:
         rows = [{"messages": [{"role": "user", "content": rng.choice(PROMPTS) + f" ({i})"},
                               {"role": "assistant", "content": answer}]} for i in range(16)]
         data.write_text("".join(json.dumps(r) + "\n" for r in rows))
-        tailored.train(data=str(data), model="smollm2", max_steps=steps, batch_size=4, max_seq_length=96, threads=1,
+        tailored.train(data=str(data), model="smollm2", max_steps=steps, batch_size=4, max_seq_length=96, threads=1, red_flags="off",
                        output=str(folder / name))
         out.append(folder / name)
     return out
@@ -91,7 +91,7 @@ def main() -> int:
     ap.add_argument("--train-steps", type=int, default=2)
     ap.add_argument("--max-tokens", type=int, default=32)
     ap.add_argument("--clients", default="1,4,16")
-    ap.add_argument("--requests", type=int, default=16, help="requests per configuration and client count (at least one per client)")
+    ap.add_argument("--requests", type=int, default=8, help="requests per configuration and client count (at least one per client)")
     ap.add_argument("--repeats", type=int, default=2, help="interleaved repeats; the best is kept (the machine is shared)")
     args = ap.parse_args()
     torch.set_num_threads(1)

@@ -83,3 +83,25 @@ def test_unfinished_runs_are_not_listed(tmp_path: Path, tiny_model_dir: Path) ->
     (run / "manifest.json").write_text('{"method": {"name": "lora"}, "base_model": {}}')
     registry = Registry(tiny_model_dir, "tiny", "hash", [tmp_path / "runs"])
     assert [e.id for e in registry.models()] == ["tiny"]
+
+
+def test_settings_errors_name_the_flag() -> None:
+    from tailored.errors import ConfigError
+    from tailored.serve.settings import parse_settings
+
+    with pytest.raises(ConfigError, match="--engine"):
+        parse_settings(engine="tgi")
+    with pytest.raises(ConfigError, match="--queue-size"):
+        parse_settings(queue_size=0)
+
+
+def test_vllm_engine_without_vllm_is_a_clear_error(tiny_model_dir: Path) -> None:
+    import importlib.util
+
+    from tailored.errors import ModelError
+    from tailored.serve.server import build
+
+    if importlib.util.find_spec("vllm") is not None:
+        pytest.skip("vllm is installed")
+    with pytest.raises(ModelError, match="pip install vllm"):
+        build(base=str(tiny_model_dir), engine="vllm")
