@@ -282,3 +282,25 @@ def test_gguf_refuses_architectures_it_cannot_write():
 def test_gguf_folder_has_an_ollama_modelfile_with_the_stop_tokens(exports):
     text = (exports["gguf-f16"] / "Modelfile").read_text()
     assert text.startswith("FROM ./model-f16.gguf") and 'PARAMETER stop "<|im_end|>"' in text
+
+
+def test_bf16_base_merges_in_bf16_bit_identical_to_an_fp32_merge(tmp_path):
+    """A base stored in bf16 is merged in bf16 (half the memory) without peft's double rounding."""
+    from safetensors.torch import load_file
+
+    import tailored
+    from tailored.testing.tiny import save_tiny_model, write_chat_dataset
+
+    base = save_tiny_model(tmp_path / "base")
+    from transformers import AutoModelForCausalLM
+
+    AutoModelForCausalLM.from_pretrained(str(base), dtype=torch.bfloat16).save_pretrained(str(base))
+    data = write_chat_dataset(tmp_path / "train.jsonl", n=12)
+    run = tailored.train(data=str(data), model=str(base), max_steps=2, learning_rate_multiplier=50,
+                         output=str(tmp_path / "run")).run_dir
+    auto = export_run(run, tmp_path / "auto")
+    assert auto.dtype == "bf16"
+    export_run(run, tmp_path / "f32", dtype="f32")
+    got, want = load_file(str(tmp_path / "auto" / "model.safetensors")), load_file(str(tmp_path / "f32" / "model.safetensors"))
+    assert all(torch.equal(got[k], want[k].to(torch.bfloat16)) for k in want)
+    assert any(not torch.equal(want[k].to(torch.bfloat16), t) for k, t in load_file(str(base / "model.safetensors")).items())

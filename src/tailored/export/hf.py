@@ -12,10 +12,14 @@ from tailored.export.merge import MergedRun
 TORCH_DTYPES = {"f32": torch.float32, "bf16": torch.bfloat16, "f16": torch.float16}
 
 
-def base_dtype(model: torch.nn.Module) -> str:
-    """The dtype the base model was published in (its config), as an export dtype name."""
-    value = getattr(model.config, "dtype", None) or getattr(model.config, "torch_dtype", None)
-    name = str(value).replace("torch.", "")
+def base_dtype(manifest: dict[str, Any]) -> str:
+    """The dtype the base model was saved in (its config.json), as an export dtype name."""
+    import json
+
+    from tailored.methods.runs import base_folder
+
+    config = json.loads((base_folder(manifest) / "config.json").read_text())
+    name = str(config.get("dtype") or config.get("torch_dtype") or "float32").replace("torch.", "")
     return {"bfloat16": "bf16", "float16": "f16"}.get(name, "f32")
 
 

@@ -7,6 +7,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from tailored.export.common import (
     EXPORT_RECORD,
     ExportResult,
@@ -71,6 +73,10 @@ def export_run(run_dir: str | Path, out_dir: str | Path, *, format: str = "merge
     manifest = read_run(run_dir)
     dtype = resolve_dtype(format, dtype)
     weights_folder(run_dir, which)  # fail early if the weights are missing
+    if format != "adapter":
+        from tailored.export.merge import require_mergeable
+
+        require_mergeable(manifest, format)
     result = ExportResult(out_dir=out_dir, format=format, dtype=dtype)
     with atomic_folder(out_dir, force=force) as tmp:
         if format == "adapter":
@@ -80,23 +86,26 @@ def export_run(run_dir: str | Path, out_dir: str | Path, *, format: str = "merge
             result.warnings, result.notes = write_adapter(run_dir, tmp, which=which)
             tokenizer = load_tokenizer(tmp)
         else:
+            from tailored.export.hf import TORCH_DTYPES, base_dtype
             from tailored.export.merge import merge_run
 
-            merged = merge_run(run_dir, which=which, fmt=format)
+            stored = base_dtype(manifest)
+            if dtype == "auto":
+                result.dtype = dtype = stored if format == "merged" else "f16"
+            # A base stored in the target dtype is loaded in it (half the memory, still exact: see merge_run);
+            # anything else is merged in fp32 and rounded once when saved.
+            load_dtype = TORCH_DTYPES[dtype] if format == "merged" and dtype == stored else torch.float32
+            merged = merge_run(run_dir, which=which, fmt=format, dtype=load_dtype)
             result.notes += merged.notes
             tokenizer = merged.tokenizer
         stop_ids = stop_token_ids(tokenizer, manifest)
         if format == "merged":
-            from tailored.export.hf import base_dtype, write_merged
+            from tailored.export.hf import write_merged
 
-            if dtype == "auto":
-                result.dtype = dtype = base_dtype(merged.model)
             write_merged(merged, tmp, dtype=dtype, stop_ids=stop_ids)
         elif format == "gguf":
             from tailored.export.gguf import write_gguf
 
-            if dtype == "auto":
-                result.dtype = dtype = "f16"
             gguf_name = f"model-{dtype}.gguf"
             eot = end_of_turn_id(tokenizer, manifest.get("chat_template"))
             warnings, notes = write_gguf(merged, tmp / gguf_name, dtype=dtype, stop_ids=stop_ids, eot_id=eot,
