@@ -228,14 +228,20 @@ def test_gguf_round_trips_through_transformers(lora_run, exports, dtype, toleran
 
 def test_output_folder_is_refused_then_replaced_with_force(lora_run, tmp_path):
     out = tmp_path / "out"
-    out.mkdir()
-    (out / "keep.txt").write_text("mine")
+    export_run(lora_run, out, format="adapter")
+    (out / "extra.txt").write_text("left by an earlier export")
     with pytest.raises(ExportError, match="not empty"):
         export_run(lora_run, out, format="adapter")
-    assert (out / "keep.txt").read_text() == "mine"
+    assert (out / "extra.txt").is_file()
     export_run(lora_run, out, format="adapter", force=True)
-    assert not (out / "keep.txt").exists() and (out / "adapter_config.json").is_file()
+    assert not (out / "extra.txt").exists() and (out / "adapter_config.json").is_file()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # nothing half-written or set aside remains
+
+    # --force never deletes a folder that is not an export (a run folder, a home folder, a typo).
+    for victim in (lora_run, tmp_path):
+        with pytest.raises(ExportError, match="not a previous export"):
+            export_run(lora_run, victim, format="adapter", force=True)
+    assert (lora_run / "manifest.json").is_file()
 
 
 def test_dtype_is_checked_per_format(lora_run, tmp_path):

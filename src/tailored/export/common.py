@@ -81,13 +81,19 @@ def atomic_folder(out_dir: Path, *, force: bool = False) -> Iterator[Path]:
     """Yield a temporary folder next to ``out_dir``; on success it replaces ``out_dir`` in one rename.
 
     A failed or killed export leaves ``out_dir`` as it was (at most a hidden ``.NAME.tmp-*`` folder).
-    An existing non-empty ``out_dir`` is refused unless ``force``.
+    An existing non-empty ``out_dir`` is refused unless ``force``, and even then unless it is a previous
+    export (holds ``tailored_export.json``), so a mistyped ``-o`` cannot delete a run or a home folder.
     """
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise ExportError(f"{out_dir} exists and is a file", hint="pass a folder path to -o")
-    if out_dir.is_dir() and any(out_dir.iterdir()) and not force:
-        raise ExportError(f"{out_dir} already exists and is not empty", hint="pass another -o, or --force to replace it")
+    if out_dir.is_dir() and any(out_dir.iterdir()):
+        if not force:
+            raise ExportError(f"{out_dir} already exists and is not empty", hint="pass another -o, or --force to replace it")
+        if not (out_dir / EXPORT_RECORD).is_file():
+            # --force deletes the folder: only ever a previous export, never a run, a home folder or a typo.
+            raise ExportError(f"{out_dir} is not empty and is not a previous export (no {EXPORT_RECORD}); --force "
+                              "only replaces exports", hint="choose another -o, or remove the folder yourself")
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
     umask = os.umask(0)
