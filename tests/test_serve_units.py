@@ -105,3 +105,31 @@ def test_vllm_engine_without_vllm_is_a_clear_error(tiny_model_dir: Path) -> None
         pytest.skip("vllm is installed")
     with pytest.raises(ModelError, match="pip install vllm"):
         build(base=str(tiny_model_dir), engine="vllm")
+
+
+def test_concatenated_lora_equals_each_adapter_alone(tiny_model_dir: Path) -> None:
+    """multilora's row-masked concatenation gives every row its own adapter's logits (ranks may differ)."""
+    from peft import LoraConfig, get_peft_model
+
+    from tailored.models.load import load_model
+    from tailored.serve.multilora import MixedLora
+
+    torch.manual_seed(0)
+    model = get_peft_model(load_model(tiny_model_dir), LoraConfig(r=4, target_modules="all-linear", init_lora_weights=False),
+                           adapter_name="a")
+    model.add_adapter("b", LoraConfig(r=8, lora_alpha=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    model.eval()
+    ids = torch.randint(5, 300, (3, 7))
+    with torch.no_grad():
+        alone = []
+        for name in ("a", "b"):
+            model.set_adapter(name)
+            alone.append(model(input_ids=ids).logits)
+        with model.disable_adapter():
+            alone.append(model(input_ids=ids).logits)
+        rows = ["a", "b", "__base__"]
+        with MixedLora(model, rows).active():
+            mixed = model(input_ids=ids).logits
+    for i in range(3):
+        assert torch.allclose(mixed[i], alone[i][i], atol=1e-5), rows[i]
+    assert not torch.allclose(alone[0], alone[1], atol=1e-3)  # the adapters really differ

@@ -57,7 +57,10 @@ class MixedLora:
         self.rows = list(adapters)
         self._masks.clear()
 
-    def _mask(self, layout: tuple[tuple[str, int], ...], like: torch.Tensor) -> torch.Tensor:
+    def _mask(self, layout: tuple[tuple[str, int], ...], like: torch.Tensor) -> torch.Tensor | None:
+        """[B, 1, R] 0/1 columns of each row's adapter; None when every row uses the layer's only adapter."""
+        if len(layout) == 1 and all(a == layout[0][0] for a in self.rows):
+            return None
         mask = self._masks.get(layout)
         if mask is None:
             columns = []
@@ -74,7 +77,9 @@ class MixedLora:
         for layer, a_cat, b_cat, layout in self.layers:
             def hook(module: Any, args: tuple, output: torch.Tensor, a=a_cat, b=b_cat, lay=layout) -> torch.Tensor:
                 x = args[0].to(a.dtype)
-                return output + ((x @ a.T) * self._mask(lay, x)) @ b.T
+                mask = self._mask(lay, x)
+                low = x @ a.T
+                return output + (low if mask is None else low * mask) @ b.T
 
             handles.append(layer.register_forward_hook(hook))
         try:
