@@ -54,17 +54,17 @@ def merge(run: Path, folder: Path) -> Path:
 
 
 def measure(client_for: dict, models: list[str], clients: int, per_client: int, max_tokens: int) -> dict:
-    """``clients`` threads, each sending ``per_client`` requests; model i goes to client i (cycled)."""
+    """``clients`` threads, each sending ``per_client`` requests; request j of client i asks models[(i + j) % len]."""
     latencies: list[float] = []
     tokens = [0]
     lock = threading.Lock()
     barrier = threading.Barrier(clients)
 
     def worker(i: int) -> None:
-        model = models[i % len(models)]
-        client = client_for[model]
         barrier.wait()
         for j in range(per_client):
+            model = models[(i + j) % len(models)]
+            client = client_for[model]
             start = time.perf_counter()
             out = client.chat.completions.create(
                 model=model, messages=[{"role": "user", "content": PROMPTS[(i + j) % len(PROMPTS)]}],

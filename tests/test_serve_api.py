@@ -250,3 +250,35 @@ def test_non_loopback_host_needs_a_key(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("TAILORED_API_KEY", raising=False)
     with pytest.raises(ConfigError, match="API key"):
         build(host="0.0.0.0")
+
+
+def test_tailored_serve_command_runs_a_server(tiny_model_dir: Path, runs: Path) -> None:
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from tailored.serve.server import free_port
+
+    port = free_port()
+    env = dict(os.environ, TAILORED_API_KEY=KEY, OMP_NUM_THREADS="1")
+    proc = subprocess.Popen([sys.executable, "-m", "tailored.cli.main", "serve", "--base", str(tiny_model_dir),
+                             "--runs", str(runs / "run-a"), "--port", str(port)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    try:
+        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=KEY, max_retries=0)
+        deadline = time.time() + 90
+        while True:
+            try:
+                listed = [m.id for m in client.models.list().data]
+                break
+            except openai.APIConnectionError:
+                assert proc.poll() is None and time.time() < deadline, "tailored serve did not start"
+                time.sleep(0.3)
+        assert listed[0] == "model" and listed[1].startswith("ft:model:run-a:")
+        out = client.chat.completions.create(model="run-a", messages=MSGS, max_tokens=6, temperature=0)
+        assert out.choices[0].message.content == tailored.load(runs / "run-a").chat(MSGS, max_new_tokens=6)
+    finally:
+        proc.terminate()
+        printed = proc.communicate(timeout=30)[0]
+    assert f"on http://127.0.0.1:{port}/v1" in printed and "(adapter, run-a)" in printed
