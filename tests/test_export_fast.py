@@ -310,3 +310,19 @@ def test_bf16_base_merges_in_bf16_bit_identical_to_an_fp32_merge(tmp_path):
     got, want = load_file(str(tmp_path / "auto" / "model.safetensors")), load_file(str(tmp_path / "f32" / "model.safetensors"))
     assert all(torch.equal(got[k], want[k].to(torch.bfloat16)) for k in want)
     assert any(not torch.equal(want[k].to(torch.bfloat16), t) for k, t in load_file(str(base / "model.safetensors")).items())
+
+
+def test_fast_metadata_reader_agrees_with_gguf_reader(exports):
+    from gguf import GGUFReader
+
+    from tailored.export.gguf import read_metadata
+
+    path = exports["gguf-q8_0"] / "model-q8_0.gguf"
+    want = {k: (f.contents(), int(f.types[0])) for k, f in GGUFReader(str(path)).fields.items() if not k.startswith("GGUF.")}
+    got = {key: (value, vtype) for key, value, vtype, _ in read_metadata(path)}
+    assert got.keys() == want.keys()
+    for key, (value, vtype) in want.items():
+        assert got[key][1] == vtype
+        assert got[key][0] == pytest.approx(value) if isinstance(value, float) else got[key][0] == value, key
+    with pytest.raises(ExportError, match="not a GGUF"):
+        read_metadata(exports["gguf-q8_0"] / "README.md")

@@ -73,16 +73,61 @@ def original_gguf(manifest: dict[str, Any]) -> tuple[Path | None, str | None]:
     return path, None
 
 
+_SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
+
+
+def read_metadata(path: Path) -> list[tuple[str, Any, int, int | None]]:
+    """(key, value, value type, array item type) of every metadata entry of a little-endian GGUF v2/v3.
+
+    ``gguf.GGUFReader`` gives the same values but builds numpy views for every array item, which takes
+    ~8 s for SmolLM2's 49k tokens and merges; this walks the header once (~0.2 s). Tested against it.
+    """
+    import mmap
+    import struct
+
+    with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as buf:
+        if buf[:4] != b"GGUF" or struct.unpack_from("<I", buf, 4)[0] not in (2, 3):
+            raise ExportError(f"{path} is not a GGUF v2/v3 file", hint="re-download or re-convert the base model")
+        pos = 24  # magic, version, tensor count, metadata count
+        count = struct.unpack_from("<Q", buf, 16)[0]
+
+        def string() -> str:
+            nonlocal pos
+            (n,) = struct.unpack_from("<Q", buf, pos)
+            pos += 8 + n
+            return buf[pos - n:pos].decode("utf-8")
+
+        def value(vtype: int) -> Any:
+            nonlocal pos
+            if vtype == 8:
+                return string()
+            fmt = _SCALARS[vtype]
+            (v,) = struct.unpack_from(fmt, buf, pos)
+            pos += struct.calcsize(fmt)
+            return v
+
+        out = []
+        for _ in range(count):
+            key = string()
+            (vtype,) = struct.unpack_from("<I", buf, pos)
+            pos += 4
+            if vtype == 9:
+                sub, n = struct.unpack_from("<IQ", buf, pos)
+                pos += 12
+                out.append((key, [value(sub) for _ in range(n)], vtype, sub))
+            else:
+                out.append((key, value(vtype), vtype, None))
+        return out
+
+
 def _copy_metadata(writer: Any, path: Path) -> None:
     import gguf
 
-    reader = gguf.GGUFReader(str(path))
-    for field in reader.fields.values():
-        if field.name.startswith("GGUF.") or field.name in _REWRITTEN:
+    for key, value, vtype, sub in read_metadata(path):
+        if key.startswith("GGUF.") or key in _REWRITTEN:
             continue
-        vtype = field.types[0]
-        sub = field.types[-1] if vtype == gguf.GGUFValueType.ARRAY else None
-        writer.add_key_value(field.name, field.contents(), vtype, sub_type=sub)
+        writer.add_key_value(key, value, gguf.GGUFValueType(vtype),
+                             sub_type=None if sub is None else gguf.GGUFValueType(sub))
 
 
 def _hf_metadata(writer: Any, config: Any, tokenizer: Any, name: str) -> list[str]:
