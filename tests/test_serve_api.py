@@ -150,7 +150,7 @@ def test_concurrent_requests_for_different_adapters_share_a_batch(client: openai
 
 def test_n_seed_stop_and_length(client: openai.OpenAI) -> None:
     model = ids(client)["base"]
-    kwargs = dict(model=model, messages=MSGS, max_tokens=8, temperature=1.0, top_p=0.9, seed=7)
+    kwargs = {"model": model, "messages": MSGS, "max_tokens": 8, "temperature": 1.0, "top_p": 0.9, "seed": 7}
     first = client.chat.completions.create(n=3, **kwargs)
     again = client.chat.completions.create(n=3, **kwargs)
     assert [c.index for c in first.choices] == [0, 1, 2]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["start", "build", "ServeSettings"]
+__all__ = ["ServeSettings", "build", "start"]
 
 
 def __getattr__(name: str) -> Any:

@@ -8,8 +8,9 @@ emits only text that can no longer turn into a stop string or an unfinished UTF-
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import torch
 

@@ -14,8 +14,9 @@ float rounding order.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 
@@ -71,7 +72,7 @@ class MixedLora:
         return mask
 
     @contextmanager
-    def active(self) -> Iterator["MixedLora"]:
+    def active(self) -> Iterator[MixedLora]:
         """Within: the model computes base outputs plus each row's own LoRA update."""
         handles = []
         for layer, a_cat, b_cat, layout in self.layers:

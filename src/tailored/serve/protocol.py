@@ -79,7 +79,7 @@ class ChatCompletionRequest(BaseModel):
         return stops
 
     @model_validator(mode="after")
-    def _unsupported(self) -> "ChatCompletionRequest":
+    def _unsupported(self) -> ChatCompletionRequest:
         for name in ("presence_penalty", "frequency_penalty"):
             if getattr(self, name):
                 raise ValueError(f"{name} is not supported by this server (leave it unset or 0)")

@@ -10,7 +10,8 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from typing import Any, AsyncIterator
+from collections.abc import AsyncIterator
+from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
@@ -19,8 +20,14 @@ from pydantic import ValidationError
 from tailored.errors import TailoredError
 from tailored.serve.decode import Sampling
 from tailored.serve.engine import BadRequest, GenerationFailed
-from tailored.serve.protocol import (AssistantMessage, ChatCompletion, ChatCompletionRequest, Choice, Usage,
-                                     completion_id)
+from tailored.serve.protocol import (
+    AssistantMessage,
+    ChatCompletion,
+    ChatCompletionRequest,
+    Choice,
+    Usage,
+    completion_id,
+)
 
 router = APIRouter()
 

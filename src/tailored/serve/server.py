@@ -8,7 +8,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from tailored.serve.settings import ServeSettings, parse_settings
 
@@ -95,10 +95,10 @@ class Running:
         self.thread.join(timeout=10)
         self.built.engine.close()
 
-    def __enter__(self) -> "Running":
+    def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.stop()
 
 

@@ -93,7 +93,7 @@ class VllmEngine:
                 req.on_event("finish", (o.index, "length" if o.finish_reason == "length" else "stop"))
             p = len(req.prompt_ids)
             req.on_event("done", {"prompt_tokens": p, "completion_tokens": completion, "total_tokens": p + completion})
-        except Exception as exc:  # reported to the client as a server error
+        except Exception as exc:  # noqa: BLE001 - any failure is reported to the client as a server error
             req.on_event("error", exc)
 
     def close(self) -> None:
