@@ -34,7 +34,7 @@ class TrainConfig(BaseModel):
     max_seq_length: int = Field(1024, description="Longest example in tokens; see overlength for longer ones.")
     overlength: Literal["drop", "truncate", "error"] = Field("drop", description="What to do with longer examples (always counted and named).")
     batching: Literal["bucket", "pack"] = Field("bucket", description="Length-bucketed batches, or packing without cross-example attention.")
-    micro_batch_tokens: int = Field(4096, description="Most padded tokens in one forward pass (memory vs. speed).")
+    micro_batch_tokens: int = Field(1024, description="Most padded tokens in one forward pass (lower: less memory; a longer example gets its own pass).")
     warmup_ratio: float = Field(0.05, description="Share of steps with linear warmup.")
     lr_schedule: Literal["cosine", "linear", "constant"] = Field("cosine", description="Decay after warmup.")
     weight_decay: float = Field(0.0, description="AdamW weight decay.")

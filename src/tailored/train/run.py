@@ -16,7 +16,7 @@ import torch
 
 from tailored.config import TrainConfig, dump_yaml, load_train_config
 from tailored.data.check import check_file
-from tailored.data.tokenize import encode_all
+from tailored.data.tokenize import encode_all, stop_token_ids
 from tailored.errors import CheckpointError, DataError
 from tailored.methods import get_method, method_fields
 from tailored.methods.base import count_parameters, parse_options
@@ -124,18 +124,7 @@ def train(config: TrainConfig | None = None, *, config_file: str | None = None, 
     folder = local_folder(source)
     tokenizer = load_tokenizer(folder)
 
-    report = check_file(cfg.data, tokenizer=tokenizer, max_seq_length=cfg.max_seq_length, format=cfg.format)
-    if report.has_errors:
-        raise DataError(f"{cfg.data}: the data has problems, nothing was trained\n{report.render(limit=20)}",
-                        hint=f"run `tailored data check {cfg.data}` for the full report")
-    val_examples = []
-    if cfg.validation:
-        val_report = check_file(cfg.validation, tokenizer=tokenizer, max_seq_length=cfg.max_seq_length, format=cfg.format,
-                                min_examples=1)
-        if val_report.has_errors:
-            raise DataError(f"{cfg.validation}: the validation data has problems\n{val_report.render(limit=20)}",
-                            hint=f"run `tailored data check {cfg.validation}`")
-        val_examples = val_report.examples
+    report, val_examples = _read_data(cfg, tokenizer)
     # A method may train towards another goal than the token loss (DPO's preference pairs): it then encodes,
     # batches and scores the data itself (see tailored.methods.objective). No branching on method names.
     objective = method.objective(options) if hasattr(method, "objective") else None
@@ -176,30 +165,8 @@ def train(config: TrainConfig | None = None, *, config_file: str | None = None, 
     resolved_cfg = cfg.model_copy(update={"epochs": hp.epochs, "batch_size": hp.batch_size,
                                           "learning_rate_multiplier": hp.learning_rate_multiplier,
                                           "output": str(run_dir), "threads": cfg.threads})
-    manifest: dict[str, Any] = {
-        "tailored_manifest": 1,
-        "status": "running",
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "base_model": {"spec": cfg.model, "kind": source.kind, "name": source.name, "path": str(folder),
-                       "content_hash": content_hash(folder)},
-        "method": {"name": method.name, "options": options.model_dump(), "mergeable": method.mergeable,
-                   "weights": "adapter"},
-        "hyperparameters": hp.as_dict(),
-        "config": resolved_cfg.model_dump(),
-        "data": {"train": {"path": str(Path(cfg.data).resolve()), "sha256": file_sha256(cfg.data), "format": report.format,
-                           "examples": len(report.examples), "used": len(train_rows),
-                           "skipped_too_long": [line for line, _ in stats.dropped_too_long],
-                           "truncated": [line for line, _ in stats.truncated]}},
-        "chat_template": tokenizer.chat_template,
-        "eos_token": tokenizer.eos_token,
-        "eos_token_ids": sorted({int(tokenizer.eos_token_id)}),
-        "parameters": {"trainable": trainable, "total": total},
-        "environment": {"versions": versions(), "device": str(accelerator.device), "processes": accelerator.num_processes,
-                        "threads": threads},
-    }
-    if cfg.validation:
-        manifest["data"]["validation"] = {"path": str(Path(cfg.validation).resolve()), "sha256": file_sha256(cfg.validation),
-                                          "examples": len(val_examples), "used": len(val_rows)}
+    manifest = _manifest(cfg, resolved_cfg, source, folder, method, options, hp, tokenizer, report, stats, val_examples,
+                         train_rows, val_rows, trainable, total, accelerator, threads)
 
     start_state: dict[str, Any] = {}
     if resume:
@@ -264,3 +231,50 @@ def _truncate_metrics(path: Path, step: int) -> None:
         return
     kept = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line).get("step", 0) <= step]
     path.write_text("".join(line + "\n" for line in kept))
+
+
+def _read_data(cfg: TrainConfig, tokenizer: Any) -> tuple[Any, list[Any]]:
+    """The checked training report and the validation examples; invalid data is refused with the report."""
+    report = check_file(cfg.data, tokenizer=tokenizer, max_seq_length=cfg.max_seq_length, format=cfg.format)
+    if report.has_errors:
+        raise DataError(f"{cfg.data}: the data has problems, nothing was trained\n{report.render(limit=20)}",
+                        hint=f"run `tailored data check {cfg.data}` for the full report")
+    if not cfg.validation:
+        return report, []
+    val_report = check_file(cfg.validation, tokenizer=tokenizer, max_seq_length=cfg.max_seq_length, format=cfg.format,
+                            min_examples=1)
+    if val_report.has_errors:
+        raise DataError(f"{cfg.validation}: the validation data has problems\n{val_report.render(limit=20)}",
+                        hint=f"run `tailored data check {cfg.validation}`")
+    return report, val_report.examples
+
+
+def _manifest(cfg: TrainConfig, resolved_cfg: TrainConfig, source: Any, folder: Path, method: Any, options: Any, hp: Any,
+              tokenizer: Any, report: Any, stats: Any, val_examples: list[Any], train_rows: list[Any], val_rows: list[Any],
+              trainable: int, total: int, accelerator: Any, threads: int) -> dict[str, Any]:
+    """What the run folder is: everything export, eval and serve need, so they never ask again."""
+    manifest: dict[str, Any] = {
+        "tailored_manifest": 1,
+        "status": "running",
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "base_model": {"spec": cfg.model, "kind": source.kind, "name": source.name, "path": str(folder),
+                       "content_hash": content_hash(folder)},
+        "method": {"name": method.name, "options": options.model_dump(), "mergeable": method.mergeable,
+                   "weights": "adapter"},
+        "hyperparameters": hp.as_dict(),
+        "config": resolved_cfg.model_dump(),
+        "data": {"train": {"path": str(Path(cfg.data).resolve()), "sha256": file_sha256(cfg.data), "format": report.format,
+                           "examples": len(report.examples), "used": len(train_rows),
+                           "skipped_too_long": [line for line, _ in stats.dropped_too_long],
+                           "truncated": [line for line, _ in stats.truncated]}},
+        "chat_template": tokenizer.chat_template,
+        "eos_token": tokenizer.eos_token,
+        "eos_token_ids": sorted(stop_token_ids(tokenizer)),
+        "parameters": {"trainable": trainable, "total": total},
+        "environment": {"versions": versions(), "device": str(accelerator.device), "processes": accelerator.num_processes,
+                        "threads": threads},
+    }
+    if cfg.validation:
+        manifest["data"]["validation"] = {"path": str(Path(cfg.validation).resolve()), "sha256": file_sha256(cfg.validation),
+                                          "examples": len(val_examples), "used": len(val_rows)}
+    return manifest
