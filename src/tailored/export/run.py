@@ -66,7 +66,6 @@ def export_run(run_dir: str | Path, out_dir: str | Path, *, format: str = "merge
         CheckpointError: ``run_dir`` is not a (finished) run folder.
     """
     from tailored.export.card import model_card
-    from tailored.export.tokens import end_of_turn_id, stop_token_ids
 
     start = time.time()
     run_dir, out_dir = Path(run_dir), Path(out_dir)
@@ -80,42 +79,9 @@ def export_run(run_dir: str | Path, out_dir: str | Path, *, format: str = "merge
     result = ExportResult(out_dir=out_dir, format=format, dtype=dtype)
     with atomic_folder(out_dir, force=force) as tmp:
         if format == "adapter":
-            from tailored.export.adapter import write_adapter
-            from tailored.models.load import load_tokenizer
-
-            result.warnings, result.notes = write_adapter(run_dir, tmp, which=which)
-            tokenizer = load_tokenizer(tmp)
+            tokenizer, stop_ids = _write_adapter(run_dir, tmp, manifest, which, result)
         else:
-            from tailored.export.hf import TORCH_DTYPES, base_dtype
-            from tailored.export.merge import merge_run
-
-            stored = base_dtype(manifest)
-            if dtype == "auto":
-                result.dtype = dtype = stored if format == "merged" else "f16"
-            # A base stored in the target dtype is loaded in it (half the memory, still exact: see merge_run);
-            # anything else is merged in fp32 and rounded once when saved.
-            load_dtype = TORCH_DTYPES[dtype] if format == "merged" and dtype == stored else torch.float32
-            merged = merge_run(run_dir, which=which, fmt=format, dtype=load_dtype)
-            result.notes += merged.notes
-            tokenizer = merged.tokenizer
-        stop_ids = stop_token_ids(tokenizer, manifest)
-        if format == "merged":
-            from tailored.export.hf import write_merged
-
-            write_merged(merged, tmp, dtype=dtype, stop_ids=stop_ids)
-        elif format == "gguf":
-            from tailored.export.gguf import write_gguf
-
-            gguf_name = f"model-{dtype}.gguf"
-            eot = end_of_turn_id(tokenizer, manifest.get("chat_template"))
-            warnings, notes = write_gguf(merged, tmp / gguf_name, dtype=dtype, stop_ids=stop_ids, eot_id=eot,
-                                         run_name=run_dir.name)
-            result.warnings += warnings
-            result.notes += notes
-            result.main_file = out_dir / gguf_name  # self-contained: tokenizer, template and stop token inside
-            # Ollama reads the template from the GGUF; the explicit stops guard older versions that do not.
-            stops = "".join(f"PARAMETER stop {json.dumps(tokenizer.convert_ids_to_tokens(i))}\n" for i in stop_ids)
-            (tmp / "Modelfile").write_text(f"FROM ./{gguf_name}\n{stops}")
+            tokenizer, stop_ids = _write_merged(run_dir, tmp, manifest, which, result)
         stop_tokens = [tokenizer.convert_ids_to_tokens(i) for i in stop_ids]
         (tmp / "README.md").write_text(model_card(
             run_dir, manifest, fmt=format, dtype=result.dtype, out_name=str(out_dir), stop_tokens=stop_tokens,
@@ -124,9 +90,53 @@ def export_run(run_dir: str | Path, out_dir: str | Path, *, format: str = "merge
         result.out_dir = tmp  # hashes are computed on the temporary folder, before the rename
         result.files = list_files(tmp)
         result.seconds = time.time() - start
-        record = _record(run_dir, manifest, result, which, stop_ids)
-        (tmp / EXPORT_RECORD).write_text(json.dumps(record, indent=2, default=str))
+        (tmp / EXPORT_RECORD).write_text(json.dumps(_record(run_dir, manifest, result, which, stop_ids), indent=2,
+                                                    default=str))
         result.files = list_files(tmp)
         result.out_dir = out_dir
     result.seconds = time.time() - start
     return result
+
+
+def _write_adapter(run_dir: Path, tmp: Path, manifest: dict[str, Any], which: str, result: ExportResult) -> tuple[Any, list[int]]:
+    from tailored.export.adapter import write_adapter
+    from tailored.export.tokens import stop_token_ids
+    from tailored.models.load import load_tokenizer
+
+    result.warnings, result.notes = write_adapter(run_dir, tmp, which=which)
+    tokenizer = load_tokenizer(tmp)
+    return tokenizer, stop_token_ids(tokenizer, manifest)
+
+
+def _write_merged(run_dir: Path, tmp: Path, manifest: dict[str, Any], which: str, result: ExportResult) -> tuple[Any, list[int]]:
+    """Merge, then write a HF folder (format merged) or a GGUF file + Ollama Modelfile (format gguf)."""
+    from tailored.export.hf import TORCH_DTYPES, base_dtype, write_merged
+    from tailored.export.merge import merge_run
+    from tailored.export.tokens import end_of_turn_id, stop_token_ids
+
+    stored = base_dtype(manifest)
+    if result.dtype == "auto":
+        result.dtype = stored if result.format == "merged" else "f16"
+    dtype = result.dtype
+    # A base stored in the target dtype is loaded in it (half the memory, still exact: see merge_run);
+    # anything else is merged in fp32 and rounded once when saved.
+    load_dtype = TORCH_DTYPES[dtype] if result.format == "merged" and dtype == stored else torch.float32
+    merged = merge_run(run_dir, which=which, fmt=result.format, dtype=load_dtype)
+    result.notes += merged.notes
+    tokenizer = merged.tokenizer
+    stop_ids = stop_token_ids(tokenizer, manifest)
+    if result.format == "merged":
+        write_merged(merged, tmp, dtype=dtype, stop_ids=stop_ids)
+        return tokenizer, stop_ids
+    from tailored.export.gguf import write_gguf
+
+    name = f"model-{dtype}.gguf"
+    eot = end_of_turn_id(tokenizer, manifest.get("chat_template"))
+    warnings, notes = write_gguf(merged, tmp / name, dtype=dtype, stop_ids=stop_ids, eot_id=eot, run_name=run_dir.name)
+    result.warnings += warnings
+    result.notes += notes
+    result.main_file = result.out_dir / name  # self-contained: tokenizer, template and stop token inside
+    # Ollama reads the template from the GGUF; the explicit stops guard older versions that do not.
+    stops = "".join(f"PARAMETER stop {json.dumps(tokenizer.convert_ids_to_tokens(i))}\n" for i in stop_ids)
+    (tmp / "Modelfile").write_text(f"FROM ./{name}\n{stops}")
+    return tokenizer, stop_ids
