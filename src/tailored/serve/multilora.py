@@ -50,7 +50,7 @@ class MixedLora:
             b_cat = torch.cat([layer.lora_B[n].weight * layer.scaling[n] for n in present], dim=1)  # [out, R]
             layout = tuple((n, layer.lora_A[n].weight.shape[0]) for n in present)
             self.layers.append((layer, a_cat, b_cat, layout))
-        self._masks: dict[tuple[tuple[str, int], ...], torch.Tensor] = {}
+        self._masks: dict[tuple[tuple[str, int], ...], torch.Tensor | None] = {}
         self.set_rows(adapters)
 
     def set_rows(self, adapters: list[str]) -> None:
@@ -60,15 +60,13 @@ class MixedLora:
 
     def _mask(self, layout: tuple[tuple[str, int], ...], like: torch.Tensor) -> torch.Tensor | None:
         """[B, 1, R] 0/1 columns of each row's adapter; None when every row uses the layer's only adapter."""
-        if len(layout) == 1 and all(a == layout[0][0] for a in self.rows):
-            return None
-        mask = self._masks.get(layout)
-        if mask is None:
-            columns = []
-            for name, r in layout:
-                columns.append(torch.tensor([[1.0 if a == name else 0.0] for a in self.rows]).expand(-1, r))
-            mask = torch.cat(columns, dim=1).to(like)[:, None, :]  # [B, 1, R]
-            self._masks[layout] = mask
+        if layout in self._masks:
+            return self._masks[layout]
+        mask = None
+        if not (len(layout) == 1 and all(a == layout[0][0] for a in self.rows)):
+            columns = [torch.tensor([[1.0 if a == name else 0.0] for a in self.rows]).expand(-1, r) for name, r in layout]
+            mask = torch.cat(columns, dim=1).to(like)[:, None, :]
+        self._masks[layout] = mask
         return mask
 
     @contextmanager
