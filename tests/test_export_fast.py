@@ -139,11 +139,28 @@ def test_adapter_checks_name_what_vllm_rejects(lora_run, tmp_path):
     cfg_path = run / "adapter" / "adapter_config.json"
     cfg = json.loads(cfg_path.read_text())
     cfg_path.write_text(json.dumps({**cfg, "modules_to_save": ["lm_head"]}))
-    (run / "red_flags.json").write_text(json.dumps([{"severity": "high", "message": "validation loss rose after step 2"}]))
+    flag = {"name": "overfitting", "verdict": "red", "summary": "validation loss rose 40% after step 2",
+            "evidence": {}, "fixes": ["train fewer epochs"]}
+    (run / "red_flags.json").write_text(json.dumps({"level": "curves", "verdict": "red", "flags": [flag]}))
     result = export_run(run, tmp_path / "out", format="adapter")
     assert any("modules_to_save" in w for w in result.warnings)
+    assert any("RED" in w and "validation loss rose 40%" in w for w in result.warnings)
     card = (tmp_path / "out" / "README.md").read_text()
-    assert "modules_to_save" in card and "validation loss rose after step 2" in card and "## Red flags" in card
+    assert "modules_to_save" in card and "## Red flags" in card
+    assert "**red** overfitting: validation loss rose 40% after step 2 Fix: train fewer epochs" in card
+
+
+def test_card_shows_the_red_flags_written_after_training(lora_run, tmp_path):
+    from tailored.eval.aftertrain import check_run
+
+    run = tmp_path / "run"
+    shutil.copytree(lora_run, run)
+    written = check_run(run, "curves", say=None)  # the real producer of red_flags.json
+    result = export_run(run, tmp_path / "out", format="adapter")
+    card = (result.out_dir / "README.md").read_text()
+    assert f"Overall: **{written['verdict']}**" in card
+    for flag in written["flags"]:
+        assert f"**{flag['verdict']}** {flag['name']}" in card
 
 
 def test_non_mergeable_method_points_to_adapter_format(tiny_model_dir, tmp_path):

@@ -40,25 +40,31 @@ model = AutoModelForCausalLM.from_pretrained("{out}", gguf_file="{file}")
 }
 
 
-def red_flags(run_dir: Path, manifest: dict[str, Any]) -> list[str]:
-    """Red flags from the manifest and ``red_flags.json`` (strings or objects with a message)."""
-    found: list[Any] = list(manifest.get("red_flags") or [])
+def red_flags(run_dir: Path, manifest: dict[str, Any]) -> tuple[str | None, list[str]]:
+    """(overall verdict, one line per flag) from ``red_flags.json``, else the manifest's summary.
+
+    ``red_flags.json`` (written after training and by ``tailored eval``) holds ``verdict`` and
+    ``flags`` with ``name``, ``verdict``, ``summary`` and ``fixes``; the manifest keeps
+    ``{"verdict": ..., NAME: VERDICT, ...}``.
+    """
     path = Path(run_dir) / "red_flags.json"
+    data: Any = None
     if path.is_file():
         try:
             data = json.loads(path.read_text())
         except json.JSONDecodeError:
-            data = [f"red_flags.json is not valid JSON ({path})"]
-        found.extend(data.get("red_flags", data.get("flags", [])) if isinstance(data, dict) else data)
-    out = []
-    for flag in found:
-        if isinstance(flag, dict):
-            text = flag.get("message") or flag.get("title") or flag.get("text") or json.dumps(flag)
-            level = flag.get("severity") or flag.get("level")
-            out.append(f"**{level}**: {text}" if level else str(text))
-        else:
-            out.append(str(flag))
-    return list(dict.fromkeys(out))
+            return None, [f"red_flags.json is not valid JSON ({path})"]
+    if isinstance(data, dict) and isinstance(data.get("flags"), list):
+        lines = []
+        for flag in data["flags"]:
+            fix = f" Fix: {flag['fixes'][0]}" if flag.get("fixes") and flag.get("verdict") in ("warning", "red") else ""
+            lines.append(f"**{flag.get('verdict', '?')}** {flag.get('name', '?')}: {flag.get('summary', '')}{fix}")
+        return data.get("verdict"), lines
+    summary = manifest.get("red_flags")
+    if isinstance(summary, dict):
+        skip = ("verdict", "level")
+        return summary.get("verdict"), [f"**{v}** {k}" for k, v in summary.items() if k not in skip]
+    return None, []
 
 
 def _fmt(value: Any) -> str:
@@ -94,9 +100,10 @@ def model_card(run_dir: Path, manifest: dict[str, Any], *, fmt: str, dtype: str,
               f"# {Path(run_dir).name} ({fmt}, {dtype})", "",
               (f"Fine-tuned from **{base.get('name')}** (`{base.get('spec')}`, {base.get('kind')}, content hash "
                f"`{str(base.get('content_hash', ''))[:16]}`) with **{method['name']}** by Tailored."), ""]
-    flags = red_flags(run_dir, manifest)
+    verdict, flags = red_flags(run_dir, manifest)
     if flags:
-        lines += ["## Red flags", "", *[f"- {f}" for f in flags], ""]
+        lines += ["## Red flags", "", f"Overall: **{verdict or '?'}** (checked after training / by `tailored eval`).", "",
+                  *[f"- {f}" for f in flags], ""]
     lines += ["## Training", "", "| setting | value |", "| --- | --- |"]
     for key, value in {**method.get("options", {}), **hp}.items():
         lines.append(f"| {key} | {_fmt(value)} |")

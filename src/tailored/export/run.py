@@ -65,7 +65,7 @@ def export_run(run_dir: str | Path, out_dir: str | Path, *, format: str = "merge
         ExportError: the method cannot be exported in this format, or ``out_dir`` is in the way.
         CheckpointError: ``run_dir`` is not a (finished) run folder.
     """
-    from tailored.export.card import model_card
+    from tailored.export.card import model_card, red_flags
 
     start = time.time()
     run_dir, out_dir = Path(run_dir), Path(out_dir)
@@ -82,6 +82,11 @@ def export_run(run_dir: str | Path, out_dir: str | Path, *, format: str = "merge
             tokenizer, stop_ids = _write_adapter(run_dir, tmp, manifest, which, result)
         else:
             tokenizer, stop_ids = _write_merged(run_dir, tmp, manifest, which, result)
+        verdict, flags = red_flags(run_dir, manifest)
+        if verdict in ("warning", "red"):
+            result.warnings.append(f"the run's red flags say {verdict.upper()}: "
+                                   + "; ".join(f.replace("**", "") for f in flags if not f.startswith("**ok")
+                                               and not f.startswith("**skipped")))
         stop_tokens = [tokenizer.convert_ids_to_tokens(i) for i in stop_ids]
         (tmp / "README.md").write_text(model_card(
             run_dir, manifest, fmt=format, dtype=result.dtype, out_name=str(out_dir), stop_tokens=stop_tokens,
