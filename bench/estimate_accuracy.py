@@ -43,13 +43,15 @@ PUBLISHED = [
         lora_targets="all-linear")),
 ]
 
-# (method, batch, seq, checkpointing, used to fit the CPU constants?)
+# (method, batch, seq, checkpointing, used to fit the CPU memory constants?, used to calibrate the speed?)
 MEASURED = [
-    ("lora", 1, 64, False, True), ("lora", 4, 256, False, True), ("full", 1, 64, False, True),
-    ("lora", 1, 256, False, False), ("lora", 4, 64, False, False), ("lora", 2, 128, False, False),
-    ("lora", 4, 256, True, False), ("full", 2, 128, False, False),
+    ("lora", 1, 32, False, False, True), ("lora", 1, 128, False, False, True), ("full", 1, 32, False, False, True),
+    ("full", 1, 128, False, False, True),
+    ("lora", 1, 64, False, True, False), ("lora", 4, 256, False, True, False), ("full", 1, 64, False, True, False),
+    ("lora", 1, 256, False, False, False), ("lora", 4, 64, False, False, False), ("lora", 2, 128, False, False, False),
+    ("lora", 4, 256, True, False, False), ("full", 2, 128, False, False, False),
 ]
-QUICK = [MEASURED[0], MEASURED[5], MEASURED[2]]
+QUICK = [MEASURED[0], MEASURED[1], MEASURED[9]]
 
 
 def published() -> list[float]:
@@ -69,33 +71,37 @@ def measured(configs: list[tuple]) -> tuple[list[float], list[float]]:
     shape, folder = resolve_shape("smollm2")
     print("\n== memory and time vs runs measured here (SmolLM2-135M, fp32, 1 thread) ==")
     print(f"{'method':6} {'b':>2} {'seq':>4} {'ckpt':>5} {'fit?':>5} {'peak RSS':>9} {'estimate':>9} {'error':>7}"
-          f" {'s/step':>7} {'predicted':>9} {'error':>7}")
-    mem_err, time_err, rate = [], [], {}
-    for method, b, s, ckpt, fitted in configs:
+          f" {'cpu s':>7} {'predicted':>9} {'error':>7}")
+    from tailored.estimate.report import fit_step_time
+
+    mem_err, time_err, calib = [], [], {}
+    for method, b, s, ckpt, fitted, calibrates in configs:
         r = measure_in_subprocess(folder, method=method, batch_size=b, seq_len=s, steps=2, gradient_checkpointing=ckpt)
         est = cpu_memory(shape, TrainSetup(method=method, batch_size=b, seq_len=s, gradient_checkpointing=ckpt))
         m_err = est.total / r["peak_rss"] - 1
         flops = train_flops_per_token(shape, method, s, ckpt) * b * s
-        if method not in rate:  # the first run of each method calibrates the FLOP/s; the others are predicted
-            rate[method] = flops / r["seconds_per_step"]
-            predicted, t_err, tag = r["seconds_per_step"], None, "calib."
+        if calibrates:  # two sizes per method calibrate FLOP/s and the fixed cost per step; the rest is predicted
+            calib.setdefault(method, []).append((flops, r["cpu_seconds_per_step"]))
+            predicted, t_err, tag = r["cpu_seconds_per_step"], None, "calib."
         else:
-            predicted = flops / rate[method]
-            t_err = predicted / r["seconds_per_step"] - 1
+            rate, fixed = fit_step_time(calib[method])
+            predicted = fixed + flops / rate
+            t_err = predicted / r["cpu_seconds_per_step"] - 1
             tag = f"{t_err:+7.1%}"
             time_err.append(t_err)
         if not fitted:
             mem_err.append(m_err)
         print(f"{method:6} {b:2d} {s:4d} {str(ckpt):>5} {'yes' if fitted else 'no':>5} {r['peak_rss'] / GIB:9.3f} "
-              f"{est.total / GIB:9.3f} {m_err:+7.1%} {r['seconds_per_step']:7.2f} {predicted:9.2f} {tag:>7}")
-    print(f"\nprocess before loading (runtime): {r['start_rss'] / GIB:.3f} GiB; calibrated rates: "
-          + ", ".join(f"{k} {v / 1e9:.1f} GFLOP/s" for k, v in rate.items()))
+              f"{est.total / GIB:9.3f} {m_err:+7.1%} {r['cpu_seconds_per_step']:7.2f} {predicted:9.2f} {tag:>7}"
+              f"   (wall {r['seconds_per_step']:.2f} s)")
+    print(f"\nprocess before loading (runtime): {r['start_rss'] / GIB:.3f} GiB; calibrated: "
+          + ", ".join(f"{k} {fit_step_time(v)[0] / 1e9:.1f} GFLOP/s + {fit_step_time(v)[1]:.2f} s/step" for k, v in calib.items()))
     return mem_err, time_err
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--quick", action="store_true", help="3 measured runs instead of 8")
+    parser.add_argument("--quick", action="store_true", help="3 measured runs instead of 12")
     args = parser.parse_args()
     pub = published()
     mem, tim = measured(QUICK if args.quick else MEASURED)
@@ -104,7 +110,7 @@ def main() -> None:
     if mem:
         print(f"measured here, held-out runs: memory max |error| {max(abs(e) for e in mem):.1%}")
     if tim:
-        print(f"measured here: time max |error| {max(abs(e) for e in tim):.1%} (shared 2-core machine: timings are noisy)")
+        print(f"measured here: time (CPU seconds per step) max |error| {max(abs(e) for e in tim):.1%}")
 
 
 if __name__ == "__main__":

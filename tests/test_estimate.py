@@ -113,7 +113,7 @@ def test_cpu_calibrates_on_the_model(tiny_model_dir: Path, chat_file: Path) -> N
 
 
 def test_cli_estimate(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["estimate", "--model", "13b", "--gpu", "a100-40gb", "--method", "lora", "--json"]) == 0
+    assert main(["estimate", "--model", "13b", "--gpu", "a100-40gb", "--method", "lora", "--batch-size", "4", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["params"] == PRESETS["llama-2-13b"].n_params and out["fits"] is False and out["fixes"]
     assert main(["estimate", "--model", "13b", "--gpu", "nope"]) != 0
@@ -126,10 +126,15 @@ def test_cpu_memory_and_time_against_measured_steps(smollm2_dir: Path) -> None:
     from tailored.estimate.calibrate import measure_in_subprocess, train_flops_per_token
 
     shape, _ = resolve_shape(str(smollm2_dir))
-    calib = measure_in_subprocess(smollm2_dir, method="lora", batch_size=1, seq_len=64, steps=2)
+    from tailored.estimate.report import fit_step_time
+
+    points = []
+    for seq in (32, 128):
+        r = measure_in_subprocess(smollm2_dir, method="lora", batch_size=1, seq_len=seq, steps=2)
+        points.append((train_flops_per_token(shape, "lora", seq) * seq, r["cpu_seconds_per_step"]))
     run = measure_in_subprocess(smollm2_dir, method="lora", batch_size=2, seq_len=128, steps=2)
     est = cpu_memory(shape, TrainSetup(method="lora", batch_size=2, seq_len=128))
-    assert est.total == pytest.approx(run["peak_rss"], rel=0.12)  # bench: held-out LoRA runs within ±6%
-    rate = train_flops_per_token(shape, "lora", 64) * 64 / calib["seconds_per_step"]
-    predicted = train_flops_per_token(shape, "lora", 128) * 256 / rate
-    assert predicted == pytest.approx(run["seconds_per_step"], rel=0.5)  # a shared 2-core machine: timings are noisy
+    assert est.total == pytest.approx(run["peak_rss"], rel=0.12)  # bench: held-out LoRA runs within ±7%
+    rate, fixed = fit_step_time(points)
+    predicted = fixed + train_flops_per_token(shape, "lora", 128) * 256 / rate
+    assert predicted == pytest.approx(run["cpu_seconds_per_step"], rel=0.35)  # CPU time: robust to a busy machine

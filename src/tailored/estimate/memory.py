@@ -8,7 +8,7 @@ a config (nothing is allocated). Assumptions, each checked against measurements 
   ``4·h + 5·q + 4·kv + 4·I`` elements for a gated MLP (2 norms, q/k/v/rotary/attention outputs,
   gate/up/act/product); eager attention adds ``heads·s`` scores and probabilities per token;
 - gradient checkpointing keeps each layer's input and recomputes one layer at a time;
-- the loss keeps the logits, their fp32 copy, the log-softmax and its gradient (a chunked loss, as in
+- the loss keeps the logits, an fp32 copy, the log-softmax and its gradient (a chunked loss, as in
   torchtune, keeps the logits and their gradient only);
 - QLoRA stores the frozen linear layers in NF4 with double quantization (4.127 bits per weight);
   embeddings and norms stay in 16 bits;
@@ -198,8 +198,8 @@ def estimate_memory(shape: ModelShape, setup: TrainSetup, *, runtime_bytes: floa
     vocab_tokens = setup.batch_size * (setup.target_len or setup.seq_len if shape.kind == "t5" else setup.seq_len) * shape.vocab
     if setup.chunked_loss:  # bf16 logits, one fp32 chunk at a time (torchtune's CEWithChunkedOutputLoss, 8 chunks)
         logits = vocab_tokens * (act_bytes + 4 * 2 / 8)
-    else:  # logits, their fp32 copy, log-softmax, and its gradient
-        logits = vocab_tokens * (act_bytes + 4 + 4 + (4 if act_bytes != 4 else 0))
+    else:  # logits, their fp32 copy (or the fp32 logits again), log-softmax and its gradient
+        logits = vocab_tokens * (act_bytes + 4 + 4 + 4)
     if setup.gradient_checkpointing:
         # The loss is computed (and freed) before the first layer is recomputed: the two peaks do not add up.
         activations, logits = saved, max(logits, layer_peak)

@@ -22,8 +22,8 @@ GPU_RUNTIME_BYTES = 1.0 * GIB
 # (LoRA 64 and 1024 tokens, full 64 tokens; bench/estimate_accuracy.py); the held-out runs' errors
 # are in docs/data-and-estimate.md. The peak is the larger of the activation phase and the
 # optimizer step (whose temporaries scale with the trained weights).
-CPU_FIXED_BYTES = 0.20 * GIB
-CPU_ACTIVATION_FACTOR = 1.67
+CPU_FIXED_BYTES = 0.215 * GIB
+CPU_ACTIVATION_FACTOR = 1.44
 CPU_OPTIMIZER_TEMP = 1.3  # × trained weights' bytes during the step
 # Training FLOP/s achieved per matmul FLOP/s on this kind of CPU (used when no model run calibrates).
 CPU_MATMUL_EFFICIENCY = 0.45
@@ -90,7 +90,7 @@ class Estimate:
         where = f"{self.device}" + (f" × {self.devices} ({s.sharding})" if self.devices > 1 else "")
         out.append(f"memory per device on {where}: {m.total / GIB:.2f} GiB = weights {m.weights / GIB:.2f} + gradients "
                    f"{m.gradients / GIB:.2f} + optimizer {m.optimizer / GIB:.2f} + activations {m.activations / GIB:.2f} "
-                   f"+ logits/loss {m.logits / GIB:.2f} + runtime {m.runtime / GIB:.2f}  ({m.trainable:,} trainable)")
+                   f"+ logits/loss {m.logits / GIB:.2f} + process/allocator {m.runtime / GIB:.2f}  ({m.trainable:,} trainable)")
         out.append("  by method: " + ", ".join(f"{k} {v / GIB:.1f}" for k, v in self.per_method.items()) + " GiB")
         if self.fits is None:
             out.append("fits: unknown (no memory size for this device)")
@@ -152,19 +152,42 @@ def cpu_memory(shape: ModelShape, setup: TrainSetup) -> MemoryEstimate:
     return replace(est, runtime=est.runtime + peak_working - working)
 
 
-def cpu_throughput(shape: ModelShape, folder: Path | None, setup: TrainSetup, calibrate: str) -> tuple[float, str]:
-    """Achieved training FLOP/s on this CPU: from a few real steps of the model, or a matmul benchmark."""
+def fit_step_time(points: list[tuple[float, float]]) -> tuple[float, float]:
+    """(FLOP/s, seconds of fixed cost per step) from (FLOPs, seconds) of two or more measured steps.
+
+    A step costs a fixed part (optimizer update, Python, small-kernel overhead) plus FLOPs at a steady
+    rate; one measured size alone would fold the fixed part into the rate and misjudge other sizes.
+    """
+    if len(points) == 1:
+        return points[0][0] / points[0][1], 0.0
+    (f1, t1), (f2, t2) = sorted(points)[0], sorted(points)[-1]
+    slope = (t2 - t1) / (f2 - f1) if f2 > f1 else 0.0
+    if slope <= 0:
+        return f2 / t2, 0.0
+    return 1.0 / slope, max(0.0, t1 - f1 * slope)
+
+
+def cpu_throughput(shape: ModelShape, folder: Path | None, setup: TrainSetup, calibrate: str) -> tuple[float, float, str]:
+    """Achieved training FLOP/s and fixed seconds per step on this CPU.
+
+    From real steps of the model at two sizes (CPU time, so that other processes sharing the cores
+    now do not slow the prediction), or a matmul benchmark.
+    """
     import torch
 
     if calibrate in ("auto", "model") and folder is not None and shape.n_params < 2e9:
-        seq = min(64, setup.seq_len)
-        r = measure_steps(folder, method="full" if setup.method == "full" else "lora", batch_size=1, seq_len=seq, steps=3)
-        rate = train_flops_per_token(shape, "full" if setup.method == "full" else "lora", seq) * seq / r["seconds_per_step"]
-        return rate, f"measured: 2 training steps of the model here, {torch.get_num_threads()} thread(s)"
+        kind = "full" if setup.method == "full" else "lora"
+        points = []
+        for seq in sorted({min(32, setup.seq_len), min(128, setup.seq_len)}):
+            r = measure_steps(folder, method=kind, batch_size=1, seq_len=seq, steps=3)
+            points.append((train_flops_per_token(shape, kind, seq) * seq, r["cpu_seconds_per_step"]))
+        rate, fixed = fit_step_time(points)
+        threads = torch.get_num_threads()
+        return rate * threads, fixed / threads, f"measured: training steps of the model here at 2 sizes (CPU time), {threads} thread(s)"
     if calibrate == "none":
-        return 20e9, "assumed 20 GFLOP/s (no calibration)"
+        return 20e9, 0.0, "assumed 20 GFLOP/s (no calibration)"
     rate = matmul_flops() * CPU_MATMUL_EFFICIENCY
-    return rate, f"matmul benchmark × {CPU_MATMUL_EFFICIENCY} efficiency, {torch.get_num_threads()} thread(s)"
+    return rate, 0.0, f"matmul benchmark × {CPU_MATMUL_EFFICIENCY} efficiency, {torch.get_num_threads()} thread(s)"
 
 
 def estimate(
@@ -225,15 +248,17 @@ def estimate(
         fixes = [(label, est.total) for label, est in suggestions(shape, setup, capacity, runtime)]
     per_token = train_flops_per_token(shape, method, seq_len, gradient_checkpointing)
     flops = per_token * (tokens.padded_tokens * n_epochs if tokens else 0)
+    fixed = 0.0
     if on_cpu and not flops:
         throughput, source = 0.0, "not measured (no --data)"
     elif on_cpu:
-        throughput, source = cpu_throughput(shape, folder, setup, calibrate)
+        throughput, fixed, source = cpu_throughput(shape, folder, setup, calibrate)
     else:
         util = utilisation if utilisation is not None else float(table.get("utilisation", 0.35))
         throughput = dev["tflops"] * 1e12 * util * (QLORA_SPEED if method == "qlora" else 1.0)
         source = f"{dev['tflops']} TFLOPS peak × {util:.0%} utilisation" + (" × QLoRA dequantization cost" if method == "qlora" else "")
-    seconds = flops / (throughput * max(1, devices)) if flops else 0.0
+    steps = -(-tokens.examples // (batch_size * max(1, devices))) * n_epochs if tokens else 0
+    seconds = flops / (throughput * max(1, devices)) + steps * fixed if flops else 0.0
     money: dict[str, float] = {}
     if tokens:
         hours = seconds / 3600 * max(1, devices)
