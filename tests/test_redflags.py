@@ -3,8 +3,8 @@
 Staged on the tiny model (full fine-tuning, deterministic seeds): (a) many epochs on few examples →
 overfitting; (b) a high learning rate on narrow data → forgetting, measured on a probe made of the
 base model's own preferences (so the base scores 100% and any change shows); (c) one repeated
-answer → mode collapse. A healthy run raises none. One slow test stages forgetting and collapse on
-the embedded SmolLM2 with the real default probe.
+answer → mode collapse. A healthy run raises none. One slow test stages forgetting on the embedded
+SmolLM2 with (a third of) the real default probe.
 """
 
 from __future__ import annotations
@@ -187,8 +187,8 @@ def test_curves_only_level_skips_model_checks(staged: dict[str, Any]) -> None:
 
 
 @pytest.mark.slow
-def test_smollm2_narrow_high_lr_run_forgets_and_collapses(smollm2_dir: Path, tmp_path: Path) -> None:
-    """LoRA with a 50x learning rate on one repeated short answer: the real probe drops and answers collapse."""
+def test_smollm2_high_lr_run_forgets_on_the_real_probe(smollm2_dir: Path, tmp_path: Path) -> None:
+    """LoRA with a 200x learning rate on one repeated short answer: the default probe (a third of it) drops."""
     from tailored.eval.choice import DEFAULT_PROBE
     from tailored.eval.run import evaluate
     from tailored.train.run import train
@@ -199,11 +199,11 @@ def test_smollm2_narrow_high_lr_run_forgets_and_collapses(smollm2_dir: Path, tmp
             for q in ("Hi", "Help me", "What time is it?", "Tell me a joke", "Who are you?", "Is it raining?",
                       "Open the door", "Sing", "Count to three", "Say yes", "Good morning", "Thanks")]
     run = train(data=_write(tmp_path / "no.jsonl", rows), model=str(smollm2_dir), output=str(tmp_path / "run"),
-                max_steps=6, batch_size=4, learning_rate_multiplier=50, max_seq_length=64, red_flags="off", threads=1)
-    test = _write(tmp_path / "test.jsonl", rows[:2])
-    report = evaluate(run.run_dir, test, probe=probe, progress=False, max_new_tokens=4)
+                max_steps=6, batch_size=4, learning_rate_multiplier=200, max_seq_length=64, red_flags="off", threads=1)
+    report = evaluate(run.run_dir, _write(tmp_path / "test.jsonl", rows[:2]), probe=probe, collapse=False,
+                      progress=False, max_new_tokens=4)
     flags = {f["name"]: f for f in report["red_flags"]}
     base_probe = report["models"]["base"]["probe"]
     assert base_probe["accuracy"] >= base_probe["chance"] + 0.2  # the probe works on the real model
     assert flags["forgetting"]["verdict"] == "red", flags["forgetting"]["summary"]
-    assert flags["mode_collapse"]["verdict"] == "red", flags["mode_collapse"]["summary"]
+    assert flags["forgetting"]["evidence"]["tuned_accuracy"] < base_probe["accuracy"] - 0.2

@@ -65,7 +65,9 @@ def summary(report: dict[str, Any]) -> str:
 def run_eval(args: argparse.Namespace) -> int:
     from tailored.eval.report import write_html
     from tailored.eval.run import evaluate
+    from tailored.train.run import configure_threads
 
+    configure_threads("auto")
     report = evaluate(args.target, args.data, task=args.task, baseline=_none(args.baseline), probe=_none(args.probe),
                       collapse=args.collapse, labels=args.labels, which=args.which, max_new_tokens=args.max_new_tokens,
                       batch_size=args.batch_size, limit=args.limit, use_cache=args.use_cache)

@@ -50,6 +50,7 @@ def check_run(run_dir: str | Path, level: str = "full", *, progress: bool = Fals
     from tailored.eval.generate import load
     from tailored.eval.run import probe_scores, sampled_diversity
     from tailored.eval import cache
+    from tailored.methods.runs import base_folder
 
     t0 = time.time()
     run_dir = Path(run_dir)
@@ -57,7 +58,7 @@ def check_run(run_dir: str | Path, level: str = "full", *, progress: bool = Fals
     flags = [overfitting(run_dir)]
     if level == "full":
         scored: dict[str, dict[str, Any]] = {}
-        for name, spec in (("base", manifest["base_model"]["spec"]), ("tuned", run_dir)):
+        for name, spec in (("base", str(base_folder(manifest))), ("tuned", run_dir)):
             identity = cache.model_identity(spec)
             model = load(spec)
             scored[name] = {"probe": probe_scores(model, identity, DEFAULT_PROBE, progress=progress),

@@ -58,6 +58,9 @@ def curves_png(run_dir: str | Path) -> str | None:
         ax.axvline(best["step"], color="#1a7f37", ls="--", lw=1)
         ax.annotate(f"best: step {best['step']}", (best["step"], best["loss"]), textcoords="offset points", xytext=(6, 10),
                     color="#1a7f37", fontsize=9)
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("loss (assistant tokens)")
     ax.grid(alpha=0.3)

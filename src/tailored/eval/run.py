@@ -21,6 +21,7 @@ from tailored.eval.generation import Bar, generate_answers, reference_loss
 from tailored.eval.metrics import diversity
 from tailored.eval.redflags import VARIED_PROMPTS, Flag, forgetting, mode_collapse, overfitting, worst
 from tailored.eval.tasks import TASKS, detect_task, read_labels, read_test_set, score
+from tailored.methods.runs import base_folder
 from tailored.train.manifest import file_sha256, is_run_dir, read_manifest
 
 COLLAPSE_SETTINGS = {"max_new_tokens": 24, "temperature": 0.8, "top_p": 0.95, "seed": 1234}
@@ -111,7 +112,7 @@ def evaluate(
     data = Path(data)
     is_run = is_run_dir(target)
     if baseline == "auto":
-        baseline = read_manifest(target)["base_model"]["spec"] if is_run else None
+        baseline = str(base_folder(read_manifest(target))) if is_run else None
     probe_path = DEFAULT_PROBE if probe == "default" else (Path(probe) if probe else None)
     test = None
     if task == "auto":
