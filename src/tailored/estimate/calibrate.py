@@ -117,12 +117,13 @@ def measure_in_subprocess(folder: str | Path, timeout: float = 600, **kwargs: An
 
 
 def matmul_flops(size: int = 512, repeats: int = 8) -> float:
-    """FLOP/s of an fp32 ``size``×``size`` matmul on this CPU with the current thread count."""
+    """FLOP/s of an fp32 ``size``×``size`` matmul on this CPU with the current thread count (from CPU time)."""
     import torch
 
     a, b = torch.randn(size, size), torch.randn(size, size)
     a @ b
-    t0 = time.perf_counter()
+    t0 = time.process_time()  # CPU time: other processes' turns on the core do not count
     for _ in range(repeats):
         a @ b
-    return 2 * size**3 * repeats / (time.perf_counter() - t0)
+    # CPU time sums over threads: FLOPs / CPU seconds is the rate of one thread; the threads work in parallel.
+    return 2 * size**3 * repeats / max(time.process_time() - t0, 1e-9) * torch.get_num_threads()

@@ -211,8 +211,16 @@ def estimate_memory(shape: ModelShape, setup: TrainSetup, *, runtime_bytes: floa
     return MemoryEstimate(setup, t, n, weights, gradients, optimizer, activations, logits, runtime_bytes, notes)
 
 
-def suggestions(shape: ModelShape, setup: TrainSetup, capacity: float, runtime_bytes: float = 0.0) -> list[tuple[str, MemoryEstimate]]:
-    """Changes that would make training fit in ``capacity`` bytes, most conservative first."""
+def suggestions(shape: ModelShape, setup: TrainSetup, capacity: float, memory: Any = None) -> list[tuple[str, MemoryEstimate]]:
+    """Changes that would make training fit in ``capacity`` bytes, most conservative first.
+
+    Args:
+        shape: the model's shape.
+        setup: the settings that do not fit.
+        capacity: bytes available on one device.
+        memory: ``memory(shape, setup) -> MemoryEstimate`` (default: :func:`estimate_memory`).
+    """
+    memory = memory or estimate_memory
     options: list[tuple[str, TrainSetup]] = []
     if not setup.gradient_checkpointing:
         options.append(("--gradient-checkpointing", replace(setup, gradient_checkpointing=True)))
@@ -230,7 +238,7 @@ def suggestions(shape: ModelShape, setup: TrainSetup, capacity: float, runtime_b
         options.append(("--precision bf16", replace(setup, precision="bf16")))
     out = []
     for label, alt in options:
-        est = estimate_memory(shape, alt, runtime_bytes=runtime_bytes)
+        est = memory(shape, alt)
         if est.total <= capacity:
             out.append((label, est))
     if not out:  # no single change is enough: apply them one after another until it fits
@@ -239,7 +247,7 @@ def suggestions(shape: ModelShape, setup: TrainSetup, capacity: float, runtime_b
             changed = {k: v for k, v in alt.__dict__.items() if v != getattr(setup, k)}
             combined = replace(combined, **changed)
             labels.append(label.split(" (")[0])
-            est = estimate_memory(shape, combined, runtime_bytes=runtime_bytes)
+            est = memory(shape, combined)
             if est.total <= capacity:
                 out.append((" ".join(labels), est))
                 break
