@@ -62,6 +62,17 @@ def test_mode_collapse_compares_with_base() -> None:
     same = diversity(["I cannot help with that."] * 15 + ["Sure."])
     assert mode_collapse(base, same).verdict == "red"
     assert mode_collapse(base, base).verdict == "ok"
+    # a classifier answering general prompts with its labels is narrowing, not collapse ...
+    labels = ["refund", "billing", "login"]
+    clf = diversity(["refund"] * 12 + ["billing"] * 4) | {"answers": ["refund"] * 12 + ["billing"] * 4}
+    assert mode_collapse(base, clf, labels=labels).verdict == "ok"
+    assert mode_collapse(base, clf).verdict == "red"
+    # ... unless it gives the same label to most test prompts where the references vary
+    refs = (labels * 5)[:15]
+    stuck = mode_collapse(base, clf, labels=labels, task_answers=["refund"] * 14 + ["login"], task_references=refs)
+    assert stuck.verdict == "red" and stuck.evidence["test_top_answer_share"] > 0.9
+    fine = mode_collapse(base, clf, labels=labels, task_answers=refs, task_references=refs)
+    assert fine.verdict == "ok"
 
 
 # ---- staged failures on real (tiny) training runs -------------------------------------------------

@@ -38,6 +38,19 @@ def choose_level(level: str, metrics: dict[str, Any], total_parameters: int) -> 
     return "full" if full_check_seconds(metrics) <= 0.2 * float(metrics.get("seconds") or 0.0) else "curves"
 
 
+def train_labels(manifest: dict[str, Any]) -> list[str] | None:
+    """The label set when the run's training data is a classification task, else None."""
+    from tailored.eval.tasks import detect_task, read_test_set
+
+    path = Path((manifest.get("data") or {}).get("train", {}).get("path", ""))
+    try:
+        if path.is_file() and detect_task(path) == "classification":
+            return sorted({r.strip() for r in read_test_set(path).references})
+    except Exception:  # noqa: BLE001 - unreadable data only means no label set
+        return None
+    return None
+
+
 def check_run(run_dir: str | Path, level: str = "full", *, progress: bool = False, say: Any = print) -> dict[str, Any]:
     """Red flags for a finished run; writes ``red_flags.json`` and the manifest's ``red_flags`` entry.
 
@@ -65,7 +78,7 @@ def check_run(run_dir: str | Path, level: str = "full", *, progress: bool = Fals
                             "diversity": sampled_diversity(model, identity, progress=progress)}
             del model
         flags.append(forgetting(scored["base"]["probe"], scored["tuned"]["probe"], probe_name=DEFAULT_PROBE.name))
-        flags.append(mode_collapse(scored["base"]["diversity"], scored["tuned"]["diversity"]))
+        flags.append(mode_collapse(scored["base"]["diversity"], scored["tuned"]["diversity"], labels=train_labels(manifest)))
     else:
         est = full_check_seconds(manifest.get("metrics") or {})
         for name in ("forgetting", "mode_collapse"):

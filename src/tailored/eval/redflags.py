@@ -13,6 +13,7 @@ Verdicts: ``ok``, ``warning``, ``red`` (and ``skipped`` when the evidence is mis
 from __future__ import annotations
 
 import json
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -145,14 +146,25 @@ def forgetting(base: dict[str, Any] | None, tuned: dict[str, Any] | None, *, thr
     return Flag("forgetting", verdict, f"{summary} ({desc})", ev, fixes)
 
 
-def mode_collapse(base: dict[str, Any] | None, tuned: dict[str, Any] | None) -> Flag:
-    """Mode collapse from :func:`tailored.eval.metrics.diversity` of sampled answers to varied prompts."""
+def mode_collapse(base: dict[str, Any] | None, tuned: dict[str, Any] | None, *, labels: list[str] | None = None,
+                  task_answers: list[str] | None = None, task_references: list[str] | None = None) -> Flag:
+    """Mode collapse from :func:`tailored.eval.metrics.diversity` of sampled answers to varied prompts.
+
+    Args:
+        base, tuned: ``diversity()`` of the base and tuned model's sampled answers to the varied prompts.
+        labels: the label set when the run is a classifier (2+ labels): answering general prompts with
+            its labels is then expected narrowing, not collapse, and only the task-level check counts.
+        task_answers, task_references: answers and references on the test set: the same answer to most
+            test prompts, where the references vary, is collapse whatever the task.
+    """
+    from tailored.eval.metrics import OTHER, match_label, normalize
+
     if not tuned:
         return Flag("mode_collapse", "skipped", "no sampled answers to judge", {},
                     ["run `tailored eval RUN --data TEST`"])
     b = base or {}
-    ev = {"tuned": {k: tuned[k] for k in ("distinct_1", "distinct_2", "identical_share", "mean_similarity", "most_repeated", "n")},
-          "base": {k: b[k] for k in ("distinct_1", "distinct_2", "identical_share", "mean_similarity", "most_repeated", "n")} if b else None}
+    keys = ("distinct_1", "distinct_2", "identical_share", "mean_similarity", "most_repeated", "n")
+    ev: dict[str, Any] = {"tuned": {k: tuned[k] for k in keys}, "base": {k: b[k] for k in keys} if b else None}
     t_id, t_sim, t_d2 = tuned["identical_share"], tuned["mean_similarity"], tuned["distinct_2"]
     b_id, b_sim, b_d2 = b.get("identical_share", 0.0), b.get("mean_similarity", 0.0), b.get("distinct_2", 1.0)
     top = tuned["most_repeated"]
@@ -164,6 +176,20 @@ def mode_collapse(base: dict[str, Any] | None, tuned: dict[str, Any] | None) -> 
         verdict, summary = "warning", "answers are much less varied than the base model's"
     else:
         verdict, summary = "ok", "answers to varied prompts stay varied"
+    answers = tuned.get("answers") or []
+    if verdict != "ok" and labels and len(set(labels)) >= 2 and answers:
+        as_labels = sum(match_label(a, labels) != OTHER for a in answers) / len(answers)
+        ev["general_answers_that_are_labels"] = as_labels
+        if as_labels >= 0.6:
+            verdict, summary = "ok", "a classifier answering general prompts with its labels (expected narrowing, not collapse)"
+    if task_answers and task_references and len(task_answers) >= 10 and len(set(task_references)) >= 3:
+        a_top = max(Counter(normalize(a) for a in task_answers).values()) / len(task_answers)
+        r_top = max(Counter(normalize(r) for r in task_references).values()) / len(task_references)
+        ev["test_top_answer_share"], ev["test_top_reference_share"] = a_top, r_top
+        if a_top >= 0.5 and a_top >= 2 * r_top:
+            verdict = "red"
+            summary = (f"mode collapse: {a_top:.0%} of test answers are the same, while the most common reference "
+                       f"is only {r_top:.0%}")
     fixes = [] if verdict == "ok" else [
         "make the training answers more diverse (many distinct targets, not one template repeated)",
         "train for fewer epochs or with a lower learning rate (--learning-rate-multiplier 0.5)",

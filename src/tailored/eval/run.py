@@ -156,7 +156,8 @@ def evaluate(
     if baseline is not None:
         report["models"]["base"] = one("base", baseline, "final")
     report["side_by_side"] = _side_by_side(test, report["models"], side_by_side) if test else []
-    report["red_flags"] = [f.as_dict() for f in red_flags_for(report, target if is_run else None, probe_path)]
+    report["red_flags"] = [f.as_dict() for f in red_flags_for(report, target if is_run else None, probe_path,
+                                                                test.references if test else None)]
     report["verdict"] = worst(report["red_flags"])
     report["seconds"] = round(time.time() - t0, 1)
     if save and is_run:
@@ -166,13 +167,18 @@ def evaluate(
     return report
 
 
-def red_flags_for(report: dict[str, Any], run_dir: str | Path | None, probe_path: Path | None) -> list[Flag]:
+def red_flags_for(report: dict[str, Any], run_dir: str | Path | None, probe_path: Path | None,
+                  references: list[str] | None = None) -> list[Flag]:
     """The three red flags from an evaluation's model results (and the run's curves)."""
     tuned, base = report["models"].get("tuned", {}), report["models"].get("base", {})
     flags = [overfitting(run_dir) if run_dir else Flag("overfitting", "skipped", "not a run folder: no training curves", {}, [])]
     name = probe_path.name if probe_path else "probe"
     flags.append(forgetting(base.get("probe"), tuned.get("probe"), probe_name=name))
-    flags.append(mode_collapse(base.get("diversity"), tuned.get("diversity")))
+    task_labels = None
+    if report["task"] == "classification":
+        task_labels = [row["label"] for row in tuned.get("metrics", {}).get("per_label", [])]
+    flags.append(mode_collapse(base.get("diversity"), tuned.get("diversity"), labels=task_labels,
+                               task_answers=tuned.get("answers"), task_references=references))
     return flags
 
 
