@@ -107,29 +107,39 @@ def test_vllm_engine_without_vllm_is_a_clear_error(tiny_model_dir: Path) -> None
         build(base=str(tiny_model_dir), engine="vllm")
 
 
-def test_concatenated_lora_equals_each_adapter_alone(tiny_model_dir: Path) -> None:
-    """multilora's row-masked concatenation gives every row its own adapter's logits (ranks may differ)."""
+def test_lora_bank_rows_equal_peft_per_adapter(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """Row-masked concatenated LoRA gives every row its own adapter's logits, as peft computes them."""
     from peft import LoraConfig, get_peft_model
 
     from tailored.models.load import load_model
-    from tailored.serve.multilora import MixedLora
+    from tailored.serve.lora_bank import LoraBank
 
     torch.manual_seed(0)
-    model = get_peft_model(load_model(tiny_model_dir), LoraConfig(r=4, target_modules="all-linear", init_lora_weights=False),
-                           adapter_name="a")
-    model.add_adapter("b", LoraConfig(r=8, lora_alpha=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
-    model.eval()
+    peft_model = get_peft_model(load_model(tiny_model_dir), LoraConfig(r=4, target_modules="all-linear",
+                                                                       init_lora_weights=False), adapter_name="a")
+    peft_model.add_adapter("b", LoraConfig(r=8, lora_alpha=4, use_rslora=True, target_modules=["q_proj", "v_proj"],
+                                           init_lora_weights=False))
+    peft_model.save_pretrained(str(tmp_path / "saved"), selected_adapters=["a", "b"])
+    peft_model.eval()
     ids = torch.randint(5, 300, (3, 7))
     with torch.no_grad():
         alone = []
         for name in ("a", "b"):
-            model.set_adapter(name)
-            alone.append(model(input_ids=ids).logits)
-        with model.disable_adapter():
-            alone.append(model(input_ids=ids).logits)
+            peft_model.set_adapter(name)
+            alone.append(peft_model(input_ids=ids).logits)
+        with peft_model.disable_adapter():
+            alone.append(peft_model(input_ids=ids).logits)
+        base = load_model(tiny_model_dir).eval()
+        bank = LoraBank(base)
+        bank.load("a", tmp_path / "saved" / "a")
+        bank.load("b", tmp_path / "saved" / "b")
         rows = ["a", "b", "__base__"]
-        with MixedLora(model, rows).active():
-            mixed = model(input_ids=ids).logits
+        with bank.rows(rows):
+            mixed = base(input_ids=ids).logits
+        with bank.rows(["b"] * 3):  # one adapter: no mask
+            only_b = base(input_ids=ids).logits
+        plain = base(input_ids=ids).logits  # hooks removed: the untouched base
     for i in range(3):
         assert torch.allclose(mixed[i], alone[i][i], atol=1e-5), rows[i]
+    assert torch.allclose(only_b, alone[1], atol=1e-5) and torch.allclose(plain, alone[2], atol=1e-6)
     assert not torch.allclose(alone[0], alone[1], atol=1e-3)  # the adapters really differ

@@ -1,7 +1,7 @@
 """The batched decode loop: prefill a left-padded batch, then one token per step with a KV cache.
 
 Each row carries its own sampling settings, stop tokens, stop strings and token limit, and may use a
-different LoRA adapter (peft's ``adapter_names=``). Finished rows leave the batch (their KV cache rows
+different LoRA adapter (through :mod:`tailored.serve.lora_bank`'s hooks). Finished rows leave the batch (their KV cache rows
 are dropped), so one long answer does not make short ones pay. Text is produced incrementally: a row
 emits only text that can no longer turn into a stop string or an unfinished UTF-8 character.
 """
@@ -105,16 +105,15 @@ def pick_tokens(logits: torch.Tensor, rows: list[Row]) -> list[int]:
 
 
 @torch.no_grad()
-def run_batch(model: torch.nn.Module, rows: list[Row], pad_id: int, *, mixed: bool = False, mixer: Any = None) -> int:
+def run_batch(model: torch.nn.Module, rows: list[Row], pad_id: int, *, mixer: Any = None) -> int:
     """Generate every row to completion, calling each row's ``emit`` as text becomes final.
 
     Args:
-        model: a causal LM (a ``PeftModel`` when ``mixed``).
+        model: a causal LM.
         rows: the sequences; their prompts are left-padded together.
         pad_id: token used for padding (masked out).
-        mixed: pass ``adapter_names`` (one per row) so each row uses its own adapter (peft's way).
-        mixer: or a :class:`~tailored.serve.multilora.MixedLora` already active; told the rows' adapters
-            whenever rows leave the batch.
+        mixer: the batch's :class:`~tailored.serve.lora_bank.RowAdapters` (hooks already on the model), told
+            the rows' adapters whenever rows leave the batch; None for a model without adapters.
 
     Returns:
         the number of tokens generated.
@@ -131,9 +130,8 @@ def run_batch(model: torch.nn.Module, rows: list[Row], pad_id: int, *, mixed: bo
     generated = 0
 
     def forward(inputs: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
-        extra = {"adapter_names": [r.adapter for r in active]} if mixed else {}
         out = model(input_ids=inputs, attention_mask=mask, position_ids=pos, cache=cache, use_cache=True,
-                    logits_to_keep=1, **extra)
+                    logits_to_keep=1)
         return out.logits[:, -1, :]
 
     logits = forward(ids, positions)

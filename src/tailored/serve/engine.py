@@ -1,12 +1,12 @@
-"""The built-in batching engine: one base model in memory, LoRA adapters attached lazily, one scheduler.
+"""The built-in batching engine: one base model in memory, LoRA adapters beside it, one scheduler.
 
 Requests are queued (bounded); a scheduler thread waits a few milliseconds to collect them, then runs
-every queued request that can share the model in ONE batch -- requests for different adapters
-included, through peft's ``adapter_names=`` (exact per-row outputs). Adapters are loaded on first use
-and the least recently used are unloaded beyond ``max_adapters``. Runs that are not LoRA on this base
-(full fine-tunes, other methods, other bases) are loaded whole with ``load_run`` and batched among
-their own requests. Memory is bounded: at most ``max_batch`` rows and ``max_batch_tokens`` of
-prompt + completion per batch, and at most ``queue_size`` waiting requests.
+every queued request that can share the model in ONE batch -- requests for different adapters and
+for the base included (per-row LoRA through :mod:`tailored.serve.lora_bank`). Adapters are loaded on
+first use and the least recently used are unloaded beyond ``max_adapters``. Runs that are not plain
+LoRA on this base (full fine-tunes, DoRA, IA3, QLoRA, other bases) are loaded whole with ``load_run``
+and batched among their own requests. Memory is bounded: at most ``max_batch`` rows and
+``max_batch_tokens`` of prompt + completion per batch, and at most ``queue_size`` waiting requests.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from tailored.errors import TailoredError
 from tailored.eval.generate import ChatModel
 from tailored.models.load import load_model, load_tokenizer
 from tailored.serve.decode import Row, Sampling, TextStream, run_batch
+from tailored.serve.lora_bank import LoraBank
 from tailored.serve.registry import BASE_ADAPTER, Entry, Registry
 from tailored.serve.settings import ServeSettings
 
@@ -88,7 +89,7 @@ class Engine:
         self.base_model = load_model(registry.base_folder, device=self.device).eval()
         self.base_tokenizer = load_tokenizer(registry.base_folder)
         self.context = int(getattr(self.base_model.config, "max_position_embeddings", 2048) or 2048)
-        self.peft: Any = None  # the PeftModel wrapping base_model once the first adapter is loaded
+        self.bank = LoraBank(self.base_model)  # LoRA adapters as tensors beside the untouched base
         self._resident: collections.OrderedDict[str, None] = collections.OrderedDict()
         self._standalone: collections.OrderedDict[str, ChatModel] = collections.OrderedDict()
         self._chats: dict[str, ChatModel] = {}
@@ -222,23 +223,10 @@ class Engine:
         pad = int(self.base_tokenizer.pad_token_id)
         self._count(rows, mixed=len(names) > 1)  # before running: clients may read stats as soon as they are answered
         if names == {BASE_ADAPTER}:
-            if self.peft is None:
-                n = run_batch(self.base_model, rows, pad, mixed=False)
-            else:
-                with self.peft.disable_adapter():
-                    n = run_batch(self.peft, rows, pad, mixed=False)
-        elif self.settings.mixed_lora == "peft":  # peft's own paths: set_adapter, or adapter_names per row
-            if len(names) == 1:
-                self.peft.set_adapter(next(iter(names)))
-                n = run_batch(self.peft, rows, pad)
-            else:
-                n = run_batch(self.peft, rows, pad, mixed=True)
-        else:  # one or several adapters: concatenated LoRA matrices, row-masked (see multilora.py)
-            from tailored.serve.multilora import MixedLora
-
-            mixer = MixedLora(self.peft, [r.adapter for r in rows])
-            with mixer.active():
-                n = run_batch(self.peft, rows, pad, mixer=mixer)
+            n = run_batch(self.base_model, rows, pad)
+        else:  # one or several adapters: concatenated LoRA matrices, row-masked (see lora_bank.py)
+            with self.bank.rows([r.adapter for r in rows]) as mixer:
+                n = run_batch(self.base_model, rows, pad, mixer=mixer)
         self.stats["tokens"] += n
 
     def _count(self, rows: list[Row], *, mixed: bool) -> None:
@@ -282,21 +270,15 @@ class Engine:
         if name in self._resident:
             self._resident.move_to_end(name)
             return
-        from peft import PeftModel
-
-        folder = str(entry.run_dir / "adapter")  # type: ignore[operator]
         start = time.monotonic()
-        if self.peft is None:
-            self.peft = PeftModel.from_pretrained(self.base_model, folder, adapter_name=name).eval()
-        else:
-            self.peft.load_adapter(folder, adapter_name=name)
+        self.bank.load(name, entry.run_dir / "adapter")  # type: ignore[operator]
         self._resident[name] = None
         log.info("loaded adapter %s (%s) in %.2fs", entry.id, name, time.monotonic() - start)
         for old in list(self._resident):
             if len(self._resident) <= self.settings.max_adapters:
                 break
             if old not in keep:
-                self.peft.delete_adapter(old)
+                self.bank.unload(old)
                 del self._resident[old]
                 log.info("unloaded adapter %s", old)
 

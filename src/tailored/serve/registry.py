@@ -18,8 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from tailored.errors import TailoredError
+from tailored.serve.lora_bank import BASE, plain_lora_problem
 
-BASE_ADAPTER = "__base__"
+BASE_ADAPTER = BASE
 
 
 class UnknownModel(TailoredError):
@@ -48,8 +49,8 @@ def weights_hash(folder: Path) -> str:
 class Entry:
     """One servable model.
 
-    ``kind`` is ``base`` (the shared base), ``adapter`` (a LoRA run served on the shared base through
-    peft, batched with other adapters) or ``standalone`` (any other run: loaded on its own with
+    ``kind`` is ``base`` (the shared base), ``adapter`` (a plain LoRA run served on the shared base,
+    batched with other adapters) or ``standalone`` (any other run: loaded on its own with
     :func:`tailored.methods.runs.load_run`).
     """
 
@@ -59,7 +60,7 @@ class Entry:
     run_dir: Path | None = None
     manifest: dict[str, Any] = field(default_factory=dict)
     aliases: tuple[str, ...] = ()
-    adapter_name: str = BASE_ADAPTER  # the peft adapter name (a valid module key)
+    adapter_name: str = BASE_ADAPTER  # the engine's key for the adapter
     unsupported: str | None = None  # why this run cannot be served, shown on use
 
     @property
@@ -131,7 +132,7 @@ class Registry:
         short = weights_hash(weights)
         cfg = _adapter_config(run_dir)
         matches = _base_matches(manifest, self.base_folder, self.base_hash)
-        lora = cfg.get("peft_type") == "LORA" and not cfg.get("use_dora")
+        lora = bool(cfg) and plain_lora_problem(cfg) is None
         # a LoRA trained on a quantized base (QLoRA) is served as trained: on its quantized base, alone
         kind = "adapter" if lora and matches and not _quantized_base(manifest) else "standalone"
         base = self.base_name if matches else sanitise((manifest.get("base_model") or {}).get("name") or "base")

@@ -21,7 +21,6 @@ class ServeSettings(BaseModel):
     device: str = Field("auto", description="cpu, cuda, or auto (cuda when available).")
     max_adapters: int = Field(8, ge=1, description="LoRA adapters kept in memory at once (least recently used are unloaded).")
     max_standalone: int = Field(1, ge=1, description="Fine-tunes that are not plain LoRA on the base (full, DoRA, IA3, QLoRA, other bases) kept in memory at once.")
-    mixed_lora: str = Field("concat", pattern="^(concat|peft)$", description="How mixed-adapter batches run: concat (all adapters' LoRA matrices in one matmul per layer, row-masked) or peft (adapter_names=).")
     max_batch: int = Field(16, ge=1, description="Most sequences decoded together in one batch.")
     batch_wait_ms: float = Field(5.0, ge=0, description="How long the scheduler waits to collect requests into a batch.")
     queue_size: int = Field(64, ge=1, description="Most requests waiting for a batch; beyond it requests get HTTP 429.")

@@ -1,0 +1,154 @@
+"""LoRA adapters as plain tensors beside ONE plain base model, applied per row with forward hooks.
+
+Serving does not wrap the base in peft: a peft ``LoraLayer`` adds bookkeeping to every linear layer
+at every step (even with adapters disabled), and its mixed-batch path (``adapter_names=``) re-derives
+row indices in every layer at every step -- on a small model on CPU that costs more than the LoRA
+maths. Instead, for the adapters in a batch, each targeted layer's ``A`` matrices are concatenated
+(``R = Σ r`` rows) and so are its ``B·scaling`` matrices, once per batch; a 0/1 row mask keeps each
+row's own columns:
+
+    y = W·x + ((x·A_catᵀ) ⊙ mask_row) · B_catᵀ
+
+Rows using the base get an all-zero mask; a batch of one adapter needs no mask; a batch of base rows
+runs the untouched model. The result equals peft's ``W·x + s·B·(A·x)`` up to float rounding order
+(tested against peft). Only plain LoRA on ``nn.Linear`` is handled here (:func:`plain_lora_problem`);
+other variants are served as standalone models.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from tailored.errors import CheckpointError
+
+BASE = "__base__"
+# adapter_config.json keys that change what LoRA computes; any of them set -> not "plain" LoRA
+_VARIANTS = ("use_dora", "lora_bias", "fan_in_fan_out", "modules_to_save", "trainable_token_indices",
+             "alora_invocation_tokens", "layer_replication", "target_parameters", "use_bdlora", "use_qalora",
+             "arrow_config", "kasa_config", "velora_config", "monteclora_config")
+
+
+def plain_lora_problem(cfg: dict[str, Any]) -> str | None:
+    """Why an ``adapter_config.json`` is not plain LoRA (None when it is)."""
+    if cfg.get("peft_type") != "LORA":
+        return f"peft_type is {cfg.get('peft_type')!r}"
+    used = [k for k in _VARIANTS if cfg.get(k)]
+    return f"uses {', '.join(used)}" if used else None
+
+
+def _alpha(cfg: dict[str, Any], module: str) -> float:
+    for pattern, alpha in (cfg.get("alpha_pattern") or {}).items():
+        if re.fullmatch(rf"(.*\.)?{pattern}", module):
+            return float(alpha)
+    return float(cfg["lora_alpha"])
+
+
+def read_adapter(folder: Path, modules: dict[str, torch.nn.Module]) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """``{module name: (A [r, in], B·scaling [out, r])}`` from a peft LoRA folder (safetensors only)."""
+    from safetensors.torch import load_file
+
+    cfg = json.loads((folder / "adapter_config.json").read_text())
+    problem = plain_lora_problem(cfg)
+    if problem:
+        raise CheckpointError(f"{folder}: not a plain LoRA adapter ({problem})")
+    weights = load_file(str(folder / "adapter_model.safetensors"))
+    out: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+    for key, a in weights.items():
+        if not key.endswith(".lora_A.weight"):
+            continue
+        name = key[: -len(".lora_A.weight")].removeprefix("base_model.model.")
+        layer = modules.get(name)
+        if not isinstance(layer, torch.nn.Linear):
+            raise CheckpointError(f"{folder}: {name} is not a linear layer of the base model",
+                                  hint="was this adapter trained on another base?")
+        b = weights[key.replace(".lora_A.", ".lora_B.")]
+        r = a.shape[0]
+        scale = _alpha(cfg, name) / (math.sqrt(r) if cfg.get("use_rslora") else r)
+        dtype, device = layer.weight.dtype, layer.weight.device
+        out[name] = (a.to(device, dtype), (b.float() * scale).to(device, dtype))
+    if not out:
+        raise CheckpointError(f"{folder}: no LoRA weights found")
+    return out
+
+
+class LoraBank:
+    """The adapters held in memory for one base model.
+
+    Args:
+        model: the plain base model (never modified).
+    """
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        self.model = model
+        self.modules = dict(model.named_modules())
+        self.adapters: dict[str, dict[str, tuple[torch.Tensor, torch.Tensor]]] = {}
+
+    def load(self, name: str, folder: Path) -> None:
+        self.adapters[name] = read_adapter(Path(folder), self.modules)
+
+    def unload(self, name: str) -> None:
+        self.adapters.pop(name, None)
+
+    @contextmanager
+    def rows(self, adapters: list[str]) -> Iterator[RowAdapters]:
+        """Within: the model adds each row's own LoRA update (``__base__`` rows get none)."""
+        batch = RowAdapters(self, adapters)
+        handles = [self.modules[name].register_forward_hook(hook) for name, hook in batch.hooks()]
+        try:
+            yield batch
+        finally:
+            for h in handles:
+                h.remove()
+
+
+class RowAdapters:
+    """The concatenated LoRA matrices of one batch, and the row masks (rows leave as they finish)."""
+
+    def __init__(self, bank: LoraBank, adapters: list[str]) -> None:
+        names = sorted({a for a in adapters if a != BASE})
+        missing = [n for n in names if n not in bank.adapters]
+        if missing:
+            raise CheckpointError(f"adapters {missing} are not loaded")
+        self.layers: dict[str, tuple[torch.Tensor, torch.Tensor, tuple[tuple[str, int], ...]]] = {}
+        for module in {m for n in names for m in bank.adapters[n]}:
+            present = [n for n in names if module in bank.adapters[n]]
+            a_cat = torch.cat([bank.adapters[n][module][0] for n in present], dim=0)  # [R, in]
+            b_cat = torch.cat([bank.adapters[n][module][1] for n in present], dim=1)  # [out, R]
+            layout = tuple((n, bank.adapters[n][module][0].shape[0]) for n in present)
+            self.layers[module] = (a_cat, b_cat, layout)
+        self._masks: dict[tuple[tuple[str, int], ...], torch.Tensor | None] = {}
+        self.set_rows(adapters)
+
+    def set_rows(self, adapters: list[str]) -> None:
+        """The adapter of each row of the next forward pass."""
+        self.rows = list(adapters)
+        self._masks.clear()
+
+    def _mask(self, layout: tuple[tuple[str, int], ...], like: torch.Tensor) -> torch.Tensor | None:
+        """[B, 1, R] 0/1 columns of each row's adapter; None when every row uses the layer's only adapter."""
+        if layout in self._masks:
+            return self._masks[layout]
+        mask = None
+        if not (len(layout) == 1 and all(a == layout[0][0] for a in self.rows)):
+            columns = [torch.tensor([[1.0 if a == name else 0.0] for a in self.rows]).expand(-1, r) for name, r in layout]
+            mask = torch.cat(columns, dim=1).to(like)[:, None, :]
+        self._masks[layout] = mask
+        return mask
+
+    def hooks(self) -> Iterator[tuple[str, Any]]:
+        for module, (a, b, layout) in self.layers.items():
+            def hook(mod: Any, args: tuple, output: torch.Tensor, a: torch.Tensor = a, b: torch.Tensor = b,
+                     layout: tuple = layout) -> torch.Tensor:
+                low = args[0] @ a.T
+                mask = self._mask(layout, low)
+                return output + (low if mask is None else low * mask) @ b.T
+
+            yield module, hook
