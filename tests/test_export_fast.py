@@ -343,3 +343,26 @@ def test_fast_metadata_reader_agrees_with_gguf_reader(exports):
         assert got[key][0] == pytest.approx(value) if isinstance(value, float) else got[key][0] == value, key
     with pytest.raises(ExportError, match="not a GGUF"):
         read_metadata(exports["gguf-q8_0"] / "README.md")
+
+
+def test_gguf_base_metadata_is_copied_from_the_original_file_unless_it_changed(exports, tmp_path, monkeypatch):
+    """A run on a .gguf base re-exports with the original file's metadata; a changed file is noticed."""
+    import tailored
+    from tailored.testing.tiny import write_chat_dataset
+
+    monkeypatch.setenv("TAILORED_HOME", str(tmp_path / "home"))
+    original = tmp_path / "base.gguf"
+    shutil.copy(exports["gguf-f16"] / "model-f16.gguf", original)
+    data = write_chat_dataset(tmp_path / "train.jsonl", n=12)
+    run = tailored.train(data=str(data), model=str(original), max_steps=1, output=str(tmp_path / "run2")).run_dir
+    result = export_run(run, tmp_path / "out", format="gguf")
+    assert any("copied from the original GGUF base.gguf" in n for n in result.notes) and not result.warnings
+    fields, _ = _gguf_fields(result.main_file)
+    assert fields["tailored.source_run"] == "run2"  # this export's, not the base file's ("run")
+    assert fields["tokenizer.ggml.pre"] == "gpt-2" and fields["general.file_type"] == 1
+
+    with open(original, "ab") as f:
+        f.write(b"\0")  # the file is no longer the one training used
+    result = export_run(run, tmp_path / "out2", format="gguf")
+    assert any("changed since training" in w for w in result.warnings)
+    assert not any("copied from the original" in n for n in result.notes)

@@ -124,7 +124,7 @@ def _copy_metadata(writer: Any, path: Path) -> None:
     import gguf
 
     for key, value, vtype, sub in read_metadata(path):
-        if key.startswith("GGUF.") or key in _REWRITTEN:
+        if key.startswith(("GGUF.", "tailored.")) or key in _REWRITTEN:  # tailored.*: a base that is itself an export
             continue
         writer.add_key_value(key, value, gguf.GGUFValueType(vtype),
                              sub_type=None if sub is None else gguf.GGUFValueType(sub))
