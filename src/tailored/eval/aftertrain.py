@@ -2,8 +2,9 @@
 
 ``red_flags`` setting: ``curves`` reads only the run's loss curves (overfitting; instant), ``full``
 also scores the general probe and samples answers on the base and the tuned model (forgetting and
-mode collapse), ``auto`` does ``full`` when that costs at most a fifth of the training time (always
-for tiny models) and ``curves`` otherwise, ``off`` skips it. The verdict is printed, written to
+mode collapse), ``auto`` does ``full`` when that is estimated to cost at most a fifth of the training
+time and ``curves`` otherwise (so a short run, e.g. a test, pays only for reading its curves), ``off``
+skips it. The verdict is printed, written to
 ``red_flags.json`` in the run folder and summarised in the manifest (``red_flags``).
 """
 
@@ -18,23 +19,21 @@ from tailored.eval.choice import DEFAULT_PROBE
 from tailored.eval.redflags import Flag, forgetting, mode_collapse, overfitting, render, worst
 from tailored.train.manifest import read_manifest, write_manifest
 
-# Forward-pass tokens the full check needs (probe choices + sampled answers, base and tuned), measured
-# for the default probe with SmolLM2's tokenizer and rounded up.
+# Forward-pass token equivalents of the full check: per model ~6.1k probe tokens (default probe, SmolLM2's
+# tokenizer) + ~1k for the sampled answers; two models; doubled for loading and slow batched decoding.
 FULL_CHECK_TOKENS = 30_000
-SMALL_MODEL_PARAMETERS = 20_000_000
+LOAD_SECONDS = 2.0  # loading base and tuned model, tokenizing the probe: paid even by a tiny model
 
 
 def full_check_seconds(metrics: dict[str, Any]) -> float:
     """Estimated seconds of the full check: a forward pass runs ~3x faster per token than a training step."""
-    return FULL_CHECK_TOKENS / max(3.0 * float(metrics.get("tokens_per_s") or 0.0), 1e-9)
+    return LOAD_SECONDS + FULL_CHECK_TOKENS / max(3.0 * float(metrics.get("tokens_per_s") or 0.0), 1e-9)
 
 
-def choose_level(level: str, metrics: dict[str, Any], total_parameters: int) -> str:
+def choose_level(level: str, metrics: dict[str, Any]) -> str:
     """``curves`` or ``full`` for the ``red_flags`` setting (see module docstring)."""
     if level != "auto":
         return level
-    if total_parameters and total_parameters < SMALL_MODEL_PARAMETERS:
-        return "full"
     return "full" if full_check_seconds(metrics) <= 0.2 * float(metrics.get("seconds") or 0.0) else "curves"
 
 
@@ -98,8 +97,8 @@ def after_training(result: Any, cfg: Any) -> None:
     setting = getattr(cfg, "red_flags", "auto")
     if setting == "off":
         return
-    level = choose_level(setting, result.metrics, int((result.manifest.get("parameters") or {}).get("total") or 0))
-    out = check_run(result.run_dir, level)
+    level = choose_level(setting, result.metrics)
+    check_run(result.run_dir, level)
     result.manifest["red_flags"] = read_manifest(result.run_dir)["red_flags"]
 
 
