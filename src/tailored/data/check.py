@@ -31,6 +31,7 @@ class CheckReport:
     token_stats: dict[str, Any] | None = None
     overlength: list[tuple[int, int]] = field(default_factory=list)
     duplicates: list[list[int]] = field(default_factory=list)
+    encoded: list[Any] | None = None  # one Encoded per example when a tokenizer was given (reused by train)
 
     @property
     def has_errors(self) -> bool:
@@ -130,6 +131,7 @@ def check_file(
         from tailored.data.tokenize import encode_example
 
         encoded = [encode_example(tokenizer, ex) for ex in read.examples]
+        report.encoded = encoded
         lengths = [len(e) for e in encoded]
         trained = [e.n_labels for e in encoded]
         ep = epochs or auto_epochs(n)

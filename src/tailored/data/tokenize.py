@@ -129,14 +129,20 @@ def check_stops(tokenizer: Any, encoded: Encoded) -> None:
 
 
 def encode_all(
-    tokenizer: Any, examples: Iterable[Example], *, max_seq_length: int, overlength: str = "drop"
+    tokenizer: Any, examples: Iterable[Example], *, max_seq_length: int, overlength: str = "drop",
+    encoded: list[Encoded] | None = None,
 ) -> tuple[list[Encoded], EncodeStats]:
-    """Encode every example; ``overlength`` is ``drop`` (default), ``truncate`` or ``error``."""
+    """Encode every example; ``overlength`` is ``drop`` (default), ``truncate`` or ``error``.
+
+    ``encoded`` (one per example, e.g. from the data check) skips tokenizing again.
+    """
     stats = EncodeStats()
     out: list[Encoded] = []
     checked_stop = False
-    for ex in examples:
-        enc = encode_example(tokenizer, ex)
+    examples = list(examples)
+    if encoded is None or len(encoded) != len(examples):
+        encoded = [encode_example(tokenizer, ex) for ex in examples]
+    for ex, enc in zip(examples, encoded):
         if not checked_stop and enc.n_labels:
             check_stops(tokenizer, enc)
             checked_stop = True

@@ -129,7 +129,9 @@ def train(config: TrainConfig | None = None, *, config_file: str | None = None, 
     # batches and scores the data itself (see tailored.methods.objective). No branching on method names.
     objective = method.objective(options) if hasattr(method, "objective") else None
     encode = objective.encode if objective is not None else encode_all
-    train_rows, stats = encode(tokenizer, report.examples, max_seq_length=cfg.max_seq_length, overlength=cfg.overlength)
+    reuse = {} if objective is not None else {"encoded": report.encoded}  # the check already tokenized them
+    train_rows, stats = encode(tokenizer, report.examples, max_seq_length=cfg.max_seq_length, overlength=cfg.overlength,
+                               **reuse)
     val_rows, val_stats = encode(tokenizer, val_examples, max_seq_length=cfg.max_seq_length, overlength=cfg.overlength)
     for label, st in (("train", stats), ("validation", val_stats)):
         if (msg := st.summary(cfg.max_seq_length)):
