@@ -1,11 +1,11 @@
-"""LoRA adapters as plain tensors beside ONE plain base model, applied per row with forward hooks.
+"""LoRA adapters as plain tensors beside ONE plain base model, applied per row during a batch.
 
 Serving does not wrap the base in peft: a peft ``LoraLayer`` adds bookkeeping to every linear layer
 at every step (even with adapters disabled), and its mixed-batch path (``adapter_names=``) re-derives
 row indices in every layer at every step -- on a small model on CPU that costs more than the LoRA
 maths. Instead, for the adapters in a batch, each targeted layer's ``A`` matrices are concatenated
 (``R = Σ r`` rows) and so are its ``B·scaling`` matrices, once per batch; a 0/1 row mask keeps each
-row's own columns:
+row's own columns (the targeted layers' ``forward`` is replaced for the batch, then restored):
 
     y = W·x + ((x·A_catᵀ) ⊙ mask_row) · B_catᵀ
 
@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 
 from tailored.errors import CheckpointError
 
@@ -101,12 +102,16 @@ class LoraBank:
     def rows(self, adapters: list[str]) -> Iterator[RowAdapters]:
         """Within: the model adds each row's own LoRA update (``__base__`` rows get none)."""
         batch = RowAdapters(self, adapters)
-        handles = [self.modules[name].register_forward_hook(hook) for name, hook in batch.hooks()]
+        patched = []
         try:
+            for name, forward in batch.forwards():
+                # an instance-level forward (not a hook) keeps nn.Module's fast call path
+                self.modules[name].forward = forward
+                patched.append(name)
             yield batch
         finally:
-            for h in handles:
-                h.remove()
+            for name in patched:
+                del self.modules[name].forward
 
 
 class RowAdapters:
@@ -117,6 +122,7 @@ class RowAdapters:
         missing = [n for n in names if n not in bank.adapters]
         if missing:
             raise CheckpointError(f"adapters {missing} are not loaded")
+        self.bank = bank
         self.layers: dict[str, tuple[torch.Tensor, torch.Tensor, tuple[tuple[str, int], ...]]] = {}
         for module in {m for n in names for m in bank.adapters[n]}:
             present = [n for n in names if module in bank.adapters[n]]
@@ -143,12 +149,15 @@ class RowAdapters:
         self._masks[layout] = mask
         return mask
 
-    def hooks(self) -> Iterator[tuple[str, Any]]:
+    def forwards(self) -> Iterator[tuple[str, Any]]:
+        """(module name, replacement forward computing ``W·x + b + LoRA rows``) for every targeted layer."""
         for module, (a, b, layout) in self.layers.items():
-            def hook(mod: Any, args: tuple, output: torch.Tensor, a: torch.Tensor = a, b: torch.Tensor = b,
-                     layout: tuple = layout) -> torch.Tensor:
-                low = args[0] @ a.T
-                mask = self._mask(layout, low)
-                return output + (low if mask is None else low * mask) @ b.T
+            layer = self.bank.modules[module]
 
-            yield module, hook
+            def forward(x: torch.Tensor, weight: torch.Tensor = layer.weight, bias: Any = layer.bias,
+                        a: torch.Tensor = a, b: torch.Tensor = b, layout: tuple = layout) -> torch.Tensor:
+                low = F.linear(x, a)
+                mask = self._mask(layout, low)
+                return F.linear(x, weight, bias).add_(F.linear(low if mask is None else low * mask, b))
+
+            yield module, forward
