@@ -153,9 +153,9 @@ ORDER = ["base", "lora", "full", "dora", "qlora", "ia3", "adapter", "prefix", "p
 def _all_rows(results: Path) -> list[dict]:
     """Rows of every tag (parallel groups of one measurement), newest per method, in a fixed order."""
     rows: dict[str, dict] = {}
-    for path in sorted(results.glob("methods-*.json"), key=lambda p: p.stat().st_mtime):
-        for r in json.loads(path.read_text()):
-            rows[r["method"]] = r
+    found = [r for path in results.glob("methods-*.json") for r in json.loads(path.read_text())]
+    for r in sorted(found, key=lambda r: r.get("finished", 0)):
+        rows[r["method"]] = r
     return sorted(rows.values(), key=lambda r: ORDER.index(r["method"]) if r["method"] in ORDER else len(ORDER))
 
 
@@ -169,12 +169,16 @@ def main() -> int:
     p.add_argument("--lr-multiplier", type=float, default=3.0, help="learning_rate_multiplier for every method")
     p.add_argument("--tag", default="all", help="results go to bench/results/methods-TAG.json; the doc table joins all tags")
     p.add_argument("--keep-system", action="store_true", help="keep the dataset's system prompt (2x longer sequences)")
+    p.add_argument("--doc-only", action="store_true", help="only rebuild docs/methods.md from bench/results")
     p.add_argument("--no-doc", action="store_true", help="print the table without writing docs/methods.md")
     p.add_argument("--one", help=argparse.SUPPRESS)
     p.add_argument("--work", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.one:
         print("ROW " + json.dumps(one(args.one, args)), flush=True)
+        return 0
+    if args.doc_only:  # rebuild the table from bench/results (e.g. after parallel groups)
+        write_doc(table(_all_rows(REPO / "bench" / "results"), args))
         return 0
     if not DATA.is_dir():
         print(f"{DATA} is not present; this benchmark needs ../shared/data/banking77", file=sys.stderr)
@@ -194,6 +198,7 @@ def main() -> int:
         found = [line[4:] for line in proc.stdout.splitlines() if line.startswith("ROW ")]
         row = json.loads(found[-1]) if found else {"method": method, "error": (proc.stderr.strip().splitlines() or ["?"])[-1]}
         row["wall_s"] = round(time.time() - t0, 1)
+        row["finished"] = time.time()
         rows.append(row)
         print(json.dumps(row), flush=True)
         (results / f"methods-{args.tag}.json").write_text(json.dumps(rows, indent=2) + "\n")

@@ -111,3 +111,32 @@ def test_full_fine_tune_save_is_a_complete_model_folder(tiny_model_dir, tmp_path
     reloaded = method.load(load_model(tiny_model_dir), tmp_path / "w")
     ids = torch.tensor([[3, 4, 5, 6]])
     assert torch.allclose(reloaded(input_ids=ids).logits, model(input_ids=ids).logits, atol=1e-6)
+
+
+def test_qlora_gradients_survive_an_eval_pass(tiny_model_dir):
+    """bitsandbytes repacks 4-bit weights for CPU inference on the first eval-mode pass (on AVX512-BF16
+    CPUs) and then multiplies without autograd; a validation pass must not break training's gradients."""
+    pytest.importorskip("bitsandbytes")
+    method = get_method("qlora")
+    options = method.Options(lora_r=4)
+    ids = torch.tensor([[3, 4, 5, 6, 7, 8]])
+
+    def grads(eval_first: bool) -> dict[str, torch.Tensor]:
+        torch.manual_seed(0)
+        model = method.prepare(load_model(tiny_model_dir, **method.base_load_kwargs(options, "cpu")), options)
+        if eval_first:
+            model.eval()
+            with torch.no_grad():
+                model(input_ids=ids)
+            model.train()
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                if "lora_B" in name:
+                    p.fill_(0.01)
+        model(input_ids=ids, labels=ids).loss.backward()
+        return {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
+
+    plain, after_eval = grads(False), grads(True)
+    assert plain.keys() == after_eval.keys()
+    for name in plain:
+        assert torch.allclose(plain[name], after_eval[name], atol=1e-7), name

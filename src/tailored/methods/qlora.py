@@ -39,6 +39,20 @@ def is_quantized(model: torch.nn.Module) -> bool:
     return any(type(m).__name__ in _QUANTIZED_LAYERS for m in model.modules())
 
 
+def keep_trainable_layout(model: torch.nn.Module) -> None:
+    """Stop bitsandbytes from repacking 4-bit weights for CPU inference while the model trains.
+
+    On CPUs with AVX512-BF16, ``Linear4bit`` repacks its weight in place the first time it runs in eval
+    mode without gradients (a validation pass, say). From then on it multiplies through a kernel with
+    no autograd formula, so gradients stop flowing through the frozen base to earlier layers and the
+    LoRA of all but the last layers learns from a wrong gradient (bitsandbytes only warns). Training
+    models keep the trainable layout; inference-only loads still get the fast one.
+    """
+    for module in model.modules():
+        if hasattr(module, "support_avx512bf16_for_cpu"):
+            module.support_avx512bf16_for_cpu = False
+
+
 class Qlora(PeftMethod):
     name: ClassVar[str] = "qlora"
     summary: ClassVar[str] = "LoRA matrices on a base quantized to 4-bit NF4 (bitsandbytes)"
@@ -63,6 +77,7 @@ class Qlora(PeftMethod):
     def prepare(self, model: torch.nn.Module, options: BaseModel) -> torch.nn.Module:
         from peft import get_peft_model, prepare_model_for_kbit_training
 
+        keep_trainable_layout(model)
         if next(model.parameters()).device.type == "cuda":
             # Upcasts the remaining half-precision weights (norms, embeddings) to fp32 for stable training.
             # On CPU everything outside the quantized layers is fp32 already, so it would only add its
