@@ -94,9 +94,11 @@ def main() -> int:
     print(f"base zero-shot evaluated in {time.time() - t:.0f} s", flush=True)
 
     print("\nbanking77 validation (77 labels, chance 1.3%)")
-    print(f"{'model':34s} {'examples':>9s} {'accuracy':>9s} {'macro F1':>9s} {'weighted F1':>12s} {'outside set':>12s}")
+    print(f"{'model':34s} {'examples':>9s} {'accuracy':>9s} {'macro F1':>9s} {'weighted F1':>12s} {'outside set':>12s}"
+          f" {'acc. nearest':>13s}")
     for name, m in results.items():
-        print(f"{name:34s} {m['n']:9d} {m['accuracy']:9.1%} {m['macro_f1']:9.3f} {m['weighted_f1']:12.3f} {m['outside_label_set']:12.1%}")
+        print(f"{name:34s} {m['n']:9d} {m['accuracy']:9.1%} {m['macro_f1']:9.3f} {m['weighted_f1']:12.3f} {m['outside_label_set']:12.1%}"
+              f" {m.get('accuracy_nearest_label', 0):13.1%}")
     base_acc = results["base_zero_shot_label_list"]["accuracy"]
     lora_same = results[f"lora_first_{k}"]["accuracy"]
     print(f"ratio accuracy lora / base zero-shot (same {k} examples): {lora_same / max(base_acc, 1e-9):.1f}x")

@@ -20,6 +20,15 @@ def test_match_label_normalises_and_flags_outside_answers() -> None:
     assert normalize('"Hello   World!"') == "hello world"
 
 
+def test_nearest_label_maps_near_misses_only() -> None:
+    from tailored.eval.metrics import nearest_label
+
+    labels = ["card_not_working", "card_arrival", "refund_not_showing_up"]
+    assert nearest_label("card_not_work", labels) == "card_not_working"
+    assert nearest_label("Card_Arrival", labels) == "card_arrival"  # exact (normalised) match first
+    assert nearest_label("refund not showing", labels) == "refund_not_showing_up"
+
+
 def test_classification_metrics_agree_with_sklearn() -> None:
     from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_score
 

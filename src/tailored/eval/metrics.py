@@ -35,6 +35,19 @@ def match_label(answer: str, labels: Sequence[str]) -> str:
     return OTHER
 
 
+def nearest_label(answer: str, labels: Sequence[str]) -> str:
+    """The label closest to an answer by character similarity (for answers outside the label set)."""
+    from difflib import get_close_matches
+
+    found = match_label(answer, labels)
+    if found != OTHER or not labels:
+        return found
+    first = normalize(str(answer).strip().splitlines()[0]) if str(answer).strip() else ""
+    by_norm = {normalize(lab): lab for lab in labels}
+    close = get_close_matches(first, list(by_norm), n=1, cutoff=0.0)
+    return by_norm[close[0]] if close else OTHER
+
+
 def classification_metrics(golds: Sequence[str], preds: Sequence[str], labels: Sequence[str] | None = None,
                            top_confused: int = 5) -> dict[str, Any]:
     """Accuracy, macro/weighted F1, precision, recall, a per-label table and the most confused pairs.

@@ -25,6 +25,7 @@ METRIC_ROWS = [
     ("accuracy", "accuracy", True, "pct"), ("macro_f1", "macro F1", True, "f3"), ("weighted_f1", "weighted F1", True, "f3"),
     ("macro_precision", "macro precision", True, "f3"), ("macro_recall", "macro recall", True, "f3"),
     ("outside_label_set", "answers outside the label set", False, "pct"),
+    ("accuracy_nearest_label", "accuracy, outside answers → nearest label", True, "pct"),
     ("execution_accuracy", "execution accuracy", True, "pct"), ("valid_sql_rate", "valid SQL", True, "pct"),
     ("exact_match", "exact match", True, "pct"), ("bleu", "BLEU", True, "f1"), ("chrf", "chrF", True, "f1"),
     ("rouge1", "ROUGE-1", True, "f3"), ("rouge2", "ROUGE-2", True, "f3"), ("rougeL", "ROUGE-L", True, "f3"),
