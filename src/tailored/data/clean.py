@@ -85,8 +85,11 @@ def _classify_problem(category: str, message: str, raw: str) -> str:
     m = re.search(r"messages\[(\d+)\]", message)
     if m:
         try:
-            msgs = json.loads(raw).get("messages") or json.loads(raw).get("conversations") or []
-            role = msgs[int(m.group(1))].get("role") or msgs[int(m.group(1))].get("from")
+            obj = json.loads(raw)
+            msgs, i = obj.get("messages") or obj.get("conversations") or [], int(m.group(1))
+            if "conversations" in obj and str(obj.get("system") or "").strip():
+                i -= 1  # the reader put the sharegpt system prompt first
+            role = msgs[i].get("role") or msgs[i].get("from")
             return "empty_answer" if str(role).lower() in ("assistant", "gpt", "model") else "empty_turn"
         except (ValueError, IndexError, AttributeError, TypeError):
             return "empty_turn"
