@@ -79,7 +79,8 @@ class CheckReport:
             )
             out.append(
                 f"training tokens: {t['total']:,} per epoch × {t['epochs']} epochs = {t['total'] * t['epochs']:,}"
-                + (f"; estimated time on this machine: ~{_fmt_seconds(t['estimated_seconds'])}" if t.get("estimated_seconds") else "")
+                + (f"; estimated time on this machine: ~{_fmt_seconds(t['estimated_seconds'])} (rough; `tailored estimate` "
+                   "measures this machine)" if t.get("estimated_seconds") else "")
             )
         out.append("OK" if not self.has_errors else "FAILED: fix the errors above (each names its line)")
         return "\n".join(out)

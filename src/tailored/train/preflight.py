@@ -8,8 +8,9 @@ from tailored.data.check import CheckReport, check_file
 from tailored.models.load import load_tokenizer, local_folder
 
 # Real (non-pad) training tokens per second of a LoRA step of a 135M-parameter model on one core of the
-# reference machine (bench/train_throughput.py); scaled linearly with parameter count.
-CPU_TOKENS_PER_S_135M = 140.0
+# reference 2-core machine (calibrated runs of `tailored estimate` measured ~80 on 2026-11-29); scaled
+# linearly with parameter count. A rough guide: `tailored estimate` measures the machine at hand.
+CPU_TOKENS_PER_S_135M = 80.0
 
 
 def estimated_tokens_per_second(folder: Path) -> float | None:
