@@ -252,6 +252,7 @@ def test_non_loopback_host_needs_a_key(monkeypatch: pytest.MonkeyPatch) -> None:
         build(host="0.0.0.0")
 
 
+@pytest.mark.slow  # a second process
 def test_tailored_serve_command_runs_a_server(tiny_model_dir: Path, runs: Path) -> None:
     import os
     import subprocess
