@@ -101,7 +101,8 @@ def main() -> int:
               f" {m.get('accuracy_nearest_label', 0):13.1%}")
     base_acc = results["base_zero_shot_label_list"]["accuracy"]
     lora_same = results[f"lora_first_{k}"]["accuracy"]
-    print(f"ratio accuracy lora / base zero-shot (same {k} examples): {lora_same / max(base_acc, 1e-9):.1f}x")
+    ratio = f"{lora_same / base_acc:.1f}x" if base_acc > 0 else f"n/a (base 0%, LoRA {lora_same:.1%})"
+    print(f"ratio accuracy lora / base zero-shot (same {k} examples): {ratio}")
     print(f"training: {train_s:.0f} s ({args.max_steps} steps x {args.batch_size} examples)")
     print("red flags:\n" + render(tuned["red_flags"]))
     if args.json:
