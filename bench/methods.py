@@ -25,6 +25,7 @@ REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data" / "banking77"
 DOC = REPO / "docs" / "methods.md"
 BEGIN, END = "<!-- bench:methods -->", "<!-- /bench:methods -->"
+SPEED_BEGIN, SPEED_END = "<!-- bench:speed -->", "<!-- /bench:speed -->"
 
 
 def _subset(src: Path, n: int, seed: int, dest: Path, keep_system: bool) -> list[dict]:
@@ -137,14 +138,72 @@ def table(rows: list[dict], args: argparse.Namespace) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_doc(text: str) -> None:
-    block = f"{BEGIN}\n{text}{END}\n"
-    if DOC.is_file() and BEGIN in DOC.read_text():
+def write_doc(text: str, begin: str = BEGIN, end: str = END) -> None:
+    block = f"{begin}\n{text}{end}\n"
+    if DOC.is_file() and begin in DOC.read_text():
         old = DOC.read_text()
-        DOC.write_text(old[: old.index(BEGIN)] + block + old[old.index(END) + len(END) + 1 :])
+        DOC.write_text(old[: old.index(begin)] + block + old[old.index(end) + len(end) + 1 :])
     else:
         DOC.parent.mkdir(parents=True, exist_ok=True)
         DOC.write_text((DOC.read_text() + "\n" if DOC.is_file() else "# Fine-tuning methods\n\n") + block)
+
+
+def speed(args: argparse.Namespace, work: Path) -> str:
+    """Step speed of every method in ONE process, round-robin, on one fixed batch: a fair speed ratio.
+
+    The subprocess runs above share the machine with whatever else runs at the time, so their
+    tokens/s mostly measure the load. Here each round times every method in turn (one warm-up step,
+    then ``--speed-steps`` timed optimizer steps), so load changes hit all methods alike; the median
+    over rounds is reported.
+    """
+    import statistics
+
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    import torch
+
+    torch.set_num_threads(1)
+    from tailored.cli.common import quiet
+
+    quiet()
+    from tailored.data.batching import micro_batches
+    from tailored.data.readers import read_records
+    from tailored.data.tokenize import encode_all
+    from tailored.methods import get_method
+    from tailored.models.load import load_model, load_tokenizer, local_folder
+    from tailored.train.forward import token_loss
+
+    folder = local_folder("smollm2")
+    tok = load_tokenizer(folder)
+    rows, _ = encode_all(tok, read_records(work / "train.jsonl").examples[: args.batch_size], max_seq_length=256)
+    batch = micro_batches(rows, pad_id=int(tok.pad_token_id), micro_batch_tokens=1 << 20)[0]
+    names = [m for m in args.methods.split(",") if m != "base"]
+    per_step: dict[str, list[float]] = {m: [] for m in names}
+    for _ in range(args.speed_rounds):
+        for name in names:
+            method = get_method(name)
+            options = method.Options()
+            model = method.prepare(load_model(folder, **method.base_load_kwargs(options, "cpu")), options)
+            model.train()
+            optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-6)
+            for step in range(args.speed_steps + 1):
+                t0 = time.perf_counter()
+                token_loss(model, batch).loss_sum.backward()
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+                if step:  # the first step warms up allocators and kernels
+                    per_step[name].append(time.perf_counter() - t0)
+            del model, optimizer
+    tokens = batch.n_real_tokens
+    ref = statistics.median(per_step["lora"]) if "lora" in per_step else None
+    lines = [f"Step speed measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} with "
+             f"`python bench/methods.py --speed` (one process, {args.speed_rounds} rounds × {args.speed_steps} timed steps "
+             f"per method, round-robin; one batch of {len(rows)} examples, {tokens} tokens; forward + backward + AdamW; "
+             "1 thread). Ratio = LoRA's step time / the method's (higher is faster).", "",
+             "| method | median s/step | tokens/s | × LoRA |", "|---|---:|---:|---:|"]
+    for name in names:
+        med = statistics.median(per_step[name])
+        lines.append(f"| {name} | {med:.2f} | {tokens / med:,.0f} | {ref / med:.2f}× |" if ref else f"| {name} | {med:.2f} | {tokens / med:,.0f} | – |")
+    return "\n".join(lines) + "\n"
 
 
 ORDER = ["base", "lora", "full", "dora", "qlora", "ia3", "adapter", "prefix", "prompt"]
@@ -169,6 +228,9 @@ def main() -> int:
     p.add_argument("--lr-multiplier", type=float, default=3.0, help="learning_rate_multiplier for every method")
     p.add_argument("--tag", default="all", help="results go to bench/results/methods-TAG.json; the doc table joins all tags")
     p.add_argument("--keep-system", action="store_true", help="keep the dataset's system prompt (2x longer sequences)")
+    p.add_argument("--speed", action="store_true", help="only the fair step-speed comparison (one process, round-robin)")
+    p.add_argument("--speed-rounds", type=int, default=3)
+    p.add_argument("--speed-steps", type=int, default=2)
     p.add_argument("--doc-only", action="store_true", help="only rebuild docs/methods.md from bench/results")
     p.add_argument("--no-doc", action="store_true", help="print the table without writing docs/methods.md")
     p.add_argument("--one", help=argparse.SUPPRESS)
@@ -177,7 +239,17 @@ def main() -> int:
     if args.one:
         print("ROW " + json.dumps(one(args.one, args)), flush=True)
         return 0
+    if args.speed:
+        work = Path(tempfile.mkdtemp(prefix="tailored-bench-speed-"))
+        _subset(DATA / "train.jsonl", args.n_train, 0, work / "train.jsonl", args.keep_system)
+        text = speed(args, work)
+        print(text)
+        if not args.no_doc:
+            write_doc(text, begin=SPEED_BEGIN, end=SPEED_END)
+        return 0
     if args.doc_only:  # rebuild the table from bench/results (e.g. after parallel groups)
+        tags = sorted(p.stem.split("-", 1)[1] for p in (REPO / "bench" / "results").glob("methods-*.json"))
+        args.command = f"python bench/methods.py --tag T --methods ...` (groups {', '.join(tags)}, same settings) then `--doc-only"
         write_doc(table(_all_rows(REPO / "bench" / "results"), args))
         return 0
     if not DATA.is_dir():
