@@ -92,7 +92,9 @@ def main() -> int:
     ap.add_argument("--max-tokens", type=int, default=32)
     ap.add_argument("--clients", default="1,4,16")
     ap.add_argument("--requests", type=int, default=8, help="requests per configuration and client count (at least one per client)")
-    ap.add_argument("--repeats", type=int, default=2, help="interleaved repeats; the best is kept (the machine is shared)")
+    ap.add_argument("--batch-wait-ms", type=float, default=50.0,
+                    help="scheduler wait; long enough that simultaneous clients land in one batch")
+    ap.add_argument("--repeats", type=int, default=3, help="interleaved repeats; the best is kept (the machine is shared)")
     args = ap.parse_args()
     torch.set_num_threads(1)
     from tailored.cli.common import quiet
@@ -105,8 +107,8 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="serve-bench-"))
     runs = [Path(r) for r in args.runs] if args.runs else train_runs(work, args.train_steps)
     merged = merge(runs[0], work / "merged")
-    shared = start(base="smollm2", runs=[str(r) for r in runs], max_batch=16, batch_wait_ms=5)
-    flat = start(base=str(merged), max_batch=16, batch_wait_ms=5)
+    shared = start(base="smollm2", runs=[str(r) for r in runs], max_batch=16, batch_wait_ms=args.batch_wait_ms)
+    flat = start(base=str(merged), max_batch=16, batch_wait_ms=args.batch_wait_ms)
     ids = {e.run_dir.name if e.run_dir else "base": e.id for e in shared.built.registry.models()}
     a, b = ids[runs[0].name], ids[runs[1].name]
     merged_id = flat.built.registry.base.id
@@ -115,7 +117,8 @@ def main() -> int:
     configs = {"base": [ids["base"]], "merged": [merged_id], "adapter": [a], "mixed": [a, b, ids["base"]]}
     for models in configs.values():  # warm-up: loads adapters, first-call overheads
         measure(client_for, models, len(models), 1, 4)
-    print(f"serve throughput · embedded model · max_tokens {args.max_tokens} · {torch.get_num_threads()} torch thread(s)")
+    print(f"serve throughput · embedded model · max_tokens {args.max_tokens} · {torch.get_num_threads()} torch thread(s) · "
+          f"batch wait {args.batch_wait_ms:g} ms · best of {args.repeats} interleaved repeats")
     results: dict[tuple[str, int], dict] = {}
     for c in [int(x) for x in args.clients.split(",")]:
         per_client = max(1, args.requests // c)
