@@ -219,3 +219,19 @@ def test_smollm2_high_lr_run_forgets_on_the_real_probe(smollm2_dir: Path, tmp_pa
     assert base_probe["accuracy"] >= base_probe["chance"] + 0.2  # the probe works on the real model
     assert flags["forgetting"]["verdict"] == "red", flags["forgetting"]["summary"]
     assert flags["forgetting"]["evidence"]["tuned_accuracy"] < base_probe["accuracy"] - 0.2
+
+
+def test_train_command_prints_and_stores_the_verdict(home, tiny_model_dir: Path, tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    from tailored.cli.main import main
+
+    data, val = _write(tmp_path / "t.jsonl", _chat(12, 11)), _write(tmp_path / "v.jsonl", _chat(4, 12))
+    assert main(["train", "--data", data, "--validation", val, "--model", str(tiny_model_dir), "--output",
+                 str(tmp_path / "run"), "--max-steps", "3", "--eval-every", "1", "--max-seq-length", "128",
+                 "--red-flags", "curves"]) == 0
+    assert "red flags (curves" in capsys.readouterr().out
+    stored = json.loads((tmp_path / "run" / "red_flags.json").read_text())
+    assert stored["level"] == "curves" and [f["name"] for f in stored["flags"]] == ["overfitting", "forgetting", "mode_collapse"]
+    assert main(["train", "--data", data, "--model", str(tiny_model_dir), "--output", str(tmp_path / "off"),
+                 "--max-steps", "1", "--max-seq-length", "128", "--red-flags", "off"]) == 0
+    assert not (tmp_path / "off" / "red_flags.json").exists()

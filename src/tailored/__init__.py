@@ -21,7 +21,6 @@ def __getattr__(name: str) -> Any:
 
         return check_data
     if name == "train":
-        import tailored.eval.aftertrain  # noqa: F401 - registers the post-training red-flag check
         import tailored.train  # a callable module: tailored.train(...) runs tailored.train.run.train
 
         return tailored.train

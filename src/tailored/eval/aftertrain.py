@@ -1,4 +1,7 @@
-"""The red-flag check that runs at the end of every training run (registered into ``train``'s hooks).
+"""The red-flag check that runs at the end of every training run.
+
+It reaches ``train`` as the ``tailored.post_train`` entry point declared in pyproject.toml (and by
+:func:`register` when this module is imported), so train never imports eval.
 
 ``red_flags`` setting: ``curves`` reads only the run's loss curves (overfitting; instant), ``full``
 also scores the general probe and samples answers on the base and the tuned model (forgetting and

@@ -36,15 +36,32 @@ class RunResult:
     loop: LoopResult
 
 
-# Checks run after every completed training run, registered by higher layers (eval registers the
-# red-flag check), so train never imports them. A hook gets (RunResult, TrainConfig); its errors are
-# reported, never raised: a finished run is never lost to a failed check.
+# Checks run after every completed training run, provided by higher layers so train never imports
+# them: registered with add_post_train_hook, or declared as entry points of the group
+# "tailored.post_train" (pyproject.toml; eval's red-flag check is one). A hook gets (RunResult,
+# TrainConfig); its errors are reported, never raised: a finished run is never lost to a failed check.
 POST_TRAIN_HOOKS: list[Callable[[RunResult, TrainConfig], None]] = []
 
 
 def add_post_train_hook(hook: Callable[[RunResult, TrainConfig], None]) -> None:
     if hook not in POST_TRAIN_HOOKS:
         POST_TRAIN_HOOKS.append(hook)
+
+
+def post_train_hooks(say: Callable[..., None] = print) -> list[Callable[[RunResult, TrainConfig], None]]:
+    """Registered hooks plus the ``tailored.post_train`` entry points, each once."""
+    from importlib.metadata import entry_points
+
+    hooks = list(POST_TRAIN_HOOKS)
+    for ep in entry_points(group="tailored.post_train"):
+        try:
+            hook = ep.load()
+        except Exception as exc:  # noqa: BLE001 - a broken plug-in must not stop training
+            say(f"warning: post-training check {ep.name} could not be loaded: {exc}")
+            continue
+        if hook not in hooks:
+            hooks.append(hook)
+    return hooks
 
 
 def configure_threads(threads: int | str, world_size: int = 1) -> int:
@@ -217,7 +234,7 @@ def train(config: TrainConfig | None = None, *, config_file: str | None = None, 
     accelerator.wait_for_everyone()
     result = RunResult(run_dir, metrics, manifest, loop)
     if main and not loop.interrupted:
-        for hook in POST_TRAIN_HOOKS:
+        for hook in post_train_hooks(say):
             try:
                 hook(result, cfg)
             except Exception as exc:  # noqa: BLE001 - a check must not lose a finished run
