@@ -45,7 +45,8 @@ def summary(report: dict[str, Any]) -> str:
     models = report["models"]
     names = list(models)
     lines = [f"{report['task']} · {Path(report['data']['path']).name} · {report['data'].get('examples') or ''} examples"]
-    lines.append(f"  {'metric':36s}" + "".join(f"{n:>12s}" for n in names))
+    shown = {n: n if "base" in models else "model" for n in names}
+    lines.append(f"  {'metric':36s}" + "".join(f"{shown[n]:>12s}" for n in names))
     for key, label, _higher, kind in METRIC_ROWS:
         vals = [models[n].get("metrics", {}).get(key) for n in names]
         if any(v is not None for v in vals):
@@ -57,7 +58,7 @@ def summary(report: dict[str, Any]) -> str:
         lines.append(f"\n  prompt:    {row['prompt'][-160:]!r}\n  reference: {row['reference'][:160]!r}")
         for n in names:
             if n in row:
-                lines.append(f"  {n + ':':10s} {row[n][:160]!r}")
+                lines.append(f"  {shown[n] + ':':10s} {row[n][:160]!r}")
     lines.append(f"\nred flags: {report['verdict']}\n" + render(report["red_flags"]))
     return "\n".join(lines)
 

@@ -19,7 +19,8 @@ TEMPLATE = Path(__file__).parent / "templates" / "report.html"
 TITLES = {"overfitting": "Overfitting", "forgetting": "Catastrophic forgetting", "mode_collapse": "Mode collapse"}
 VERDICT_TEXT = {"ok": "No red flag: the checks that ran found no problem.",
                 "warning": "Warning: look at the flagged checks below before you ship this model.",
-                "red": "Red flag: this run has a problem; each flag below says what to change."}
+                "red": "Red flag: this run has a problem; each flag below says what to change.",
+                "skipped": "No red-flag check could run here (each one below says what it needs)."}
 # (key, label, higher is better, format)
 METRIC_ROWS = [
     ("accuracy", "accuracy", True, "pct"), ("macro_f1", "macro F1", True, "f3"), ("weighted_f1", "weighted F1", True, "f3"),
@@ -119,9 +120,14 @@ def _eval_block(report: dict[str, Any]) -> dict[str, Any]:
         sbs.append({"prompt": r["prompt"][-600:], "reference": r["reference"], "answers": answers})
     worst_labels = sorted(tuned_m.get("per_label", []), key=lambda x: (x["f1"], -x["support"]))[:8]
     return {"data": Path(report["data"]["path"]).name, "task": report["task"], "examples": report["data"].get("examples") or tuned_m.get("n"),
-            "models": [f"{n} ({Path(models[n]['target']).name})" for n in names], "metrics": rows,
+            "models": [f"{_shown(n, models)} ({Path(models[n]['target']).name})" for n in names], "metrics": rows,
             "delta": "base" in models and "tuned" in models, "confused": tuned_m.get("most_confused", []),
-            "worst_labels": worst_labels, "rows": sbs, "answer_models": answer_models}
+            "worst_labels": worst_labels, "rows": sbs, "answer_models": [_shown(n, models) for n in answer_models]}
+
+
+def _shown(name: str, models: dict[str, Any]) -> str:
+    """Column name: "tuned"/"base" in a comparison, "model" for a single model."""
+    return name if "base" in models else "model"
 
 
 def _samples(report: dict[str, Any]) -> dict[str, Any] | None:
@@ -178,6 +184,8 @@ def render_html(*, run_dir: str | Path | None = None, evals: list[dict[str, Any]
                 flags[f["name"]] = f
     flag_list = [dict(f, title=TITLES.get(f["name"], f["name"]), evidence=_evidence(f.get("evidence") or {})) for f in flags.values()]
     verdict = worst([Flag(**{k: f[k] for k in ("name", "verdict", "summary")}) for f in flags.values()]) if flags else "ok"
+    if flags and all(f["verdict"] == "skipped" for f in flags.values()):
+        verdict = "skipped"
     title = Path(run_dir).name if manifest else (Path(evals[0]["target"]).name if evals else "tailored")
     subtitle = (f"fine-tune of {manifest['base_model']['name']} with {manifest['method']['name']}" if manifest
                 else "evaluation report")
