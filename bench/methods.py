@@ -115,12 +115,12 @@ def _fmt_bytes(n: int) -> str:
 def table(rows: list[dict], args: argparse.Namespace) -> str:
     ref = next((r for r in rows if r["method"] == "lora" and "error" not in r), None)
     lines = [
-        f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} with `{args.command}` "
+        (f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} with `{args.command}` "
         f"(SmolLM2-135M-Instruct, fp32, 1 CPU thread on a shared 2-core machine; {args.n_train} training examples, "
         f"{'' if args.keep_system else 'system prompt removed, '}{args.steps} steps of batch {args.batch_size} for every method at its default "
         f"settings and its base learning rate × {args.lr_multiplier}; "
         f"accuracy = exact label by greedy generation on {args.n_val} validation queries). "
-        "Ratios are against LoRA in the same run.",
+        "Ratios are against LoRA in the same run."),
         "",
         "| method | trainable params | adapter on disk | peak RSS | tokens/s (× LoRA) | train time | val loss before → after | val accuracy |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",
@@ -195,10 +195,10 @@ def speed(args: argparse.Namespace, work: Path) -> str:
             del model, optimizer
     tokens = batch.n_real_tokens
     ref = statistics.median(per_step["lora"]) if "lora" in per_step else None
-    lines = [f"Step speed measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} with "
+    lines = [(f"Step speed measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} with "
              f"`python bench/methods.py --speed` (one process, {args.speed_rounds} rounds × {args.speed_steps} timed steps "
              f"per method, round-robin; one batch of {len(rows)} examples, {tokens} tokens; forward + backward + AdamW; "
-             "1 thread). Ratio = LoRA's step time / the method's (higher is faster).", "",
+             "1 thread). Ratio = LoRA's step time / the method's (higher is faster)."), "",
              "| method | median s/step | tokens/s | × LoRA |", "|---|---:|---:|---:|"]
     for name in names:
         med = statistics.median(per_step[name])
@@ -266,7 +266,7 @@ def main() -> int:
         cmd = [sys.executable, __file__, "--one", method, "--work", str(work), "--steps", str(args.steps),
                "--batch-size", str(args.batch_size), "--lr-multiplier", str(args.lr_multiplier)]
         t0 = time.time()
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, OMP_NUM_THREADS="1"))
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, OMP_NUM_THREADS="1"), check=False)
         found = [line[4:] for line in proc.stdout.splitlines() if line.startswith("ROW ")]
         row = json.loads(found[-1]) if found else {"method": method, "error": (proc.stderr.strip().splitlines() or ["?"])[-1]}
         row["wall_s"] = round(time.time() - t0, 1)

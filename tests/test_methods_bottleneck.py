@@ -78,5 +78,5 @@ def test_generation_with_cache_matches_without(tiny_model_dir):
             if p.requires_grad:
                 p.normal_(0, 0.3)
     model.eval()
-    kw = dict(input_ids=IDS, attention_mask=torch.ones_like(IDS), max_new_tokens=6, do_sample=False, pad_token_id=0)
+    kw = {"input_ids": IDS, "attention_mask": torch.ones_like(IDS), "max_new_tokens": 6, "do_sample": False, "pad_token_id": 0}
     assert torch.equal(model.generate(**kw, use_cache=True), model.generate(**kw, use_cache=False))

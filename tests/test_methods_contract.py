@@ -65,8 +65,9 @@ def data_file(tmp_path: Path, request: pytest.FixtureRequest) -> Path:
     from tailored.testing.tiny import write_chat_dataset
 
     if request.param == "preference":
-        from tailored.testing.tiny import WORDS
         import random
+
+        from tailored.testing.tiny import WORDS
 
         rng = random.Random(0)
         lines = []
@@ -115,7 +116,7 @@ def test_method_contract(method: str, data_file: Path, tiny_model_dir: Path, tmp
     # reload: the trained weights change the model, a reload and the resumed run agree with it
     ids = torch.tensor([[5, 17, 42, 9, 77, 3, 120, 11]])
     base = load_model(tiny_model_dir)
-    model, tok, _ = load_run(run)
+    model, _, _ = load_run(run)
     assert (_logits(model, ids) - _logits(base, ids)).abs().max() > 1e-4
     again, _, _ = load_run(copy)
     assert torch.allclose(_logits(model, ids), _logits(again, ids), atol=row.atol)

@@ -14,15 +14,22 @@ pairs ranked correctly.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, Iterable, Sequence
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, Field
 
 from tailored.data.records import Example
-from tailored.data.tokenize import IGNORE, EncodeStats, Encoded, check_stops, encode_example
+from tailored.data.tokenize import (
+    IGNORE,
+    Encoded,
+    EncodeStats,
+    check_stops,
+    encode_example,
+)
 from tailored.errors import DataError
 from tailored.methods.base import register
 from tailored.methods.lora import LoraOptions, lora_config
