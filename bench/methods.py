@@ -115,7 +115,7 @@ def _fmt_bytes(n: int) -> str:
 def table(rows: list[dict], args: argparse.Namespace) -> str:
     ref = next((r for r in rows if r["method"] == "lora" and "error" not in r), None)
     lines = [
-        (f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} with `{args.command}` "
+        (f"Table written {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} by `{args.command}` "
         f"(SmolLM2-135M-Instruct, fp32, 1 CPU thread on a shared 2-core machine; {args.n_train} training examples, "
         f"{'' if args.keep_system else 'system prompt removed, '}{args.steps} steps of batch {args.batch_size} for every method at its default "
         f"settings and its base learning rate × {args.lr_multiplier}; "
