@@ -15,6 +15,7 @@ import argparse
 import json
 import os
 import random
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -243,6 +244,7 @@ def main() -> int:
         work = Path(tempfile.mkdtemp(prefix="tailored-bench-speed-"))
         _subset(DATA / "train.jsonl", args.n_train, 0, work / "train.jsonl", args.keep_system)
         text = speed(args, work)
+        shutil.rmtree(work, ignore_errors=True)
         print(text)
         if not args.no_doc:
             write_doc(text, begin=SPEED_BEGIN, end=SPEED_END)
@@ -277,6 +279,7 @@ def main() -> int:
         if not args.no_doc:
             write_doc(table(_all_rows(results), args))
     print(table(rows, args))
+    shutil.rmtree(work, ignore_errors=True)  # run folders (a full fine-tune is ~1 GB)
     return 0
 
 
