@@ -44,6 +44,10 @@ class Method(Protocol):
     def merge(self, model: torch.nn.Module) -> torch.nn.Module:
         """A plain base model with the trained weights folded in (only when ``mergeable``)."""
 
+    # Optional: ``objective(options) -> Objective`` (see tailored.methods.objective) for a method that
+    # trains towards another goal than the next-token loss on labelled tokens (DPO's preference pairs).
+    # It then encodes, batches and scores the data itself; the loop calls it without knowing the method.
+
 
 _REGISTRY: dict[str, Method] = {}
 

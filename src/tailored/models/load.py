@@ -130,6 +130,8 @@ def load_model(folder: str | Path, *, dtype: torch.dtype | None = None, device: 
     kwargs: dict[str, Any] = {"dtype": dtype or torch.float32, "trust_remote_code": False, "use_safetensors": True}
     if quantization is not None:
         kwargs["quantization_config"] = quantization
+        if torch.device(device).type == "cuda":  # bitsandbytes quantizes while placing the weights
+            kwargs["device_map"] = {"": str(device)}
     model = AutoModelForCausalLM.from_pretrained(str(folder), **kwargs)
     if quantization is None:
         model.to(device)

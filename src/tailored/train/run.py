@@ -166,7 +166,7 @@ def train(config: TrainConfig | None = None, *, config_file: str | None = None, 
 
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
-    model = load_model(folder, **method.base_load_kwargs(options, accelerator.device.type))
+    model = load_model(folder, device=accelerator.device, **method.base_load_kwargs(options, accelerator.device.type))
     if cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable()
         model.enable_input_require_grads()
