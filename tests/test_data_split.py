@@ -41,7 +41,7 @@ def test_banking77_stratification_is_exact(shared_data: Path, tmp_path: Path) ->
             ideal = k * size / n
             assert math.floor(ideal) <= splits[s][label] <= math.ceil(ideal), (label, s)
     assert report.distribution[next(iter(full))] == {s: splits[s][next(iter(full))] for s in splits if splits[s][next(iter(full))]}
-    again = split_file(src, tmp_path / "again", validation=0.1, test=0.1, seed=7)
+    split_file(src, tmp_path / "again", validation=0.1, test=0.1, seed=7)
     assert (tmp_path / "again" / "test.jsonl").read_text() == (tmp_path / "test.jsonl").read_text()  # same seed, same split
 
 
