@@ -79,14 +79,15 @@ class CheckReport:
             )
             out.append(
                 f"training tokens: {t['total']:,} per epoch × {t['epochs']} epochs = {t['total'] * t['epochs']:,}"
-                + (f"; estimated time on this machine: ~{_fmt_seconds(t['estimated_seconds'])} (rough; `tailored estimate` "
+                + (f"; estimated time on this machine: ~{format_seconds(t['estimated_seconds'])} (rough; `tailored estimate` "
                    "measures this machine)" if t.get("estimated_seconds") else "")
             )
         out.append("OK" if not self.has_errors else "FAILED: fix the errors above (each names its line)")
         return "\n".join(out)
 
 
-def _fmt_seconds(s: float) -> str:
+def format_seconds(s: float) -> str:
+    """A duration for people: seconds, minutes or hours."""
     if s < 90:
         return f"{s:.0f} s"
     if s < 5400:
@@ -94,7 +95,8 @@ def _fmt_seconds(s: float) -> str:
     return f"{s / 3600:.1f} h"
 
 
-def _percentile(values: list[int], q: float) -> int:
+def percentile(values: list[int], q: float) -> int:
+    """The nearest-rank ``q`` quantile of ``values``."""
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
@@ -138,7 +140,7 @@ def check_file(
         ep = epochs or auto_epochs(n)
         total = sum(lengths)
         stats = {
-            "min": min(lengths), "median": int(statistics.median(lengths)), "p95": _percentile(lengths, 0.95),
+            "min": min(lengths), "median": int(statistics.median(lengths)), "p95": percentile(lengths, 0.95),
             "max": max(lengths), "total": total, "trained_total": sum(trained),
             "trained_median": int(statistics.median(trained)), "epochs": ep,
         }

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tailored.data.check import percentile
 from tailored.data.clean import dedupe_text
 from tailored.data.near_dup import clusters
 from tailored.data.readers import read_records
@@ -31,8 +32,7 @@ def _summary(values: list[int]) -> dict[str, int]:
     if not values:
         return {}
     ordered = sorted(values)
-    pick = lambda q: ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]  # noqa: E731
-    return {"n": len(values), "min": ordered[0], "median": int(statistics.median(ordered)), "p95": pick(0.95),
+    return {"n": len(values), "min": ordered[0], "median": int(statistics.median(ordered)), "p95": percentile(ordered, 0.95),
             "max": ordered[-1], "total": sum(ordered)}
 
 

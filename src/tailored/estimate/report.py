@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from tailored.data.check import format_seconds
 from tailored.errors import ConfigError
 from tailored.estimate.calibrate import matmul_flops, measure_steps, train_flops_per_token
 from tailored.estimate.memory import GIB, METHODS, MemoryEstimate, TrainSetup, estimate_memory, suggestions
@@ -105,19 +106,12 @@ class Estimate:
                 out.append("  nothing tried fits one device: use more devices (--devices N --sharding fsdp) or a smaller model")
         if self.flops:
             out.append(f"time: {self.flops:.3g} FLOPs at {self.throughput / 1e9:,.1f} GFLOP/s per device ({self.throughput_source})"
-                       f" ≈ {_fmt_time(self.seconds)}")
+                       f" ≈ {format_seconds(self.seconds)}")
             out.append("money: " + ", ".join(f"{k} ${v:,.2f}" for k, v in self.money.items())
                        + f"  (prices of {self.prices_date}; --prices FILE to change)")
         out.extend(f"note: {n}" for n in self.notes)
         return "\n".join(out)
 
-
-def _fmt_time(seconds: float) -> str:
-    if seconds < 120:
-        return f"{seconds:.0f} s"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"
 
 
 def count_tokens(path: str | Path, tokenizer: Any, *, max_seq_length: int, batch_size: int, name: str) -> DataTokens:
