@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     console.rule("[bold]2. fine-tune SmolLM2-135M-Instruct with LoRA")
     start = time.time()
     result = tailored.train(data=str(train_file), validation=str(val_file), output=args.output, epochs=args.epochs,
-                            batch_size=8, eval_every=10_000, save_every=10_000)
+                            batch_size=8, eval_every=20, save_every=10_000)
     console.print(f"trained in {time.time() - start:.0f} s")
 
     console.rule("[bold]3. base vs tuned on held-out tickets")
@@ -89,6 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         console.print(f"validation loss after training: {val[-1]:.3f}")
     console.print(f"run folder: [bold]{result.run_dir}[/bold]")
     console.print(f"next: tailored chat {result.run_dir} --prompt 'My order #123 never arrived. Please help ASAP.'")
+    console.print(f"      tailored report {result.run_dir} --html report.html   (loss curves, red flags)")
     return 0
 
 
