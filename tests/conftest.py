@@ -54,6 +54,18 @@ def smollm2_dir() -> Path:
     return local_folder("smollm2")
 
 
+@pytest.fixture(scope="module")
+def home(tmp_path_factory: pytest.TempPathFactory):
+    """A private $TAILORED_HOME for a module, so cached results (eval cache) never leak between runs."""
+    old = os.environ.get("TAILORED_HOME")
+    os.environ["TAILORED_HOME"] = str(tmp_path_factory.mktemp("home"))
+    yield
+    if old is None:
+        os.environ.pop("TAILORED_HOME", None)
+    else:
+        os.environ["TAILORED_HOME"] = old
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """``../shared/data`` (present in CI and dev sessions, absent in a user's fresh clone)."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -24,17 +23,6 @@ def _cls_rows(n: int, offset: int = 0) -> list[dict[str, Any]]:
     return [{"messages": [{"role": "system", "content": "Label the message."},
                           {"role": "user", "content": f"message {i} about {labels[i % 3]}"},
                           {"role": "assistant", "content": labels[i % 3]}]} for i in range(offset, offset + n)]
-
-
-@pytest.fixture(scope="module")
-def home(tmp_path_factory: pytest.TempPathFactory):
-    old = os.environ.get("TAILORED_HOME")
-    os.environ["TAILORED_HOME"] = str(tmp_path_factory.mktemp("home"))
-    yield
-    if old is None:
-        os.environ.pop("TAILORED_HOME", None)
-    else:
-        os.environ["TAILORED_HOME"] = old
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,6 @@ SmolLM2 with (a third of) the real default probe.
 from __future__ import annotations
 
 import json
-import os
 import random
 from pathlib import Path
 from typing import Any
@@ -91,18 +90,6 @@ def _chat(n: int, seed: int, answer: str | None = None) -> list[dict[str, Any]]:
         a = answer or " ".join(rng.choice(WORDS[:80]) for _ in range(4))
         out.append({"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]})
     return out
-
-
-@pytest.fixture(scope="module")
-def home(tmp_path_factory: pytest.TempPathFactory):
-    """A private $TAILORED_HOME so cached tiny-model results never leak between test runs."""
-    old = os.environ.get("TAILORED_HOME")
-    os.environ["TAILORED_HOME"] = str(tmp_path_factory.mktemp("home"))
-    yield
-    if old is None:
-        os.environ.pop("TAILORED_HOME", None)
-    else:
-        os.environ["TAILORED_HOME"] = old
 
 
 @pytest.fixture(scope="module")
