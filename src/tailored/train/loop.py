@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import json
 import math
+import signal
+import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +39,7 @@ class LoopResult:
     best_step: int | None
     initial_val_loss: float | None = None
     interrupted: bool = False
+    checkpointed: bool = False  # an interrupted run saved a checkpoint at its last completed step
     stopped_early: bool = False
     history: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
@@ -126,12 +130,9 @@ def train_loop(
             with open(metrics_path, "a") as f:
                 f.write(json.dumps(record) + "\n")
 
-    def checkpoint(at_step: int, rng_state: torch.Tensor | None = None) -> None:
+    def checkpoint(at_step: int) -> None:
         accelerator.wait_for_everyone()
         if main:
-            saved_rng = torch.get_rng_state()
-            if rng_state is not None:
-                torch.set_rng_state(rng_state)
             save_checkpoint(
                 run_dir / "checkpoints" / f"step-{at_step:06d}",
                 save_weights=save_weights,
@@ -141,7 +142,6 @@ def train_loop(
                        "initial_val_loss": result.initial_val_loss if result.initial_val_loss is not None
                        else state.get("initial_val_loss")},
             )
-            torch.set_rng_state(saved_rng)
             prune_checkpoints(run_dir, cfg.keep_checkpoints, protect=set())
         accelerator.wait_for_everyone()
 
@@ -153,12 +153,11 @@ def train_loop(
              "best": False})
         progress.note(f"step 0: validation loss {val_loss:.4f} (before training)")
     model.train()
-    rng_at_step = torch.get_rng_state()
+    stop = _StopRequest()
     try:
         while step < hp.total_steps:
             epoch, index = divmod(step, hp.steps_per_epoch)
             plan = epoch_steps(lengths, hp.batch_size, cfg.seed, epoch, min_size=world)
-            rng_at_step = torch.get_rng_state()
             mine = [train_rows[i] for i in shard(plan[index], lengths, rank, world)]
             mbs = batches(mine, pad_id=pad_id, micro_batch_tokens=cfg.micro_batch_tokens,
                                 strategy=cfg.batching, max_seq_length=cfg.max_seq_length)
@@ -179,7 +178,8 @@ def train_loop(
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             step += 1
-            loss_total, correct, real = _sum(accelerator, loss_total, correct, real)
+            # every process learns whether any of them was asked to stop, so all stop after the same step
+            loss_total, correct, real, stopping = _sum(accelerator, loss_total, correct, real, float(stop.requested))
             result.real_tokens += int(real)
             train_loss = loss_total / max(n_global, 1.0)
             result.train_loss = train_loss
@@ -208,14 +208,42 @@ def train_loop(
                     break
             if step % hp.save_every == 0 and step < hp.total_steps:
                 checkpoint(step)
-    except KeyboardInterrupt:
+            if stopping:
+                result.interrupted = True
+                progress.close()
+                checkpoint(step)
+                result.checkpointed = True
+                break
+    except KeyboardInterrupt:  # a second Ctrl-C: leave at once; the newest periodic checkpoint stays
         result.interrupted = True
-        progress.close()
-        checkpoint(step, rng_state=rng_at_step)
+    finally:
+        stop.restore()
     progress.close()
     result.steps, result.best_val_loss, result.best_step = step, best, best_step
     result.seconds = time.time() - t0
     return result
+
+
+class _StopRequest:
+    """Ctrl-C (SIGINT) asks the loop to stop after the current step and save a checkpoint there, so the
+    saved state is always a step boundary; a second Ctrl-C stops at once."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: Any = None
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        print("\nstopping after this step and saving a checkpoint (Ctrl-C again to quit at once)", file=sys.stderr, flush=True)
+
+    def restore(self) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None
 
 
 class _null:

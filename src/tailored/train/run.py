@@ -229,8 +229,11 @@ def train(config: TrainConfig | None = None, *, config_file: str | None = None, 
         manifest.update(status="interrupted" if loop.interrupted else "completed", metrics=metrics,
                         stopped_early=loop.stopped_early, best_checkpoint="best" if loop.best_step else None)
         write_manifest(run_dir, manifest)
-        if loop.interrupted:
+        if loop.interrupted and loop.checkpointed:
             say(f"interrupted at step {loop.steps}; checkpoint saved. Continue with: tailored train --resume --output {run_dir}")
+        elif loop.interrupted:
+            say(f"stopped at once during step {loop.steps + 1}; the newest checkpoint in {run_dir / 'checkpoints'} (if any) "
+                f"can be continued with: tailored train --resume --output {run_dir}")
     accelerator.wait_for_everyone()
     result = RunResult(run_dir, metrics, manifest, loop)
     if main and not loop.interrupted:
