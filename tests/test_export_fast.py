@@ -71,7 +71,7 @@ def test_merged_loads_with_plain_transformers_and_equals_unmerged_run(lora_run, 
 def test_merged_folder_carries_template_stop_tokens_card_and_record(lora_run, exports):
     from transformers import AutoTokenizer, GenerationConfig
 
-    from tailored.export.common import sha256_file
+    from tailored.models.load import file_sha256
     from tailored.methods.runs import read_run
 
     manifest = read_run(lora_run)
@@ -85,8 +85,8 @@ def test_merged_folder_carries_template_stop_tokens_card_and_record(lora_run, ex
     assert manifest["data"]["train"]["sha256"][:16] in card
     record = json.loads((out / "tailored_export.json").read_text())
     assert record["format"] == "merged" and record["dtype"] == "f32" and record["method"]["name"] == "lora"
-    assert record["run"]["manifest_sha256"] == sha256_file(lora_run / "manifest.json")
-    assert record["files"]["model.safetensors"]["sha256"] == sha256_file(out / "model.safetensors")
+    assert record["run"]["manifest_sha256"] == file_sha256(lora_run / "manifest.json")
+    assert record["files"]["model.safetensors"]["sha256"] == file_sha256(out / "model.safetensors")
     assert not list(out.parent.glob(".*tmp-*")), "no temporary folder may be left behind"
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import tempfile
@@ -54,13 +53,6 @@ class ExportResult:
                 "warnings": self.warnings, "notes": self.notes, "seconds": round(self.seconds, 2),
                 "main_file": str(self.main_file) if self.main_file else None}
 
-
-def sha256_file(path: str | Path, chunk: int = 1 << 22) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def resolve_dtype(fmt: str, dtype: str | None) -> str:

@@ -22,8 +22,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from tailored.export.common import ExportError, sha256_file
+from tailored.export.common import ExportError
 from tailored.export.merge import MergedRun
+from tailored.models.load import file_sha256
 
 SUPPORTED = ("llama",)
 # Keys of an original GGUF that are re-written for the export rather than copied.
@@ -67,7 +68,7 @@ def original_gguf(manifest: dict[str, Any]) -> tuple[Path | None, str | None]:
         path = Path(resolve_model(base["spec"]).path)
     except Exception as exc:  # noqa: BLE001 - the package or file went away since training
         return None, f"the base's original GGUF is not available ({exc}); tokenizer metadata was rebuilt from the HF tokenizer"
-    if base.get("content_hash") and sha256_file(path) != base["content_hash"]:
+    if base.get("content_hash") and file_sha256(path) != base["content_hash"]:
         return None, (f"{path} changed since training (hash differs); tokenizer metadata was rebuilt from the HF "
                       "tokenizer instead of copied")
     return path, None

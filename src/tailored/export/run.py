@@ -15,9 +15,9 @@ from tailored.export.common import (
     atomic_folder,
     list_files,
     resolve_dtype,
-    sha256_file,
 )
 from tailored.methods.runs import read_run, weights_folder
+from tailored.models.load import file_sha256
 
 
 def _record(run_dir: Path, manifest: dict[str, Any], result: ExportResult, which: str, stop_ids: list[int]) -> dict[str, Any]:
@@ -30,12 +30,12 @@ def _record(run_dir: Path, manifest: dict[str, Any], result: ExportResult, which
         "format": result.format,
         "dtype": result.dtype,
         "run": {"path": str(run_dir.resolve()), "name": run_dir.name, "weights": which,
-                "manifest_sha256": sha256_file(run_dir / "manifest.json"),
-                "weights_sha256": {p.name: sha256_file(p) for p in sorted(weights.glob("*.safetensors"))}},
+                "manifest_sha256": file_sha256(run_dir / "manifest.json"),
+                "weights_sha256": {p.name: file_sha256(p) for p in sorted(weights.glob("*.safetensors"))}},
         "base_model": manifest["base_model"],
         "method": manifest["method"],
         "stop_token_ids": stop_ids,
-        "files": {name: {"bytes": size, "sha256": sha256_file(result.out_dir / name)} for name, size in result.files.items()},
+        "files": {name: {"bytes": size, "sha256": file_sha256(result.out_dir / name)} for name, size in result.files.items()},
         "warnings": result.warnings,
         "notes": result.notes,
         "seconds": round(result.seconds, 2),

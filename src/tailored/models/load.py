@@ -23,7 +23,8 @@ from tailored.errors import ModelError
 from tailored.models.registry import ModelSource, is_offline, resolve_model, tailored_home
 
 
-def _sha256(path: Path, chunk: int = 1 << 22) -> str:
+def file_sha256(path: str | Path, chunk: int = 1 << 22) -> str:
+    """sha256 of a file, read in chunks (data files, GGUF files, exported weights)."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         while block := f.read(chunk):
@@ -41,7 +42,7 @@ def content_hash(folder: Path) -> str:
     h = hashlib.sha256()
     for f in sorted(folder.glob("*.safetensors")):
         h.update(f.name.encode())
-        h.update(_sha256(f).encode())
+        h.update(file_sha256(f).encode())
     return h.hexdigest()
 
 
@@ -62,12 +63,13 @@ def _convert_gguf(gguf: Path, target: Path) -> None:
             del model.config.quantization_config
         model.save_pretrained(tmp, safe_serialization=True)
         tok.save_pretrained(tmp)
+        digest = file_sha256(gguf)
         (tmp / "tailored_source.json").write_text(
             json.dumps(
                 {
                     "source": str(gguf),
-                    "gguf_sha256": _sha256(gguf),
-                    "content_hash": _sha256(gguf),
+                    "gguf_sha256": digest,
+                    "content_hash": digest,
                     "converted_in_s": round(time.time() - start, 1),
                 },
                 indent=2,
@@ -89,7 +91,7 @@ def local_folder(source: ModelSource | str | None = None) -> Path:
         return Path(src.path)
     if src.kind in ("embedded", "gguf"):
         gguf = Path(src.path)
-        key = src.name if src.kind == "embedded" else f"{gguf.stem}-{_sha256(gguf)[:12]}"
+        key = src.name if src.kind == "embedded" else f"{gguf.stem}-{file_sha256(gguf)[:12]}"
         target = tailored_home() / "models" / key
         if not (target / "config.json").is_file():
             _convert_gguf(gguf, target)

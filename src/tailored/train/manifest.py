@@ -7,7 +7,6 @@ package versions, and the final metrics.
 
 from __future__ import annotations
 
-import hashlib
 import platform
 import time
 from importlib import metadata
@@ -15,15 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from tailored.config.manifest import MANIFEST, is_run_dir, read_manifest  # noqa: F401 - re-exported
+from tailored.models.load import file_sha256  # noqa: F401 - re-exported
 from tailored.train.checkpoint import write_json
 
-
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
 
 
 def versions() -> dict[str, str]:
