@@ -10,6 +10,7 @@ branches on a method's name.
 from __future__ import annotations
 
 import json
+from contextlib import nullcontext
 import math
 import signal
 import sys
@@ -165,7 +166,7 @@ def train_loop(
             loss_total = correct = real = 0.0
             for i, mb in enumerate(mbs):
                 sync = i == len(mbs) - 1
-                ctx = accelerator.no_sync(model) if not sync and world > 1 else _null()
+                ctx = accelerator.no_sync(model) if not sync and world > 1 else nullcontext()
                 with ctx:
                     out = loss_fn(model, mb, device=accelerator.device)
                     accelerator.backward(out.loss_sum * (world / max(n_global, 1.0)))
@@ -244,14 +245,6 @@ class _StopRequest:
         if self._previous is not None:
             signal.signal(signal.SIGINT, self._previous)
             self._previous = None
-
-
-class _null:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: Any) -> None:
-        return None
 
 
 def latest_checkpoint(run_dir: Path) -> Path | None:
