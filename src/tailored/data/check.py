@@ -101,6 +101,14 @@ def percentile(values: list[int], q: float) -> int:
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
+def exact_duplicate_groups(examples: list[Example]) -> list[list[int]]:
+    """Line numbers of examples that are exactly the same conversation, one list per group of 2 or more."""
+    seen: dict[str, list[int]] = defaultdict(list)
+    for ex in examples:
+        seen[ex.key()].append(ex.line)
+    return [lines for lines in seen.values() if len(lines) > 1]
+
+
 def check_file(
     path: str | Path,
     *,
@@ -121,10 +129,7 @@ def check_file(
         report.problems.append(
             Problem(0, "few_examples", f"{n} examples; 100 or more usually work much better", severity="warning")
         )
-    seen: dict[str, list[int]] = defaultdict(list)
-    for ex in read.examples:
-        seen[ex.key()].append(ex.line)
-    report.duplicates = [lines for lines in seen.values() if len(lines) > 1]
+    report.duplicates = exact_duplicate_groups(read.examples)
     for lines in report.duplicates:
         report.problems.append(
             Problem(lines[1], "exact_duplicate", f"same as line {lines[0]}" + (f" (and {len(lines) - 2} more)" if len(lines) > 2 else ""),

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tailored.data.check import percentile
+from tailored.data.check import exact_duplicate_groups, percentile
 from tailored.data.clean import dedupe_text
 from tailored.data.near_dup import clusters
 from tailored.data.readers import read_records
@@ -115,9 +115,6 @@ def compute_stats(path: str | Path, *, tokenizer: Any = None, format: str = "aut
         lengths["example"] = [len(encode_example(tokenizer, ex)) for ex in exs]
     else:
         lengths["example"] = [count(dedupe_text(ex)) for ex in exs]
-    by_key: dict[str, list[int]] = defaultdict(list)
-    for ex in exs:
-        by_key[ex.key()].append(ex.line)
     texts = [dedupe_text(ex) for ex in exs]
     near = [[exs[i].line for i in group] for group in clusters(texts, near_threshold)] if exs else []
     answers = [ex.assistant_text() for ex in exs]
@@ -125,7 +122,7 @@ def compute_stats(path: str | Path, *, tokenizer: Any = None, format: str = "aut
         str(path), read.format, read.n_lines, len(exs), len({p.line for p in read.problems if p.line}), unit,
         lengths=dict(lengths), turns=[len(ex.messages) for ex in exs if ex.text is None],
         labels=dict(Counter(label_of(ex) for ex in exs).most_common()) if exs and looks_like_labels(exs) else None,
-        exact_duplicates=[lines for lines in by_key.values() if len(lines) > 1], near_duplicates=near,
+        exact_duplicates=exact_duplicate_groups(exs), near_duplicates=near,
         languages=dict(Counter(guess_language(ex.assistant_text() + " " + dedupe_text(ex)) for ex in exs).most_common()),
         charset=charset_summary(texts),
         diversity={"distinct_1": distinct_n(answers, 1), "distinct_2": distinct_n(answers, 2)},
