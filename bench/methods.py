@@ -88,7 +88,7 @@ def one(method: str, args: argparse.Namespace) -> dict:
                                 threads=1, max_seq_length=256, seed=0, learning_rate_multiplier=args.lr_multiplier,
                                 validation=str(work / "validation.jsonl"), eval_every=args.steps, **extra)
         row["train_s"] = round(time.time() - t0, 1)
-        row["trainable"] = result.manifest["parameters"]["trainable"]
+        row["trainable"] = result.manifest.parameters.trainable
         row["tokens_per_s"] = result.metrics["tokens_per_s"]
         losses = [h["loss"] for h in result.loop.history if h.get("split") == "train"]
         row["first_loss"], row["final_loss"] = losses[0], losses[-1]

@@ -40,7 +40,7 @@ def main() -> int:
     from tailored.serve.lora_bank import LoraBank
 
     chat = tailored.load(args.runs[0])  # tokenizer + template of the run; its model is peft-wrapped
-    base = tailored.load(chat.manifest["base_model"]["path"]).model
+    base = tailored.load(chat.manifest.base_model.path).model
     peft = chat.model
     peft.load_adapter(f"{args.runs[1]}/adapter", adapter_name="b")
     first = peft.active_adapter

@@ -58,3 +58,42 @@ def test_no_pickle_loading_or_remote_code():
             if bad in text:
                 problems.append(f"{path.relative_to(PKG)} uses {bad}")
     assert not problems, "\n".join(problems)
+
+
+# Words that other settings share with method names ("full" red flags, "adapter" export format or entry kind,
+# "prompt" role ...): a comparison whose other side names one of these is not about a method.
+NOT_METHODS = ("kind", "level", "format", "fmt", "split", "role", "red_flags", "setting", "key")
+
+
+def _names_a_method(node: ast.AST, source: str) -> bool:
+    """Whether a compared expression may hold a method name (anything but the settings above)."""
+    if isinstance(node, (ast.Constant, ast.Tuple, ast.List, ast.Set)):
+        return False
+    text = (ast.get_source_segment(source, node) or "").lower()
+    return not any(word in text for word in NOT_METHODS)
+
+
+def test_no_method_name_comparisons_outside_methods():
+    """Only ``methods/`` knows methods by name; everything else asks the contract (serving, merge, quantization ...)."""
+    from tailored.methods import method_names
+
+    names = set(method_names())
+    problems = []
+    for path in sorted(PKG.rglob("*.py")):
+        rel = path.relative_to(PKG)
+        if rel.parts[0] == "methods":
+            continue
+        source = path.read_text()
+        for node in ast.walk(ast.parse(source)):
+            if not isinstance(node, ast.Compare):
+                continue
+            operands = [node.left, *node.comparators]
+            if isinstance(node.ops[0], (ast.In, ast.NotIn)) and isinstance(node.left, ast.Constant):
+                continue  # "key" in mapping: a lookup, not a name comparison
+            literals = set()
+            for op in operands:
+                elts = op.elts if isinstance(op, (ast.Tuple, ast.List, ast.Set)) else [op]
+                literals |= {e.value for e in elts if isinstance(e, ast.Constant) and isinstance(e.value, str)}
+            if literals & names and any(_names_a_method(op, source) for op in operands):
+                problems.append(f"{rel}:{node.lineno}: {ast.get_source_segment(source, node)}")
+    assert not problems, "ask the method contract instead of comparing names:\n" + "\n".join(problems)

@@ -6,7 +6,7 @@ import pytest
 
 from tailored.config import dump_yaml, load_train_config
 from tailored.errors import ConfigError, ModelError
-from tailored.methods import method_fields
+from tailored.methods import method_options
 from tailored.models.load import load_model
 from tailored.models.registry import resolve_model
 
@@ -14,17 +14,17 @@ from tailored.models.registry import resolve_model
 def test_yaml_cli_and_api_share_names(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("data: train.jsonl\nlora-r: 4\nepochs: 2\nlearning_rate_multiplier: 0.5\n")
-    cfg = load_train_config({"epochs": 3}, yaml_path=path, method_fields=method_fields())
+    cfg = load_train_config({"epochs": 3}, yaml_path=path, methods=method_options())
     assert cfg.epochs == 3 and cfg.learning_rate_multiplier == 0.5 and cfg.method_options == {"lora_r": 4}
     again = tmp_path / "again.yaml"
     again.write_text(dump_yaml(cfg))
-    assert load_train_config({}, yaml_path=again, method_fields=method_fields()) == cfg
+    assert load_train_config({}, yaml_path=again, methods=method_options()) == cfg
 
 
 def test_every_problem_is_named(tmp_path):
     with pytest.raises(ConfigError) as err:
         load_train_config({"data": "x", "epoch": 3, "overlength": "cut", "max_seq_length": 2},
-                          method_fields=method_fields())
+                          methods=method_options())
     problems = err.value.problems
     assert any("'epoch'" in p and "did you mean 'epochs'" in p for p in problems)
     assert any(p.startswith("overlength") for p in problems) and any(p.startswith("max_seq_length") for p in problems)

@@ -11,7 +11,7 @@ import torch
 
 from tailored.export import ExportError, export_run
 from tailored.export.adapter import check_adapter_config
-from tailored.export.tokens import end_of_turn_id, stop_token_ids
+from tailored.data.stops import end_of_turn_id, stop_token_ids
 
 PROMPTS = ["billing refund the", "login password bug crash", "shipping order"]
 
@@ -41,11 +41,11 @@ def exports(lora_run: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[st
 
 
 def _prompt_ids(run: Path, text: str) -> torch.Tensor:
-    from tailored.methods.runs import read_run
+    from tailored.config.manifest import RunFolder
     from tailored.models.load import load_tokenizer
 
     tok = load_tokenizer(run / "tokenizer")
-    rendered = tok.apply_chat_template([{"role": "user", "content": text}], chat_template=read_run(run)["chat_template"],
+    rendered = tok.apply_chat_template([{"role": "user", "content": text}], chat_template=RunFolder(run).read().chat_template,
                                        tokenize=False, add_generation_prompt=True)
     return torch.tensor([tok(rendered, add_special_tokens=False)["input_ids"]])
 
@@ -72,9 +72,9 @@ def test_merged_folder_carries_template_stop_tokens_card_and_record(lora_run, ex
     from transformers import AutoTokenizer, GenerationConfig
 
     from tailored.models.load import file_sha256
-    from tailored.methods.runs import read_run
+    from tailored.config.manifest import RunFolder
 
-    manifest = read_run(lora_run)
+    manifest = RunFolder(lora_run).read().model_dump()
     out = exports["merged"]
     assert AutoTokenizer.from_pretrained(str(out)).chat_template == manifest["chat_template"]
     eos = GenerationConfig.from_pretrained(str(out)).eos_token_id
@@ -98,7 +98,7 @@ def test_stop_tokens_add_the_templates_end_of_turn(tiny_model_dir, tiny_zephyr_d
     endoftext = chatml.convert_tokens_to_ids("<|endoftext|>")
     assert end_of_turn_id(chatml, chatml.chat_template) == im_end
     # A model whose eos is <|endoftext|> but whose template closes turns with <|im_end|> must stop on both.
-    assert stop_token_ids(chatml, {"eos_token_ids": [endoftext], "chat_template": chatml.chat_template}) == sorted(
+    assert stop_token_ids(chatml, chatml.chat_template, recorded=[endoftext]) == sorted(
         {endoftext, im_end})
     zephyr = load_tokenizer(tiny_zephyr_dir)
     assert end_of_turn_id(zephyr, zephyr.chat_template) == zephyr.eos_token_id
@@ -109,12 +109,12 @@ def test_adapter_export_is_peft_loadable_with_template(lora_run, exports, tiny_m
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from tailored.methods.runs import read_run
+    from tailored.config.manifest import RunFolder
 
     out = exports["adapter"]
     assert {"adapter_config.json", "adapter_model.safetensors", "README.md", "tailored_export.json"} <= {
         p.name for p in out.iterdir()}
-    assert AutoTokenizer.from_pretrained(str(out)).chat_template == read_run(lora_run)["chat_template"]
+    assert AutoTokenizer.from_pretrained(str(out)).chat_template == RunFolder(lora_run).read().chat_template
     model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(str(tiny_model_dir)), str(out))
     merged = AutoModelForCausalLM.from_pretrained(str(exports["merged"]))
     ids = _prompt_ids(lora_run, PROMPTS[0])
@@ -192,9 +192,9 @@ def _gguf_fields(path: Path) -> tuple[dict, dict]:
 def test_gguf_file_metadata_and_tensors(lora_run, exports, dtype):
     from transformers import AutoConfig
 
-    from tailored.methods.runs import read_run
+    from tailored.config.manifest import RunFolder
 
-    manifest = read_run(lora_run)
+    manifest = RunFolder(lora_run).read().model_dump()
     config = AutoConfig.from_pretrained(manifest["base_model"]["path"])
     path = exports[f"gguf-{dtype}"] / f"model-{dtype}.gguf"
     fields, tensors = _gguf_fields(path)
@@ -218,13 +218,13 @@ def test_gguf_file_metadata_and_tensors(lora_run, exports, dtype):
 def test_gguf_round_trips_through_transformers(lora_run, exports, dtype, tolerance):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from tailored.methods.runs import read_run
+    from tailored.config.manifest import RunFolder
 
     folder, name = exports[f"gguf-{dtype}"], f"model-{dtype}.gguf"
     model = AutoModelForCausalLM.from_pretrained(str(folder), gguf_file=name, dtype=torch.float32)
     tok = AutoTokenizer.from_pretrained(str(folder), gguf_file=name)
     merged = AutoModelForCausalLM.from_pretrained(str(exports["merged"]))
-    assert tok.chat_template == read_run(lora_run)["chat_template"]
+    assert tok.chat_template == RunFolder(lora_run).read().chat_template
     # Weight by weight (this catches a wrong q/k permutation that a tiny random model's logits barely show).
     want_sd = merged.state_dict()
     for name, got_w in model.state_dict().items():
@@ -282,12 +282,16 @@ def test_cli_export(lora_run, tmp_path, capsys):
 
 
 def test_adapter_base_reference_points_to_the_hub_id_when_there_is_one():
+    from tailored.config.manifest import BaseModelRecord
     from tailored.export.adapter import fix_base_reference
 
-    hub = {"base_model": {"kind": "hub", "spec": "HuggingFaceTB/SmolLM2-135M-Instruct"}}
+    def record(kind: str, spec: str) -> BaseModelRecord:
+        return BaseModelRecord(kind=kind, spec=spec, name=spec, path="/models/x", content_hash="0" * 64)
+
+    hub = record("hub", "HuggingFaceTB/SmolLM2-135M-Instruct")
     config, notes = fix_base_reference({"base_model_name_or_path": "/root/.cache/x"}, hub)
     assert config["base_model_name_or_path"] == "HuggingFaceTB/SmolLM2-135M-Instruct" and notes
-    local = {"base_model": {"kind": "embedded", "spec": "smollm2"}}
+    local = record("embedded", "smollm2")
     config, notes = fix_base_reference({"base_model_name_or_path": "/root/.cache/x"}, local)
     assert config["base_model_name_or_path"] == "/root/.cache/x" and "dequantized" in notes[0]
 

@@ -49,7 +49,7 @@ def test_embedded_run_to_gguf_f16_answers_like_the_merged_model(smol_run, tmp_pa
     fields = reader.fields
     assert fields["tokenizer.ggml.pre"].contents() == "smollm"  # the original file's pre-tokenizer, not a guess
     assert len(fields["tokenizer.ggml.tokens"].data) == 49152
-    assert fields["tokenizer.chat_template"].contents() == run.manifest["chat_template"]
+    assert fields["tokenizer.chat_template"].contents() == run.manifest.chat_template
     assert fields["tokenizer.ggml.eos_token_id"].contents() == run.tokenizer.convert_tokens_to_ids("<|im_end|>")
     assert {t.tensor_type.name for t in reader.tensors} == {"F16", "F32"}
 

@@ -32,7 +32,7 @@ def test_qlora_trains_on_a_4bit_base_and_merges_into_an_fp_copy(qlora_run):
     from tailored.methods.qlora import is_quantized
 
     run = qlora_run.run_dir
-    manifest = qlora_run.manifest
+    manifest = qlora_run.manifest.model_dump()
     # rank 4 on q_proj (576->576) and v_proj (576->192) in 30 layers
     assert manifest["method"]["options"]["quant_bits"] == 4
     assert manifest["parameters"]["trainable"] == 30 * 4 * ((576 + 576) + (576 + 192))

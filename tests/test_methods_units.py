@@ -75,12 +75,12 @@ def test_train_flags_cover_every_method_option():
 def test_options_route_to_the_chosen_method_only(tiny_model_dir, chat_file):
     from tailored.config.load import load_train_config
     from tailored.errors import ConfigError
-    from tailored.methods import method_fields
+    from tailored.methods import method_options
 
-    cfg = load_train_config({"data": "x", "method": "adapter", "bottleneck_size": 4}, method_fields=method_fields())
+    cfg = load_train_config({"data": "x", "method": "adapter", "bottleneck_size": 4}, methods=method_options())
     assert cfg.method_options == {"bottleneck_size": 4}
     with pytest.raises(ConfigError, match="belongs to another method"):
-        load_train_config({"data": "x", "method": "lora", "bottleneck_size": 4}, method_fields=method_fields())
+        load_train_config({"data": "x", "method": "lora", "bottleneck_size": 4}, methods=method_options())
 
 
 def test_qlora_quantizes_the_base_and_refuses_to_merge_into_it(tiny_model_dir):

@@ -119,10 +119,10 @@ def _flags(run_dir: Path) -> dict[str, str]:
 
 
 def test_post_train_hook_stores_the_verdict(staged: dict[str, Any]) -> None:
-    from tailored.train.manifest import read_manifest
+    from tailored.config.manifest import RunFolder
 
     for run_dir in staged["runs"].values():
-        manifest = read_manifest(run_dir)
+        manifest = RunFolder(run_dir).read().model_dump()
         assert manifest["red_flags"]["level"] == "full"
         assert manifest["red_flags"]["verdict"] == worst(json.loads((run_dir / "red_flags.json").read_text())["flags"])
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from tailored.data.records import Example
-from tailored.data.tokenize import IGNORE, encode_all, encode_example, stop_token_ids
+from tailored.data.stops import stop_token_ids
+from tailored.data.tokenize import IGNORE, encode_all, encode_example
 from tailored.errors import DataError
 from tailored.models.load import load_tokenizer
 

@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
 
     history = [json.loads(line) for line in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
     val = [h["loss"] for h in history if h["split"] == "validation"]
-    first_val = result.manifest.get("metrics", {}).get("initial_validation_loss")
+    first_val = result.manifest.metrics.initial_validation_loss if result.manifest.metrics else None
     console.rule("[bold]4. result")
     if first_val is not None:
         console.print(f"validation loss: before {first_val:.3f} → after {val[-1]:.3f}")

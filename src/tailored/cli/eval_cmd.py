@@ -77,7 +77,7 @@ def run_eval(args: argparse.Namespace) -> int:
         Path(args.json_out).write_text(json.dumps(report, indent=1))
         print(f"report: {args.json_out}")
     if args.html_out:
-        from tailored.train.manifest import is_run_dir
+        from tailored.config.manifest import is_run_dir
 
         write_html(args.html_out, run_dir=args.target if is_run_dir(args.target) else None, evals=[report])
         print(f"html report: {args.html_out}")

@@ -18,7 +18,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run_report(args: argparse.Namespace) -> int:
     from tailored.errors import CheckpointError
     from tailored.eval.report import saved_evals, write_html
-    from tailored.train.manifest import is_run_dir
+    from tailored.config.manifest import is_run_dir
 
     if not is_run_dir(args.run):
         raise CheckpointError(f"{args.run} is not a run folder (no manifest.json)",

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from tailored.config.schema import TrainConfig
 from tailored.errors import ConfigError
@@ -27,13 +27,15 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
 
 
 def load_train_config(
-    settings: dict[str, Any], *, yaml_path: str | Path | None = None, method_fields: dict[str, set[str]] | None = None
+    settings: dict[str, Any], *, yaml_path: str | Path | None = None, methods: dict[str, type[BaseModel]] | None = None
 ) -> TrainConfig:
     """Merge YAML (lowest) and explicit settings (highest) into a validated TrainConfig.
 
-    ``method_fields`` maps each method name to the flat option names it accepts; any setting that is
-    neither a TrainConfig field nor one of the chosen method's options is reported by name, with a
-    suggestion when it looks like a typo.
+    ``methods`` maps each method name to its options model (``tailored.methods.base.method_options()``).
+    Every problem is reported at once, general settings and the chosen method's options alike: an
+    unknown method first (with the closest name), a setting that is neither a general one nor an
+    option of the chosen method by name (with a suggestion when it looks like a typo), and invalid
+    values with the setting they belong to.
     """
     merged: dict[str, Any] = read_yaml(yaml_path) if yaml_path else {}
     merged.update({k.replace("-", "_"): v for k, v in settings.items() if v is not None})
@@ -41,14 +43,17 @@ def load_train_config(
     options = dict(merged.pop("method_options", None) or {})
     problems = []
     method = str(merged.get("method", TrainConfig.model_fields["method"].default))
-    allowed = (method_fields or {}).get(method)
-    all_method_fields = set().union(*(method_fields or {}).values()) if method_fields else set()
+    fields = {name: set(model.model_fields) for name, model in (methods or {}).items()}
+    all_method_fields = set().union(*fields.values()) if fields else set()
+    if methods is not None and method not in methods:
+        close = difflib.get_close_matches(method, list(methods), n=1)
+        problems.append(f"method {method!r} is not known" + (f" (did you mean {close[0]!r}?)" if close else "")
+                        + f"; choose one of: {', '.join(methods)}")
+    allowed = fields.get(method)
     for key in [k for k in merged if k not in known]:
         value = merged.pop(key)
-        if allowed is not None and key in allowed:
-            options[key] = value
-        elif method_fields is None:
-            options[key] = value
+        if methods is None or (allowed is None and key in all_method_fields) or (allowed and key in allowed):
+            options[key] = value  # routed to the method (an unknown method is reported above, once)
         else:
             close = difflib.get_close_matches(key, sorted(known | all_method_fields), n=1)
             where = f"; it belongs to another method, not {method!r}" if key in all_method_fields else ""
@@ -57,14 +62,23 @@ def load_train_config(
     try:
         config = TrainConfig(**merged)
     except ValidationError as exc:
-        for err in exc.errors():
-            name = ".".join(str(p) for p in err["loc"]) or "config"
-            problems.append(f"{name}: {err['msg']} (got {err.get('input')!r})")
+        problems += _problems(exc)
         config = None
+    if methods is not None and method in methods:
+        try:
+            methods[method](**options)
+        except ValidationError as exc:
+            problems += _problems(exc)
     if problems:
         raise ConfigError(problems, hint="see `tailored train --help` for every setting and its meaning")
     assert config is not None
     return config
+
+
+def _problems(exc: ValidationError) -> list[str]:
+    """One line per invalid value, named by its setting."""
+    return [f"{'.'.join(str(p) for p in err['loc']) or 'config'}: {err['msg']} (got {err.get('input')!r})"
+            for err in exc.errors()]
 
 
 def dump_yaml(config: TrainConfig) -> str:

@@ -1,25 +1,226 @@
-"""Reading a run folder's ``manifest.json`` (written by :mod:`tailored.train.manifest`).
+"""The run folder and its ``manifest.json``: one typed owner that every layer reads and writes through.
 
-It lives in the config layer because every later layer (methods, eval, export, serve) reads it.
+A run folder is what ``tailored train`` leaves behind; export, eval, serve and the jobs service trust
+it and never ask again. :class:`Manifest` says what the run is (base model, method, hyperparameters,
+data and their hashes, the chat template and stop tokens of training, versions, final metrics);
+:class:`RunFolder` names the files beside it and reads and writes the manifest atomically. A
+manifest from another version of Tailored, or a damaged one, is refused with a
+:class:`~tailored.errors.CheckpointError` naming the file.
 """
 
 from __future__ import annotations
 
 import json
+import platform
+import time
+from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from tailored.config.files import write_json
 from tailored.errors import CheckpointError
 
 MANIFEST = "manifest.json"
+MANIFEST_VERSION = 1  # bump when a field changes meaning; readers refuse other versions by name
 
 
-def read_manifest(run_dir: str | Path) -> dict[str, Any]:
-    path = Path(run_dir) / MANIFEST
-    if not path.is_file():
-        raise CheckpointError(f"{run_dir} is not a run folder (no {MANIFEST})", hint="pass the folder `tailored train` printed")
-    return json.loads(path.read_text())
+def now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
+
+
+def versions() -> dict[str, str]:
+    """Python's and the main packages' versions (recorded in manifests and exports)."""
+    out = {"python": platform.python_version()}
+    for pkg in ("tailored", "torch", "transformers", "peft", "accelerate", "safetensors"):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class BaseModelRecord(_Record):
+    spec: str  # what the user asked for (``smollm2``, a folder, a .gguf, a hub id)
+    kind: str  # embedded, gguf, hf_dir, hub
+    name: str
+    path: str  # the local safetensors folder trained on
+    content_hash: str
+
+
+class MethodRecord(_Record):
+    name: str
+    options: dict[str, Any]
+    mergeable: bool
+    weights: str = "adapter"  # the folder of the final weights, inside the run folder
+
+
+class DataFileRecord(_Record):
+    path: str
+    sha256: str
+    format: str | None = None
+    examples: int
+    used: int
+    skipped_too_long: list[int] = Field(default_factory=list)  # line numbers
+    truncated: list[int] = Field(default_factory=list)
+
+
+class DataRecord(_Record):
+    train: DataFileRecord
+    validation: DataFileRecord | None = None
+
+
+class ParameterCounts(_Record):
+    trainable: int
+    total: int
+
+
+class Environment(_Record):
+    versions: dict[str, str]
+    device: str
+    processes: int
+    threads: int
+
+
+class RunMetrics(_Record):
+    initial_validation_loss: float | None = None
+    train_loss: float | None = None
+    validation_loss: float | None = None
+    best_validation_loss: float | None = None
+    best_step: int | None = None
+    steps: int = 0
+    seconds: float = 0.0
+    real_tokens: int = 0
+    tokens_per_s: float = 0.0
+
+
+class Manifest(_Record):
+    """What a run folder is. Field names are the keys of ``manifest.json``."""
+
+    tailored_manifest: int = MANIFEST_VERSION
+    status: Literal["running", "completed", "interrupted"] = "running"
+    created: str = Field(default_factory=now)
+    updated: str | None = None
+    base_model: BaseModelRecord
+    method: MethodRecord
+    hyperparameters: dict[str, Any]
+    config: dict[str, Any]  # the resolved TrainConfig (method options nested)
+    data: DataRecord
+    chat_template: str | None
+    eos_token: str | None
+    eos_token_ids: list[int]
+    parameters: ParameterCounts
+    environment: Environment
+    metrics: RunMetrics | None = None
+    stopped_early: bool = False
+    best_checkpoint: str | None = None
+    red_flags: dict[str, str] | None = None  # level, verdict and one verdict per flag (eval's post-train check)
+
+
+@dataclass(frozen=True)
+class RunFolder:
+    """The files of one run. Paths are properties; nothing is read until asked."""
+
+    path: Path
+
+    def __init__(self, path: str | Path) -> None:
+        object.__setattr__(self, "path", Path(path))
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def manifest_file(self) -> Path:
+        return self.path / MANIFEST
+
+    @property
+    def final(self) -> Path:
+        """The final trained weights (``adapter/``, whatever the method)."""
+        return self.path / "adapter"
+
+    @property
+    def best(self) -> Path:
+        """The weights of the best validation step."""
+        return self.path / "best"
+
+    @property
+    def tokenizer(self) -> Path:
+        return self.path / "tokenizer"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.path / "checkpoints"
+
+    @property
+    def evals(self) -> Path:
+        return self.path / "evals"
+
+    @property
+    def metrics(self) -> Path:
+        return self.path / "metrics.jsonl"
+
+    @property
+    def config_file(self) -> Path:
+        return self.path / "config.yaml"
+
+    @property
+    def red_flags(self) -> Path:
+        return self.path / "red_flags.json"
+
+    def exists(self) -> bool:
+        """Whether this is a run folder (it has a manifest)."""
+        return self.manifest_file.is_file()
+
+    def weights(self, which: str = "final") -> Path:
+        """``final``, ``best``, or a checkpoint name (``step-000050``); raises when it is not there."""
+        path = {"final": self.final, "best": self.best}.get(which) or self.checkpoints / which / "weights"
+        if not path.is_dir():
+            raise CheckpointError(f"{path} does not exist", hint="did the run finish? `tailored train --resume` continues it")
+        return path
+
+    def read(self) -> Manifest:
+        """The manifest, checked; a missing, damaged or other-version one raises CheckpointError naming the file."""
+        path = self.manifest_file
+        if not path.is_file():
+            raise CheckpointError(f"{self.path} is not a run folder (no {MANIFEST})", hint="pass the folder `tailored train` printed")
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise CheckpointError(f"{path} is damaged (not valid JSON: {exc})",
+                                  hint="restore it from a backup, or train the run again") from None
+        if not isinstance(data, dict):
+            raise CheckpointError(f"{path} is damaged (expected a JSON object)", hint="train the run again")
+        version = data.get("tailored_manifest")
+        if version != MANIFEST_VERSION:
+            newer = isinstance(version, int) and version > MANIFEST_VERSION
+            raise CheckpointError(
+                f"{path} has manifest version {version!r}; this Tailored reads version {MANIFEST_VERSION}",
+                hint="upgrade Tailored to read it" if newer else "train the run again with this version of Tailored")
+        try:
+            return Manifest.model_validate(data)
+        except ValidationError as exc:
+            problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()[:5])
+            raise CheckpointError(f"{path} is damaged ({problems})", hint="train the run again") from None
+
+    def write(self, manifest: Manifest) -> Manifest:
+        """Write the manifest atomically (stamping ``updated``) and return what was written."""
+        manifest = manifest.model_copy(update={"updated": now()})
+        write_json(self.manifest_file, manifest.model_dump(mode="json"))
+        return manifest
+
+    def update(self, **fields: Any) -> Manifest:
+        """Read, change ``fields`` (validated), write atomically; returns the new manifest."""
+        current = self.read().model_dump()
+        current.update(fields)
+        return self.write(Manifest.model_validate(current))
 
 
 def is_run_dir(path: str | Path) -> bool:
-    return (Path(path) / MANIFEST).is_file()
+    return RunFolder(path).exists()

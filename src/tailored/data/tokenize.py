@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 from tailored.data.records import Example
+from tailored.data.stops import stop_token_ids
 from tailored.errors import DataError
 
 IGNORE = -100
@@ -67,18 +68,6 @@ def render(tokenizer: Any, messages: list[dict[str, Any]], *, tools: Any = None,
     if tools:
         kwargs["tools"] = tools
     return tokenizer.apply_chat_template(msgs, **kwargs)
-
-
-def stop_token_ids(tokenizer: Any) -> set[int]:
-    """Token ids that end an assistant turn (EOS and the template's end-of-turn token)."""
-    ids = set()
-    if tokenizer.eos_token_id is not None:
-        ids.add(int(tokenizer.eos_token_id))
-    for tok in ("<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|end|>", "</s>", "<|endoftext|>"):
-        tid = tokenizer.convert_tokens_to_ids(tok) if tok in tokenizer.get_vocab() else None
-        if tid is not None and tid != tokenizer.unk_token_id:
-            ids.add(int(tid))
-    return ids
 
 
 def assistant_spans(tokenizer: Any, example: Example) -> tuple[str, list[tuple[int, int]]]:

@@ -1,7 +1,7 @@
 """The red-flag check that runs at the end of every training run.
 
-It reaches ``train`` as the ``tailored.post_train`` entry point declared in pyproject.toml (and by
-:func:`register` when this module is imported), so train never imports eval.
+It reaches ``train`` as the ``tailored.post_train`` entry point declared in pyproject.toml, so train
+never imports eval.
 
 ``red_flags`` setting: ``curves`` reads only the run's loss curves (overfitting; instant), ``full``
 also scores the general probe and samples answers on the base and the tuned model (forgetting and
@@ -13,14 +13,14 @@ skips it. The verdict is printed, written to
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any
 
+from tailored.config.files import write_json
+from tailored.config.manifest import Manifest, RunFolder
 from tailored.eval.choice import DEFAULT_PROBE
 from tailored.eval.redflags import Flag, forgetting, mode_collapse, overfitting, render, worst
-from tailored.train.manifest import read_manifest, write_manifest
 
 # Forward-pass token equivalents of the full check: per model ~6.1k probe tokens (default probe, SmolLM2's
 # tokenizer) + ~1k for the sampled answers; two models; doubled for loading and slow batched decoding.
@@ -40,11 +40,11 @@ def choose_level(level: str, metrics: dict[str, Any]) -> str:
     return "full" if full_check_seconds(metrics) <= 0.2 * float(metrics.get("seconds") or 0.0) else "curves"
 
 
-def train_labels(manifest: dict[str, Any]) -> list[str] | None:
+def train_labels(manifest: Manifest) -> list[str] | None:
     """The label set when the run's training data is a classification task, else None."""
     from tailored.eval.tasks import detect_task, read_test_set
 
-    path = Path((manifest.get("data") or {}).get("train", {}).get("path", ""))
+    path = Path(manifest.data.train.path)
     try:
         if path.is_file() and detect_task(path) == "classification":
             return sorted({r.strip() for r in read_test_set(path).references})
@@ -62,14 +62,15 @@ def check_run(run_dir: str | Path, level: str = "full", *, progress: bool = Fals
         progress: show progress bars while scoring.
         say: where to print the verdict (``None`` prints nothing).
     """
+    from tailored.eval import cache
     from tailored.eval.generate import load
     from tailored.eval.run import probe_scores, sampled_diversity
-    from tailored.eval import cache
     from tailored.methods.runs import base_folder
 
     t0 = time.time()
-    run_dir = Path(run_dir)
-    manifest = read_manifest(run_dir)
+    run = RunFolder(run_dir)
+    run_dir = run.path
+    manifest = run.read()
     flags = [overfitting(run_dir)]
     if level == "full":
         scored: dict[str, dict[str, Any]] = {}
@@ -82,14 +83,13 @@ def check_run(run_dir: str | Path, level: str = "full", *, progress: bool = Fals
         flags.append(forgetting(scored["base"]["probe"], scored["tuned"]["probe"], probe_name=DEFAULT_PROBE.name))
         flags.append(mode_collapse(scored["base"]["diversity"], scored["tuned"]["diversity"], labels=train_labels(manifest)))
     else:
-        est = full_check_seconds(manifest.get("metrics") or {})
+        est = full_check_seconds(manifest.metrics.model_dump() if manifest.metrics else {})
         for name in ("forgetting", "mode_collapse"):
             flags.append(Flag(name, "skipped", f"not checked after training (red_flags: {level})", {},
                               [f"run `tailored eval {run_dir} --data TEST` (or train with --red-flags full; about {est:.0f} s)"]))
     out = {"level": level, "verdict": worst(flags), "flags": [f.as_dict() for f in flags], "seconds": round(time.time() - t0, 1)}
-    (run_dir / "red_flags.json").write_text(json.dumps(out, indent=1))
-    manifest["red_flags"] = {"level": level, "verdict": out["verdict"], **{f.name: f.verdict for f in flags}}
-    write_manifest(run_dir, manifest)
+    write_json(run.red_flags, out, indent=1)
+    run.update(red_flags={"level": level, "verdict": out["verdict"], **{f.name: f.verdict for f in flags}})
     if say is not None:
         say(f"red flags ({level}, {out['seconds']:.0f} s): {out['verdict']}\n{render(flags)}")
     return out
@@ -102,13 +102,4 @@ def after_training(result: Any, cfg: Any) -> None:
         return
     level = choose_level(setting, result.metrics)
     check_run(result.run_dir, level)
-    result.manifest["red_flags"] = read_manifest(result.run_dir)["red_flags"]
-
-
-def register() -> None:
-    from tailored.train.run import add_post_train_hook
-
-    add_post_train_hook(after_training)
-
-
-register()
+    result.manifest = RunFolder(result.run_dir).read()

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 from typing import Any, Callable
 
+from tailored.config.files import folder_sha256, write_json
+from tailored.config.manifest import RunFolder
 from tailored.models.registry import tailored_home
 
 
@@ -20,28 +21,15 @@ def cache_dir() -> Path:
     return tailored_home() / "eval-cache"
 
 
-def _hash_folder(folder: Path) -> str:
-    h = hashlib.sha256()
-    for f in sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix in (".safetensors", ".json", ".bin")):
-        h.update(str(f.relative_to(folder)).encode())
-        with open(f, "rb") as fh:
-            while block := fh.read(1 << 22):
-                h.update(block)
-    return h.hexdigest()
-
-
 def model_identity(target: str | Path | None, which: str = "final") -> str:
     """A stable hash of the weights ``target`` loads (a run folder's base + trained weights, or a base model)."""
     from tailored.models.load import content_hash, local_folder
-    from tailored.train.manifest import is_run_dir, read_manifest
 
-    if target is not None and is_run_dir(target):
-        from tailored.methods.runs import weights_folder
-
-        manifest = read_manifest(target)
-        weights = weights_folder(Path(target), which)
-        return hashlib.sha256(f"run:{manifest['base_model'].get('content_hash')}:{_hash_folder(weights)}:"
-                              f"{manifest.get('chat_template')}".encode()).hexdigest()
+    run = RunFolder(target) if target is not None else None
+    if run is not None and run.exists():
+        manifest = run.read()
+        weights = folder_sha256(run.weights(which), suffixes=(".safetensors", ".json"))
+        return hashlib.sha256(f"run:{manifest.base_model.content_hash}:{weights}:{manifest.chat_template}".encode()).hexdigest()
     folder = local_folder(None if target is None else str(target))
     return hashlib.sha256(f"model:{content_hash(folder)}".encode()).hexdigest()
 
@@ -63,8 +51,5 @@ def cached(cache_key: str, compute: Callable[[], Any], *, enabled: bool = True) 
             pass  # a damaged entry is recomputed
     value = compute()
     if enabled:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
-        tmp.write_text(json.dumps({"value": value}))
-        os.replace(tmp, path)
+        write_json(path, {"value": value}, indent=None)
     return value, False

@@ -8,9 +8,10 @@ from typing import Any
 
 import torch
 
+from tailored.config.manifest import Manifest, is_run_dir
+from tailored.data.stops import stop_token_ids
 from tailored.methods.runs import load_run
 from tailored.models.load import load_model, load_tokenizer, local_folder
-from tailored.train.manifest import is_run_dir
 
 
 @dataclass
@@ -25,19 +26,13 @@ class GenerationSettings:
 class ChatModel:
     """A loaded model + tokenizer + the chat template it was trained with."""
 
-    def __init__(self, model: torch.nn.Module, tokenizer: Any, manifest: dict[str, Any] | None = None, name: str = "") -> None:
+    def __init__(self, model: torch.nn.Module, tokenizer: Any, manifest: Manifest | None = None, name: str = "") -> None:
         self.model, self.tokenizer, self.manifest, self.name = model, tokenizer, manifest, name
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
-        self.stop_ids = self._stop_ids()
-
-    def _stop_ids(self) -> list[int]:
-        ids = set((self.manifest or {}).get("eos_token_ids") or [])
-        ids.add(int(self.tokenizer.eos_token_id))
-        gen = getattr(self.model, "generation_config", None)
-        eos = getattr(gen, "eos_token_id", None)
-        ids.update([eos] if isinstance(eos, int) else (eos or []))
-        return sorted(ids)
+        eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+        recorded = [*(manifest.eos_token_ids if manifest else []), *([eos] if isinstance(eos, int) else (eos or []))]
+        self.stop_ids = stop_token_ids(tokenizer, manifest.chat_template if manifest else None, recorded)
 
     def prompt_ids(self, messages: list[dict[str, Any]]) -> list[int]:
         text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)

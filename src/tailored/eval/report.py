@@ -12,8 +12,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from tailored.config.manifest import Manifest, RunFolder, RunMetrics
 from tailored.eval.redflags import Flag, overfitting, read_curves, worst
-from tailored.train.manifest import is_run_dir, read_manifest
 
 TEMPLATE = Path(__file__).parent / "templates" / "report.html"
 TITLES = {"overfitting": "Overfitting", "forgetting": "Catastrophic forgetting", "mode_collapse": "Mode collapse"}
@@ -140,25 +140,25 @@ def _samples(report: dict[str, Any]) -> dict[str, Any] | None:
     return {"models": list(models), "rows": rows}
 
 
-def _run_blocks(manifest: dict[str, Any]) -> list[list[tuple[str, str]]]:
-    hp, m, data = manifest.get("hyperparameters", {}), manifest.get("metrics") or {}, manifest.get("data", {})
+def _run_blocks(manifest: Manifest) -> list[list[tuple[str, str]]]:
+    hp, m, data = manifest.hyperparameters, manifest.metrics or RunMetrics(), manifest.data
     return [
-        [("base model", manifest["base_model"]["name"]), ("method", manifest["method"]["name"]),
-         ("trainable", f"{manifest.get('parameters', {}).get('trainable', 0):,} of {manifest.get('parameters', {}).get('total', 0):,}"),
-         ("status", manifest.get("status", "?"))],
-        [("train data", f"{Path(data.get('train', {}).get('path', '?')).name} ({data.get('train', {}).get('used', '?')} examples)"),
-         ("validation", f"{Path(data['validation']['path']).name} ({data['validation'].get('used')} examples)" if data.get("validation") else "none"),
+        [("base model", manifest.base_model.name), ("method", manifest.method.name),
+         ("trainable", f"{manifest.parameters.trainable:,} of {manifest.parameters.total:,}"),
+         ("status", manifest.status)],
+        [("train data", f"{Path(data.train.path).name} ({data.train.used} examples)"),
+         ("validation", f"{Path(data.validation.path).name} ({data.validation.used} examples)" if data.validation else "none"),
          ("epochs · batch", f"{hp.get('epochs')} · {hp.get('batch_size')}"),
          ("learning rate", f"{hp.get('learning_rate', 0):.2e} (×{hp.get('learning_rate_multiplier')})")],
-        [("steps", str(m.get("steps", "?"))), ("train loss", _fmt(m.get("train_loss"), "f3")),
-         ("validation loss", _fmt(m.get("validation_loss"), "f3")),
-         ("best", f"step {m.get('best_step')} ({_fmt(m.get('best_validation_loss'), 'f3')})" if m.get("best_step") else "–")],
+        [("steps", str(m.steps)), ("train loss", _fmt(m.train_loss, "f3")),
+         ("validation loss", _fmt(m.validation_loss, "f3")),
+         ("best", f"step {m.best_step} ({_fmt(m.best_validation_loss, 'f3')})" if m.best_step else "–")],
     ]
 
 
 def saved_evals(run_dir: str | Path) -> list[dict[str, Any]]:
     """Evaluation reports saved in a run folder by ``tailored eval`` (``evals/*.json``), oldest first."""
-    folder = Path(run_dir) / "evals"
+    folder = RunFolder(run_dir).evals
     files = sorted(folder.glob("*.json"), key=lambda p: p.stat().st_mtime) if folder.is_dir() else []
     return [json.loads(p.read_text()) for p in files]
 
@@ -170,11 +170,12 @@ def render_html(*, run_dir: str | Path | None = None, evals: list[dict[str, Any]
     from tailored import __version__
 
     evals = evals if evals is not None else (saved_evals(run_dir) if run_dir else [])
-    manifest = read_manifest(run_dir) if run_dir and is_run_dir(run_dir) else None
+    run = RunFolder(run_dir) if run_dir else None
+    manifest = run.read() if run and run.exists() else None
     flags: dict[str, dict[str, Any]] = {}
-    if manifest:
-        flags["overfitting"] = overfitting(run_dir).as_dict()  # type: ignore[arg-type]
-        stored = Path(run_dir) / "red_flags.json"  # type: ignore[arg-type]
+    if run and manifest:
+        flags["overfitting"] = overfitting(run.path).as_dict()
+        stored = run.red_flags
         if stored.is_file():
             for f in json.loads(stored.read_text())["flags"]:
                 flags.setdefault(f["name"], f)
@@ -187,7 +188,7 @@ def render_html(*, run_dir: str | Path | None = None, evals: list[dict[str, Any]
     if flags and all(f["verdict"] == "skipped" for f in flags.values()):
         verdict = "skipped"
     title = Path(run_dir).name if manifest else (Path(evals[0]["target"]).name if evals else "tailored")
-    subtitle = (f"fine-tune of {manifest['base_model']['name']} with {manifest['method']['name']}" if manifest
+    subtitle = (f"fine-tune of {manifest.base_model.name} with {manifest.method.name}" if manifest
                 else "evaluation report")
     env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
     return env.from_string(TEMPLATE.read_text()).render(

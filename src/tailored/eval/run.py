@@ -7,12 +7,13 @@ data, settings), so the base model's half of a comparison is computed once for e
 from __future__ import annotations
 
 import gc
-import json
 import random
 import time
 from pathlib import Path
 from typing import Any
 
+from tailored.config.files import file_sha256, write_json
+from tailored.config.manifest import RunFolder, is_run_dir
 from tailored.errors import DataError
 from tailored.eval import cache
 from tailored.eval.choice import DEFAULT_PROBE, choice_logprobs, read_choice_file, score_choices
@@ -22,7 +23,6 @@ from tailored.eval.metrics import diversity
 from tailored.eval.redflags import VARIED_PROMPTS, Flag, forgetting, mode_collapse, overfitting, worst
 from tailored.eval.tasks import TASKS, detect_task, read_labels, read_test_set, score
 from tailored.methods.runs import base_folder
-from tailored.train.manifest import file_sha256, is_run_dir, read_manifest
 
 COLLAPSE_SETTINGS = {"max_new_tokens": 24, "temperature": 0.8, "top_p": 0.95, "seed": 1234}
 
@@ -112,7 +112,7 @@ def evaluate(
     data = Path(data)
     is_run = is_run_dir(target)
     if baseline == "auto":
-        baseline = str(base_folder(read_manifest(target))) if is_run else None
+        baseline = str(base_folder(RunFolder(target).read())) if is_run else None
     probe_path = DEFAULT_PROBE if probe == "default" else (Path(probe) if probe else None)
     test = None
     if task == "auto":
@@ -161,9 +161,7 @@ def evaluate(
     report["verdict"] = worst(report["red_flags"])
     report["seconds"] = round(time.time() - t0, 1)
     if save and is_run:
-        folder = Path(target) / "evals"
-        folder.mkdir(exist_ok=True)
-        (folder / f"{data.stem}-{report['data']['sha256'][:8]}-{which}.json").write_text(json.dumps(report, indent=1))
+        write_json(RunFolder(target).evals / f"{data.stem}-{report['data']['sha256'][:8]}-{which}.json", report, indent=1)
     return report
 
 

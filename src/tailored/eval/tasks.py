@@ -12,13 +12,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tailored.config.files import file_sha256
 from tailored.data.readers import read_records
 from tailored.data.records import Example
 from tailored.errors import DataError
 from tailored.eval.choice import is_choice_file
 from tailored.eval.metrics import classification_metrics, generation_metrics, match_label, nearest_label
 from tailored.eval.sql import extract_schema, sql_metrics
-from tailored.train.manifest import file_sha256
 
 TASKS = ("auto", "classification", "generation", "sql", "choice")
 

@@ -11,9 +11,9 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from tailored.config.manifest import BaseModelRecord, RunFolder
 from tailored.export.common import ExportError
-from tailored.methods.runs import read_run, weights_folder
-from tailored.models.load import load_tokenizer
+from tailored.methods.runs import run_method, run_tokenizer
 
 VLLM_MAX_LORA_RANK = 16  # vLLM's default --max-lora-rank
 UNSERVABLE_TARGETS = ("embed_tokens", "lm_head", "wte", "word_embeddings", "embed_out")
@@ -54,18 +54,17 @@ def check_adapter_config(config: dict[str, Any]) -> list[str]:
     return problems
 
 
-def fix_base_reference(config: dict[str, Any], manifest: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+def fix_base_reference(config: dict[str, Any], base: BaseModelRecord) -> tuple[dict[str, Any], list[str]]:
     """Point ``base_model_name_or_path`` at something a server can resolve, or say why it cannot."""
-    base = manifest["base_model"]
     current = str(config.get("base_model_name_or_path") or "")
     notes: list[str] = []
-    if base.get("kind") == "hub":
-        if current != base["spec"]:
-            config = dict(config, base_model_name_or_path=base["spec"])
-            notes.append(f"set base_model_name_or_path to the hub id {base['spec']!r} (was {current!r})")
+    if base.kind == "hub":
+        if current != base.spec:
+            config = dict(config, base_model_name_or_path=base.spec)
+            notes.append(f"set base_model_name_or_path to the hub id {base.spec!r} (was {current!r})")
     elif current.startswith(("/", ".", "~")) or Path(current).exists():
         extra = (" (the embedded SmolLM2-135M-Instruct, dequantized from its Q4_1 GGUF: the hub's original "
-                 "weights differ slightly)" if base.get("kind") == "embedded" else "")
+                 "weights differ slightly)" if base.kind == "embedded" else "")
         notes.append(f"base_model_name_or_path is the local path {current!r}{extra}; servers on other machines "
                      "must be started with that base model passed explicitly")
     return config, notes
@@ -85,10 +84,12 @@ def write_adapter(run_dir: Path, folder: Path, *, which: str = "final") -> tuple
     Raises:
         ExportError: the run is a full fine-tune (nothing to export as an adapter).
     """
-    manifest = read_run(run_dir)
-    source = weights_folder(Path(run_dir), which)
-    if manifest["method"]["name"] == "full" or (source / "model.safetensors").is_file():
-        raise ExportError("a full fine-tune has no adapter: every weight of the model was trained",
+    run = RunFolder(run_dir)
+    manifest = run.read()
+    source = run.weights(which)
+    method, _ = run_method(manifest)
+    if method.weights_format == "model":
+        raise ExportError(f"a {method.name} fine-tune has no adapter: every weight of the model was trained",
                           hint="export it with --format merged (or --format gguf)")
     warnings: list[str] = []
     notes: list[str] = []
@@ -99,14 +100,11 @@ def write_adapter(run_dir: Path, folder: Path, *, which: str = "final") -> tuple
             shutil.copy2(path, folder / path.name)
     if config_path.is_file():
         config = json.loads(config_path.read_text())
-        config, notes = fix_base_reference(config, manifest)
+        config, notes = fix_base_reference(config, manifest.base_model)
         (folder / "adapter_config.json").write_text(json.dumps(config, indent=2, sort_keys=True))
         warnings = check_adapter_config(config)
     else:
-        warnings.append(f"method {manifest['method']['name']} is not a peft adapter: vLLM, LoRAX and peft cannot load it; "
+        warnings.append(f"method {method.name} is not a peft adapter: vLLM, LoRAX and peft cannot load it; "
                         "serve it with `tailored serve`")
-    tok_dir = Path(run_dir) / "tokenizer"
-    tokenizer = load_tokenizer(tok_dir if tok_dir.is_dir() else source)
-    tokenizer.chat_template = manifest.get("chat_template") or tokenizer.chat_template
-    tokenizer.save_pretrained(str(folder))
+    run_tokenizer(run, manifest).save_pretrained(str(folder))
     return warnings, notes

@@ -10,6 +10,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from tailored.config.manifest import Manifest, RunFolder
+
 USAGE = {
     "merged": """```python
 from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -40,14 +42,14 @@ model = AutoModelForCausalLM.from_pretrained("{out}", gguf_file="{file}")
 }
 
 
-def red_flags(run_dir: Path, manifest: dict[str, Any]) -> tuple[str | None, list[str]]:
+def red_flags(run_dir: Path, manifest: Manifest) -> tuple[str | None, list[str]]:
     """(overall verdict, one line per flag) from ``red_flags.json``, else the manifest's summary.
 
     ``red_flags.json`` (written after training and by ``tailored eval``) holds ``verdict`` and
     ``flags`` with ``name``, ``verdict``, ``summary`` and ``fixes``; the manifest keeps
     ``{"verdict": ..., NAME: VERDICT, ...}``.
     """
-    path = Path(run_dir) / "red_flags.json"
+    path = RunFolder(run_dir).red_flags
     data: Any = None
     if path.is_file():
         try:
@@ -60,8 +62,8 @@ def red_flags(run_dir: Path, manifest: dict[str, Any]) -> tuple[str | None, list
             fix = f" Fix: {flag['fixes'][0]}" if flag.get("fixes") and flag.get("verdict") in ("warning", "red") else ""
             lines.append(f"**{flag.get('verdict', '?')}** {flag.get('name', '?')}: {flag.get('summary', '')}{fix}")
         return data.get("verdict"), lines
-    summary = manifest.get("red_flags")
-    if isinstance(summary, dict):
+    summary = manifest.red_flags
+    if summary:
         skip = ("verdict", "level")
         return summary.get("verdict"), [f"**{v}** {k}" for k, v in summary.items() if k not in skip]
     return None, []
@@ -73,7 +75,7 @@ def _fmt(value: Any) -> str:
     return "—" if value is None else str(value)
 
 
-def model_card(run_dir: Path, manifest: dict[str, Any], *, fmt: str, dtype: str, out_name: str,
+def model_card(run_dir: Path, manifest: Manifest, *, fmt: str, dtype: str, out_name: str,
                stop_tokens: list[str], notes: list[str], warnings: list[str], main_file: str | None = None) -> str:
     """Markdown text of README.md for an export of ``run_dir``.
 
@@ -88,39 +90,37 @@ def model_card(run_dir: Path, manifest: dict[str, Any], *, fmt: str, dtype: str,
         warnings: problems found (server compatibility, ...).
         main_file: the GGUF file name, for format gguf.
     """
-    base, method, hp = manifest["base_model"], manifest["method"], manifest.get("hyperparameters", {})
-    train = manifest.get("data", {}).get("train", {})
-    val = manifest.get("data", {}).get("validation")
-    metrics = manifest.get("metrics") or {}
-    hub = base.get("spec") if base.get("kind") == "hub" else None
+    base, method, hp = manifest.base_model, manifest.method, manifest.hyperparameters
+    train, val = manifest.data.train, manifest.data.validation
+    metrics = manifest.metrics.model_dump() if manifest.metrics else {}
+    hub = base.spec if base.kind == "hub" else None
     lines = ["---", "library_name: " + ("peft" if fmt == "adapter" else "transformers")]
     if hub:
         lines.append(f"base_model: {hub}")
-    lines += ["tags:", "- tailored", f"- {method['name']}", "---", "",
+    lines += ["tags:", "- tailored", f"- {method.name}", "---", "",
               f"# {Path(run_dir).name} ({fmt}, {dtype})", "",
-              (f"Fine-tuned from **{base.get('name')}** (`{base.get('spec')}`, {base.get('kind')}, content hash "
-               f"`{str(base.get('content_hash', ''))[:16]}`) with **{method['name']}** by Tailored."), ""]
+              (f"Fine-tuned from **{base.name}** (`{base.spec}`, {base.kind}, content hash "
+               f"`{base.content_hash[:16]}`) with **{method.name}** by Tailored."), ""]
     verdict, flags = red_flags(run_dir, manifest)
     if flags:
         lines += ["## Red flags", "", f"Overall: **{verdict or '?'}** (checked after training / by `tailored eval`).", "",
                   *[f"- {f}" for f in flags], ""]
     lines += ["## Training", "", "| setting | value |", "| --- | --- |"]
-    for key, value in {**method.get("options", {}), **hp}.items():
+    for key, value in {**method.options, **hp}.items():
         lines.append(f"| {key} | {_fmt(value)} |")
     lines += ["", "## Data", "",
-              (f"- train: `{Path(train.get('path', '?')).name}` — {train.get('examples', '?')} examples "
-               f"({train.get('used', '?')} used), sha256 `{str(train.get('sha256', ''))[:16]}`")]
+              (f"- train: `{Path(train.path).name}` — {train.examples} examples "
+               f"({train.used} used), sha256 `{train.sha256[:16]}`")]
     if val:
-        lines.append(f"- validation: `{Path(val.get('path', '?')).name}` — {val.get('examples', '?')} examples, "
-                     f"sha256 `{str(val.get('sha256', ''))[:16]}`")
+        lines.append(f"- validation: `{Path(val.path).name}` — {val.examples} examples, sha256 `{val.sha256[:16]}`")
     lines += ["", "## Metrics", "", "| metric | value |", "| --- | --- |"]
     lines += [f"| {k} | {_fmt(v)} |" for k, v in metrics.items() if not isinstance(v, (dict, list))]
     lines += ["", "## Chat format", "",
               f"Stops on: {', '.join(f'`{t}`' for t in stop_tokens)}. The chat template is the one used in training:", "",
-              "```jinja", manifest.get("chat_template") or "(none)", "```", ""]
+              "```jinja", manifest.chat_template or "(none)", "```", ""]
     if notes or warnings:
         lines += ["## Export notes", "", *[f"- note: {n}" for n in notes], *[f"- warning: {w}" for w in warnings], ""]
-    rank = method.get("options", {}).get("lora_r", 16)
-    usage = USAGE[fmt].format(out=out_name, file=main_file or "", rank=max(16, int(rank)), base=base.get("spec"))
+    rank = method.options.get("lora_r", 16)
+    usage = USAGE[fmt].format(out=out_name, file=main_file or "", rank=max(16, int(rank)), base=base.spec)
     lines += ["## Use", "", usage, ""]
     return "\n".join(lines)

@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tailored.config.files import atomic_folder
 from tailored.errors import TailoredError
 
 FORMATS = ("merged", "adapter", "gguf")
@@ -68,9 +64,8 @@ def resolve_dtype(fmt: str, dtype: str | None) -> str:
     return dtype
 
 
-@contextmanager
-def atomic_folder(out_dir: Path, *, force: bool = False) -> Iterator[Path]:
-    """Yield a temporary folder next to ``out_dir``; on success it replaces ``out_dir`` in one rename.
+def export_folder(out_dir: Path, *, force: bool = False) -> Any:
+    """The atomic folder an export is written into (:func:`tailored.config.files.atomic_folder`).
 
     A failed or killed export leaves ``out_dir`` as it was (at most a hidden ``.NAME.tmp-*`` folder).
     An existing non-empty ``out_dir`` is refused unless ``force``, and even then unless it is a previous
@@ -86,24 +81,7 @@ def atomic_folder(out_dir: Path, *, force: bool = False) -> Iterator[Path]:
             # --force deletes the folder: only ever a previous export, never a run, a home folder or a typo.
             raise ExportError(f"{out_dir} is not empty and is not a previous export (no {EXPORT_RECORD}); --force "
                               "only replaces exports", hint="choose another -o, or remove the folder yourself")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    tmp.chmod(0o777 & ~umask)  # mkdtemp makes it private; the export is an ordinary folder
-    try:
-        yield tmp
-        old = None
-        if out_dir.exists():
-            # Move the old folder aside first so the new one appears in a single rename.
-            old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
-            os.replace(out_dir, old / "x")
-        os.replace(tmp, out_dir)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    return atomic_folder(out_dir)
 
 
 def list_files(folder: Path) -> dict[str, int]:

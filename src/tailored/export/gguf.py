@@ -22,9 +22,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from tailored.config.files import file_sha256
+from tailored.config.manifest import Manifest
 from tailored.export.common import ExportError
 from tailored.export.merge import MergedRun
-from tailored.models.load import file_sha256
 
 SUPPORTED = ("llama",)
 # Keys of an original GGUF that are re-written for the export rather than copied.
@@ -57,18 +58,18 @@ def _rope_theta(config: Any) -> float:
     return float(rope.get("rope_theta", getattr(config, "rope_theta", 10000.0)))
 
 
-def original_gguf(manifest: dict[str, Any]) -> tuple[Path | None, str | None]:
+def original_gguf(manifest: Manifest) -> tuple[Path | None, str | None]:
     """(path, problem) of the GGUF file the base model was converted from, if it came from one."""
-    base = manifest["base_model"]
-    if base.get("kind") not in ("embedded", "gguf"):
+    base = manifest.base_model
+    if base.kind not in ("embedded", "gguf"):
         return None, None
     from tailored.models.registry import resolve_model
 
     try:
-        path = Path(resolve_model(base["spec"]).path)
+        path = Path(resolve_model(base.spec).path)
     except Exception as exc:  # noqa: BLE001 - the package or file went away since training
         return None, f"the base's original GGUF is not available ({exc}); tokenizer metadata was rebuilt from the HF tokenizer"
-    if base.get("content_hash") and file_sha256(path) != base["content_hash"]:
+    if base.content_hash and file_sha256(path) != base.content_hash:
         return None, (f"{path} changed since training (hash differs); tokenizer metadata was rebuilt from the HF "
                       "tokenizer instead of copied")
     return path, None
@@ -247,7 +248,7 @@ def write_gguf(merged: MergedRun, path: Path, *, dtype: str, stop_ids: list[int]
                  "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0}[dtype]
     writer.add_file_type(int(file_type))
     writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
-    template = manifest.get("chat_template") or tokenizer.chat_template
+    template = manifest.chat_template or tokenizer.chat_template
     if template:
         writer.add_chat_template(template)
     eos = eot_id if eot_id is not None else stop_ids[0]
@@ -256,7 +257,7 @@ def write_gguf(merged: MergedRun, path: Path, *, dtype: str, stop_ids: list[int]
         writer.add_eot_token_id(int(eot_id))
     writer.add_array("tailored.stop_token_ids", [int(i) for i in stop_ids])
     writer.add_string("tailored.source_run", run_name)
-    writer.add_string("tailored.method", manifest["method"]["name"])
+    writer.add_string("tailored.method", manifest.method.name)
     for name, data, raw in _tensors(model, dtype):
         writer.add_tensor(name, data, raw_dtype=raw)
     writer.write_header_to_file(path)

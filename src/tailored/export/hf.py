@@ -7,12 +7,13 @@ from typing import Any
 
 import torch
 
+from tailored.config.manifest import Manifest
 from tailored.export.merge import MergedRun
 
 TORCH_DTYPES = {"f32": torch.float32, "bf16": torch.bfloat16, "f16": torch.float16}
 
 
-def base_dtype(manifest: dict[str, Any]) -> str:
+def base_dtype(manifest: Manifest) -> str:
     """The dtype the base model was saved in (its config.json), as an export dtype name."""
     import json
 
@@ -55,5 +56,5 @@ def write_merged(merged: MergedRun, folder: Path, *, dtype: str, stop_ids: list[
     model.generation_config = generation_config(model, merged.tokenizer, stop_ids)
     model.save_pretrained(str(folder), safe_serialization=True)
     tokenizer = merged.tokenizer
-    tokenizer.chat_template = merged.manifest.get("chat_template") or tokenizer.chat_template
+    tokenizer.chat_template = merged.manifest.chat_template or tokenizer.chat_template
     tokenizer.save_pretrained(str(folder))

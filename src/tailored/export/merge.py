@@ -13,9 +13,9 @@ from typing import Any
 
 import torch
 
+from tailored.config.manifest import Manifest, RunFolder
 from tailored.export.common import ExportError
-from tailored.methods.base import get_method, parse_options
-from tailored.methods.runs import load_run, read_run
+from tailored.methods.runs import load_run, run_method
 
 
 @dataclass
@@ -24,34 +24,19 @@ class MergedRun:
 
     model: torch.nn.Module
     tokenizer: Any
-    manifest: dict[str, Any]
+    manifest: Manifest
     notes: list[str] = field(default_factory=list)
 
 
-def require_mergeable(manifest: dict[str, Any], fmt: str) -> None:
+def require_mergeable(manifest: Manifest, fmt: str) -> None:
     """Raise a clear error for methods whose weights are not a change of the base weights."""
-    method = manifest["method"]
-    if not method.get("mergeable", True):
+    method, _ = run_method(manifest)
+    if not method.mergeable:
         raise ExportError(
-            f"--format {fmt}: the run was trained with method {method['name']!r}, which cannot be merged into the "
-            "base weights (it adds computation to every forward pass instead of changing weights)",
+            f"--format {fmt}: the run was trained with method {method.name!r}, which cannot be merged into the "
+            f"base weights: {method.merge_refusal}",
             hint="export it with --format adapter and serve it on top of the base (`tailored serve` loads it)",
         )
-
-
-def trained_quantized(manifest: dict[str, Any]) -> str | None:
-    """A description of the quantized base the run trained on, or None for a full-precision base."""
-    try:
-        method = get_method(manifest["method"]["name"])
-        kwargs = method.base_load_kwargs(parse_options(method, manifest["method"]["options"]), "cpu")
-    except Exception:  # noqa: BLE001 - an unavailable quantization backend still means "quantized"
-        return f"the base as {manifest['method']['name']} loads it" if manifest["method"]["name"] == "qlora" else None
-    quant = kwargs.get("quantization")
-    if quant is None:
-        return None
-    if getattr(quant, "load_in_4bit", False):
-        return f"4-bit {getattr(quant, 'bnb_4bit_quant_type', '')}".strip()
-    return "8-bit" if getattr(quant, "load_in_8bit", False) else "quantized"
 
 
 def merge_run(run_dir: str | Path, *, which: str = "final", fmt: str = "merged",
@@ -70,19 +55,19 @@ def merge_run(run_dir: str | Path, *, which: str = "final", fmt: str = "merged",
     Raises:
         ExportError: the method cannot be merged.
     """
-    manifest = read_run(run_dir)
+    manifest = RunFolder(run_dir).read()
     require_mergeable(manifest, fmt)
     notes: list[str] = []
-    quantized = trained_quantized(manifest)
+    method, options = run_method(manifest)
+    quantized = method.quantization(options)
     if quantized:
         notes.append(f"the run trained on a {quantized} base; its weights were merged into the unquantized base "
                      "(dequantized first), never into quantized weights. Answers can differ slightly from the "
                      "quantized model used in training.")
-    if manifest["base_model"].get("kind") in ("embedded", "gguf"):
+    if manifest.base_model.kind in ("embedded", "gguf"):
         notes.append("the base model came from a GGUF file and was dequantized to fp32 before training; the merge "
                      "uses those same fp32 weights.")
     model, tokenizer, manifest = load_run(run_dir, which=which, dtype=dtype, for_merge=True)
-    method = get_method(manifest["method"]["name"])
     merged = method.merge(model)
     merged.eval()
     for p in merged.parameters():

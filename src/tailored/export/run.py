@@ -9,31 +9,25 @@ from typing import Any
 
 import torch
 
-from tailored.export.common import (
-    EXPORT_RECORD,
-    ExportResult,
-    atomic_folder,
-    list_files,
-    resolve_dtype,
-)
-from tailored.methods.runs import read_run, weights_folder
-from tailored.models.load import file_sha256
+from tailored.config.files import atomic_write, file_sha256, write_json
+from tailored.config.manifest import Manifest, RunFolder, versions
+from tailored.data.stops import end_of_turn_id, stop_token_ids
+from tailored.export.common import EXPORT_RECORD, ExportResult, export_folder, list_files, resolve_dtype
 
 
-def _record(run_dir: Path, manifest: dict[str, Any], result: ExportResult, which: str, stop_ids: list[int]) -> dict[str, Any]:
-    from tailored.train.manifest import versions
-
-    weights = weights_folder(run_dir, which)
+def _record(run: RunFolder, manifest: Manifest, result: ExportResult, which: str, stop_ids: list[int]) -> dict[str, Any]:
+    run_dir = run.path
+    weights = run.weights(which)
     return {
         "tailored_export": 1,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "format": result.format,
         "dtype": result.dtype,
         "run": {"path": str(run_dir.resolve()), "name": run_dir.name, "weights": which,
-                "manifest_sha256": file_sha256(run_dir / "manifest.json"),
+                "manifest_sha256": file_sha256(run.manifest_file),
                 "weights_sha256": {p.name: file_sha256(p) for p in sorted(weights.glob("*.safetensors"))}},
-        "base_model": manifest["base_model"],
-        "method": manifest["method"],
+        "base_model": manifest.base_model.model_dump(),
+        "method": manifest.method.model_dump(),
         "stop_token_ids": stop_ids,
         "files": {name: {"bytes": size, "sha256": file_sha256(result.out_dir / name)} for name, size in result.files.items()},
         "warnings": result.warnings,
@@ -68,16 +62,17 @@ def export_run(run_dir: str | Path, out_dir: str | Path, *, format: str = "merge
     from tailored.export.card import model_card, red_flags
 
     start = time.time()
-    run_dir, out_dir = Path(run_dir), Path(out_dir)
-    manifest = read_run(run_dir)
+    run, out_dir = RunFolder(run_dir), Path(out_dir)
+    run_dir = run.path
+    manifest = run.read()
     dtype = resolve_dtype(format, dtype)
-    weights_folder(run_dir, which)  # fail early if the weights are missing
+    run.weights(which)  # fail early if the weights are missing
     if format != "adapter":
         from tailored.export.merge import require_mergeable
 
         require_mergeable(manifest, format)
     result = ExportResult(out_dir=out_dir, format=format, dtype=dtype)
-    with atomic_folder(out_dir, force=force) as tmp:
+    with export_folder(out_dir, force=force) as tmp:
         if format == "adapter":
             tokenizer, stop_ids = _write_adapter(run_dir, tmp, manifest, which, result)
         else:
@@ -88,36 +83,37 @@ def export_run(run_dir: str | Path, out_dir: str | Path, *, format: str = "merge
                                    + "; ".join(f.replace("**", "") for f in flags if not f.startswith("**ok")
                                                and not f.startswith("**skipped")))
         stop_tokens = [tokenizer.convert_ids_to_tokens(i) for i in stop_ids]
-        (tmp / "README.md").write_text(model_card(
+        atomic_write(tmp / "README.md", model_card(
             run_dir, manifest, fmt=format, dtype=result.dtype, out_name=str(out_dir), stop_tokens=stop_tokens,
             notes=result.notes, warnings=result.warnings,
             main_file=result.main_file.name if result.main_file else None))
         result.out_dir = tmp  # hashes are computed on the temporary folder, before the rename
         result.files = list_files(tmp)
         result.seconds = time.time() - start
-        (tmp / EXPORT_RECORD).write_text(json.dumps(_record(run_dir, manifest, result, which, stop_ids), indent=2,
-                                                    default=str))
+        write_json(tmp / EXPORT_RECORD, _record(run, manifest, result, which, stop_ids))
         result.files = list_files(tmp)
         result.out_dir = out_dir
     result.seconds = time.time() - start
     return result
 
 
-def _write_adapter(run_dir: Path, tmp: Path, manifest: dict[str, Any], which: str, result: ExportResult) -> tuple[Any, list[int]]:
+def _stop_ids(tokenizer: Any, manifest: Manifest) -> list[int]:
+    return stop_token_ids(tokenizer, manifest.chat_template, manifest.eos_token_ids)
+
+
+def _write_adapter(run_dir: Path, tmp: Path, manifest: Manifest, which: str, result: ExportResult) -> tuple[Any, list[int]]:
     from tailored.export.adapter import write_adapter
-    from tailored.export.tokens import stop_token_ids
     from tailored.models.load import load_tokenizer
 
     result.warnings, result.notes = write_adapter(run_dir, tmp, which=which)
     tokenizer = load_tokenizer(tmp)
-    return tokenizer, stop_token_ids(tokenizer, manifest)
+    return tokenizer, _stop_ids(tokenizer, manifest)
 
 
-def _write_merged(run_dir: Path, tmp: Path, manifest: dict[str, Any], which: str, result: ExportResult) -> tuple[Any, list[int]]:
+def _write_merged(run_dir: Path, tmp: Path, manifest: Manifest, which: str, result: ExportResult) -> tuple[Any, list[int]]:
     """Merge, then write a HF folder (format merged) or a GGUF file + Ollama Modelfile (format gguf)."""
     from tailored.export.hf import TORCH_DTYPES, base_dtype, write_merged
     from tailored.export.merge import merge_run
-    from tailored.export.tokens import end_of_turn_id, stop_token_ids
 
     stored = base_dtype(manifest)
     if result.dtype == "auto":
@@ -129,19 +125,19 @@ def _write_merged(run_dir: Path, tmp: Path, manifest: dict[str, Any], which: str
     merged = merge_run(run_dir, which=which, fmt=result.format, dtype=load_dtype)
     result.notes += merged.notes
     tokenizer = merged.tokenizer
-    stop_ids = stop_token_ids(tokenizer, manifest)
+    stop_ids = _stop_ids(tokenizer, manifest)
     if result.format == "merged":
         write_merged(merged, tmp, dtype=dtype, stop_ids=stop_ids)
         return tokenizer, stop_ids
     from tailored.export.gguf import write_gguf
 
     name = f"model-{dtype}.gguf"
-    eot = end_of_turn_id(tokenizer, manifest.get("chat_template"))
+    eot = end_of_turn_id(tokenizer, manifest.chat_template)
     warnings, notes = write_gguf(merged, tmp / name, dtype=dtype, stop_ids=stop_ids, eot_id=eot, run_name=run_dir.name)
     result.warnings += warnings
     result.notes += notes
     result.main_file = result.out_dir / name  # self-contained: tokenizer, template and stop token inside
     # Ollama reads the template from the GGUF; the explicit stops guard older versions that do not.
     stops = "".join(f"PARAMETER stop {json.dumps(tokenizer.convert_ids_to_tokens(i))}\n" for i in stop_ids)
-    (tmp / "Modelfile").write_text(f"FROM ./{name}\n{stops}")
+    atomic_write(tmp / "Modelfile", f"FROM ./{name}\n{stops}")
     return tokenizer, stop_ids

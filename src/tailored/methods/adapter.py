@@ -9,8 +9,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from tailored.methods import bottleneck
-from tailored.methods.base import register
-from tailored.methods.prompt_learning import refuse_merge
+from tailored.methods.base import MethodBase, register
 
 
 class AdapterOptions(BaseModel):
@@ -27,16 +26,13 @@ def _config(options: BaseModel) -> dict[str, Any]:
             "placement": options.adapter_placement, "activation": options.adapter_activation}  # type: ignore[attr-defined]
 
 
-class Adapter:
+class Adapter(MethodBase):
     name: ClassVar[str] = "adapter"
     summary: ClassVar[str] = "small bottleneck MLPs after attention and/or MLP blocks; base frozen"
     when: ClassVar[str] = "many tasks on one frozen base with modular, swappable adapters; adds a little inference latency"
-    mergeable: ClassVar[bool] = False
+    merge_refusal: ClassVar[str | None] = "each adapter is a nonlinear MLP, which no weight matrix of the base can absorb"
     base_learning_rate: ClassVar[float] = 1e-3
     Options: ClassVar[type[BaseModel]] = AdapterOptions
-
-    def base_load_kwargs(self, options: BaseModel, device: str) -> dict[str, Any]:
-        return {}
 
     def prepare(self, model: torch.nn.Module, options: BaseModel) -> torch.nn.Module:
         for p in model.parameters():
@@ -62,9 +58,6 @@ class Adapter:
 
     def load_state(self, model: torch.nn.Module, folder: Path) -> None:
         bottleneck.load_state(model, folder)
-
-    def merge(self, model: torch.nn.Module) -> torch.nn.Module:
-        raise refuse_merge(self.name, "each adapter is a nonlinear MLP, which no weight matrix of the base can absorb")
 
 
 register(Adapter())

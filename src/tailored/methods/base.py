@@ -4,17 +4,40 @@ A method turns a freshly loaded base model into a trainable model (``prepare``),
 trainable weights in a self-describing folder (``save``/``load``/``load_state``), and merges them into
 the base where the maths allows (``merge``). ``Options`` is a pydantic model of its settings; the
 field names are the flat setting names used in YAML, on the CLI and in the Python API.
+
+Everything other layers need to know about a method they ask the contract (never its name): whether
+the base is loaded quantized (``quantization``), how a run is served (``serving``), whether and why not
+it merges (``merge_refusal``), what its weights folder holds (``weights_format``) and what it trains
+towards (``objective``). :class:`MethodBase` gives the defaults; a plug-in overrides what differs.
 """
 
 from __future__ import annotations
 
+import difflib
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Protocol, runtime_checkable
+from typing import Any, ClassVar, Literal, Protocol, get_args, runtime_checkable
 
 import torch
 from pydantic import BaseModel, ValidationError
 
-from tailored.errors import ConfigError
+from tailored.errors import ConfigError, TailoredError
+
+WeightsFormat = Literal["peft", "model", "custom"]  # a peft adapter folder, a whole transformers model, the method's own
+ServingMode = Literal["shared_lora", "standalone", "unservable"]
+
+
+@dataclass(frozen=True)
+class Serving:
+    """How a server runs a finished run of this method.
+
+    ``shared_lora``: a plain LoRA on the server's one shared base, batched with other adapters;
+    ``standalone``: the run loaded on its own (``load_run``); ``unservable``: not by the server, and
+    ``reason`` says why and what to use instead.
+    """
+
+    mode: ServingMode
+    reason: str = ""
 
 
 @runtime_checkable
@@ -22,12 +45,27 @@ class Method(Protocol):
     name: ClassVar[str]
     summary: ClassVar[str]  # what it trains, one line
     when: ClassVar[str]  # when to pick it, one line
-    mergeable: ClassVar[bool]
     base_learning_rate: ClassVar[float]
     Options: ClassVar[type[BaseModel]]
+    merge_refusal: ClassVar[str | None]  # why the weights cannot be merged into the base; None: they can
+    weights_format: ClassVar[WeightsFormat]
+
+    @property
+    def mergeable(self) -> bool:
+        """Whether :meth:`merge` folds the weights into a plain base model."""
+
+    def quantization(self, options: BaseModel) -> str | None:
+        """How the base is loaded for training and serving ("4-bit nf4", "8-bit"), or None for full precision."""
 
     def base_load_kwargs(self, options: BaseModel, device: str) -> dict[str, Any]:
         """Extra keyword arguments for loading the base (e.g. a quantization config)."""
+
+    def serving(self, options: BaseModel) -> Serving:
+        """How a server runs a finished run."""
+
+    def objective(self, options: BaseModel) -> Any:
+        """None for the next-token loss on labelled tokens; else an ``Objective`` (see tailored.methods.objective)
+        that encodes, batches and scores the data itself (DPO's preference pairs)."""
 
     def prepare(self, model: torch.nn.Module, options: BaseModel) -> torch.nn.Module:
         """Wrap/modify a freshly loaded base so exactly the method's parameters require grad."""
@@ -42,23 +80,74 @@ class Method(Protocol):
         """Copy weights saved by :meth:`save` into a model built by :meth:`prepare` (for resume)."""
 
     def merge(self, model: torch.nn.Module) -> torch.nn.Module:
-        """A plain base model with the trained weights folded in (only when ``mergeable``)."""
+        """A plain base model with the trained weights folded in; raises ``merge_refusal`` when it cannot."""
 
-    # Optional: ``objective(options) -> Objective`` (see tailored.methods.objective) for a method that
-    # trains towards another goal than the next-token loss on labelled tokens (DPO's preference pairs).
-    # It then encodes, batches and scores the data itself; the loop calls it without knowing the method.
+
+def refuse_merge(method: str, why: str) -> TailoredError:
+    return TailoredError(
+        f"{method} cannot be merged into the base: {why}",
+        hint=f"serve or export the run folder as it is ({method} weights are loaded on top of the base by "
+             "method.load / `tailored chat RUN`); train with --method lora if you need one merged model",
+    )
+
+
+class MethodBase:
+    """The contract's defaults: full-precision base, served standalone, mergeable, token-loss objective."""
+
+    merge_refusal: ClassVar[str | None] = None
+    weights_format: ClassVar[WeightsFormat] = "custom"
+
+    @property
+    def mergeable(self) -> bool:
+        return self.merge_refusal is None
+
+    def quantization(self, options: BaseModel) -> str | None:
+        return None
+
+    def base_load_kwargs(self, options: BaseModel, device: str) -> dict[str, Any]:
+        return {}
+
+    def serving(self, options: BaseModel) -> Serving:
+        return Serving("standalone")
+
+    def objective(self, options: BaseModel) -> Any:
+        return None
+
+    def merge(self, model: torch.nn.Module) -> torch.nn.Module:
+        raise refuse_merge(self.name, self.merge_refusal or "it defines no merge")  # type: ignore[attr-defined]
 
 
 _REGISTRY: dict[str, Method] = {}
 
 
 def register(method: Method) -> Method:
-    """Add a method; names must be unique and lower-case, options must not clash with other settings."""
-    name = method.name
+    """Add a method after checking it against the contract.
+
+    Names must be unique and lower-case, options must not clash with other settings, and the declared
+    answers (serving, merge, weights format) must be consistent for the default options.
+    """
+    name = getattr(method, "name", None)
+    if not isinstance(method, Method):
+        missing = [a for a in _CONTRACT if not hasattr(method, a)]
+        raise ValueError(f"method {name!r} does not implement the method contract (missing {', '.join(missing)}); "
+                         "subclass tailored.methods.base.MethodBase")
     if name in _REGISTRY:
         raise ValueError(f"method {name!r} is registered twice")
     if name != name.lower() or not name.replace("_", "").isalnum():
         raise ValueError(f"method name {name!r} must be lower-case letters, digits and '_'")
+    if not (isinstance(method.Options, type) and issubclass(method.Options, BaseModel)):
+        raise ValueError(f"method {name!r}: Options must be a pydantic model")
+    if method.weights_format not in get_args(WeightsFormat):
+        raise ValueError(f"method {name!r}: weights_format must be one of {get_args(WeightsFormat)}")
+    if not method.base_learning_rate > 0:
+        raise ValueError(f"method {name!r}: base_learning_rate must be positive")
+    serving = method.serving(method.Options())
+    if not isinstance(serving, Serving) or serving.mode not in get_args(ServingMode):
+        raise ValueError(f"method {name!r}: serving() must return a Serving")
+    if serving.mode == "unservable" and not serving.reason:
+        raise ValueError(f"method {name!r}: an unservable method must say why (Serving.reason)")
+    if serving.mode == "shared_lora" and method.weights_format != "peft":
+        raise ValueError(f"method {name!r}: shared-base LoRA serving needs peft weights")
     from tailored.config.schema import TrainConfig
 
     clash = set(method.Options.model_fields) & set(TrainConfig.model_fields)
@@ -66,6 +155,10 @@ def register(method: Method) -> Method:
         raise ValueError(f"method {name!r}: option(s) {sorted(clash)} clash with general settings")
     _REGISTRY[name] = method
     return method
+
+
+_CONTRACT = ("name", "summary", "when", "base_learning_rate", "Options", "merge_refusal", "weights_format", "mergeable",
+             "quantization", "base_load_kwargs", "serving", "objective", "prepare", "save", "load", "load_state", "merge")
 
 
 def method_names() -> list[str]:
@@ -76,12 +169,14 @@ def get_method(name: str) -> Method:
     try:
         return _REGISTRY[name]
     except KeyError:
-        raise ConfigError(f"method {name!r} is not known", hint=f"choose one of: {', '.join(_REGISTRY)}") from None
+        close = difflib.get_close_matches(str(name), list(_REGISTRY), n=1)
+        raise ConfigError(f"method {name!r} is not known" + (f" (did you mean {close[0]!r}?)" if close else ""),
+                          hint=f"choose one of: {', '.join(_REGISTRY)}") from None
 
 
-def method_fields() -> dict[str, set[str]]:
-    """Each method's flat option names (used to route YAML/CLI settings to the right method)."""
-    return {name: set(m.Options.model_fields) for name, m in _REGISTRY.items()}
+def method_options() -> dict[str, type[BaseModel]]:
+    """Each method's options model (the config layer routes and validates flat settings with them)."""
+    return {name: m.Options for name, m in _REGISTRY.items()}
 
 
 def parse_options(method: Method, options: dict[str, Any]) -> BaseModel:

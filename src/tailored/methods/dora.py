@@ -15,7 +15,6 @@ class Dora(PeftMethod):
     name: ClassVar[str] = "dora"
     summary: ClassVar[str] = "LoRA on each weight's direction plus one magnitude per output row; base frozen"
     when: ClassVar[str] = "LoRA quality is not quite enough at low rank; costs ~1.5-2x LoRA's step time"
-    mergeable: ClassVar[bool] = True
     base_learning_rate: ClassVar[float] = 2e-4
     Options: ClassVar[type[BaseModel]] = LoraOptions  # same settings, same meanings as LoRA
 

@@ -31,7 +31,7 @@ from tailored.data.tokenize import (
     encode_example,
 )
 from tailored.errors import DataError
-from tailored.methods.base import register
+from tailored.methods.base import Serving, register
 from tailored.methods.lora import LoraOptions, lora_config
 from tailored.methods.objective import ObjectiveLoss
 from tailored.methods.peft_common import PeftMethod
@@ -157,9 +157,11 @@ class Dpo(PeftMethod):
     name: ClassVar[str] = "dpo"
     summary: ClassVar[str] = "LoRA trained on preference pairs with the DPO loss (reference = base, adapters off)"
     when: ClassVar[str] = "you have pairs of better/worse answers (after SFT), to steer tone, safety or format"
-    mergeable: ClassVar[bool] = True
     base_learning_rate: ClassVar[float] = 5e-5
     Options: ClassVar[type[BaseModel]] = DpoOptions
+
+    def serving(self, options: BaseModel) -> Serving:
+        return Serving("shared_lora")  # a plain LoRA once trained
 
     def objective(self, options: BaseModel) -> DpoObjective:
         return DpoObjective(beta=options.dpo_beta)  # type: ignore[attr-defined]

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from tailored.errors import CheckpointError
-from tailored.methods.base import register
+from tailored.methods.base import MethodBase, register
 
 
 class FullOptions(BaseModel):
@@ -25,16 +25,13 @@ def _weights_file(folder: Path) -> Path:
     return path
 
 
-class Full:
+class Full(MethodBase):
     name: ClassVar[str] = "full"
     summary: ClassVar[str] = "every weight of the model"
     when: ClassVar[str] = "lots of data or a big shift in behaviour, and memory for the optimizer state of every weight"
-    mergeable: ClassVar[bool] = True  # nothing to merge: the trained model *is* the result
+    weights_format: ClassVar[str] = "model"  # a complete transformers model folder; nothing to merge
     base_learning_rate: ClassVar[float] = 2e-5
     Options: ClassVar[type[BaseModel]] = FullOptions
-
-    def base_load_kwargs(self, options: BaseModel, device: str) -> dict[str, Any]:
-        return {}
 
     def prepare(self, model: torch.nn.Module, options: BaseModel) -> torch.nn.Module:
         for p in model.parameters():

@@ -31,7 +31,6 @@ class Ia3(PeftMethod):
     name: ClassVar[str] = "ia3"
     summary: ClassVar[str] = "one scaling vector per adapted layer (keys, values, MLP); base frozen"
     when: ClassVar[str] = "the smallest adapters (tens of KB) for many tenants; weaker than LoRA on new skills"
-    mergeable: ClassVar[bool] = True
     base_learning_rate: ClassVar[float] = 3e-3
     Options: ClassVar[type[BaseModel]] = Ia3Options
 

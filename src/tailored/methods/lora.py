@@ -6,7 +6,7 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from tailored.methods.base import register
+from tailored.methods.base import Serving, register
 from tailored.methods.peft_common import PeftMethod
 
 
@@ -41,12 +41,14 @@ class Lora(PeftMethod):
     name: ClassVar[str] = "lora"
     summary: ClassVar[str] = "low-rank update matrices on the linear layers; base frozen"
     when: ClassVar[str] = "the default: most of full fine-tuning's quality at ~1-2% of the trainable weights"
-    mergeable: ClassVar[bool] = True
     base_learning_rate: ClassVar[float] = 2e-4
     Options: ClassVar[type[BaseModel]] = LoraOptions
 
     def peft_config(self, options: BaseModel) -> Any:
         return lora_config(options)  # type: ignore[arg-type]
+
+    def serving(self, options: BaseModel) -> Serving:
+        return Serving("shared_lora")
 
 
 register(Lora())

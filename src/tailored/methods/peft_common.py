@@ -13,18 +13,16 @@ import torch
 from pydantic import BaseModel
 
 from tailored.errors import CheckpointError
+from tailored.methods.base import MethodBase, refuse_merge
 
 
-class PeftMethod:
-    """Mixin-free helper: methods hold one of these and delegate the file handling to it."""
+class PeftMethod(MethodBase):
+    """The contract for peft-backed methods: a peft adapter folder, merged with ``merge_and_unload``."""
 
-    mergeable = True
+    weights_format = "peft"
 
     def peft_config(self, options: BaseModel) -> Any:  # pragma: no cover - each method overrides
         raise NotImplementedError
-
-    def base_load_kwargs(self, options: BaseModel, device: str) -> dict[str, Any]:
-        return {}
 
     def prepare(self, model: torch.nn.Module, options: BaseModel) -> torch.nn.Module:
         from peft import get_peft_model
@@ -56,4 +54,6 @@ class PeftMethod:
             raise CheckpointError(f"{path}: unexpected weights {unexpected[:3]}", hint="the checkpoint belongs to another method or config")
 
     def merge(self, model: torch.nn.Module) -> torch.nn.Module:
+        if self.merge_refusal:
+            raise refuse_merge(self.name, self.merge_refusal)  # type: ignore[attr-defined]
         return model.merge_and_unload()

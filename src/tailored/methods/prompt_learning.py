@@ -15,21 +15,17 @@ from typing import Any, ClassVar, Literal
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from tailored.errors import CheckpointError, TailoredError
-from tailored.methods.base import register
+from tailored.errors import CheckpointError
+from tailored.methods.base import Serving, register
 from tailored.methods.peft_common import PeftMethod
 
 
-def refuse_merge(method: str, why: str) -> TailoredError:
-    return TailoredError(
-        f"{method} cannot be merged into the base: {why}",
-        hint=f"serve or export the run folder as it is ({method} weights are loaded on top of the base by "
-             "method.load / `tailored chat RUN`); train with --method lora if you need one merged model",
-    )
-
-
 class PromptLearning(PeftMethod):
-    """What prefix and prompt tuning share: resume by copying the virtual tokens in, and no merge."""
+    """What prefix and prompt tuning share: resume by copying the virtual tokens in, no merge, not served."""
+
+    def serving(self, options: BaseModel) -> Serving:
+        return Serving("unservable", f"{self.name} (prompt learning) adds virtual tokens, which the server's KV-cache "  # type: ignore[attr-defined]
+                                     "decoder does not support; use `tailored chat RUN` instead")
 
     def load_state(self, model: torch.nn.Module, folder: Path) -> None:
         # peft stores the virtual tokens as one tensor, ``prompt_embeddings``, and loads it into the prompt
@@ -71,7 +67,7 @@ class Prefix(PromptLearning):
     name: ClassVar[str] = "prefix"
     summary: ClassVar[str] = "trained key/value vectors prepended in every attention layer"
     when: ClassVar[str] = "steering style/format with tiny adapters and no change to the base; weak on new knowledge"
-    mergeable: ClassVar[bool] = False
+    merge_refusal: ClassVar[str | None] = "its trained key/value vectors are extra attention positions, not a weight change"
     base_learning_rate: ClassVar[float] = 1e-2
     Options: ClassVar[type[BaseModel]] = PrefixOptions
 
@@ -81,15 +77,12 @@ class Prefix(PromptLearning):
         return PrefixTuningConfig(task_type=TaskType.CAUSAL_LM, num_virtual_tokens=options.num_virtual_tokens,  # type: ignore[attr-defined]
                                   prefix_projection=options.prefix_projection)  # type: ignore[attr-defined]
 
-    def merge(self, model: torch.nn.Module) -> torch.nn.Module:
-        raise refuse_merge(self.name, "its trained key/value vectors are extra attention positions, not a weight change")
-
 
 class Prompt(PromptLearning):
     name: ClassVar[str] = "prompt"
     summary: ClassVar[str] = "a trained soft prompt (input embeddings) prepended to every input"
     when: ClassVar[str] = "the fewest trainable weights of all; needs larger models or more steps to work well"
-    mergeable: ClassVar[bool] = False
+    merge_refusal: ClassVar[str | None] = "its soft prompt is extra input embeddings, not a weight change"
     base_learning_rate: ClassVar[float] = 3e-2
     Options: ClassVar[type[BaseModel]] = PromptOptions
 
@@ -99,9 +92,6 @@ class Prompt(PromptLearning):
         init = PromptTuningInit.SAMPLE_VOCAB if options.prompt_init == "sample_vocab" else PromptTuningInit.RANDOM  # type: ignore[attr-defined]
         return PromptTuningConfig(task_type=TaskType.CAUSAL_LM, num_virtual_tokens=options.num_virtual_tokens,  # type: ignore[attr-defined]
                                   prompt_tuning_init=init)
-
-    def merge(self, model: torch.nn.Module) -> torch.nn.Module:
-        raise refuse_merge(self.name, "its soft prompt is extra input embeddings, not a weight change")
 
 
 register(Prefix())

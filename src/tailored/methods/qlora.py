@@ -14,7 +14,7 @@ import torch
 from pydantic import BaseModel, Field, field_validator
 
 from tailored.errors import ModelError, TailoredError
-from tailored.methods.base import register
+from tailored.methods.base import Serving, register
 from tailored.methods.lora import LoraOptions, lora_config
 from tailored.methods.peft_common import PeftMethod
 
@@ -57,9 +57,16 @@ class Qlora(PeftMethod):
     name: ClassVar[str] = "qlora"
     summary: ClassVar[str] = "LoRA matrices on a base quantized to 4-bit NF4 (bitsandbytes)"
     when: ClassVar[str] = "the base does not fit in memory in 16/32-bit; not faster on CPU, only smaller"
-    mergeable: ClassVar[bool] = True  # into an unquantized copy of the base, never into the quantized one
     base_learning_rate: ClassVar[float] = 2e-4
     Options: ClassVar[type[BaseModel]] = QloraOptions
+
+    # Mergeable into an unquantized copy of the base, never into the quantized one (see merge).
+
+    def quantization(self, options: BaseModel) -> str | None:
+        return "8-bit" if options.quant_bits == 8 else f"4-bit {options.quant_type}"  # type: ignore[attr-defined]
+
+    def serving(self, options: BaseModel) -> Serving:
+        return Serving("standalone", "served as trained: alone, on its quantized base")
 
     def base_load_kwargs(self, options: BaseModel, device: str) -> dict[str, Any]:
         try:

@@ -1,6 +1,8 @@
-"""Load what a run folder describes: its base model with the trained weights attached.
+"""Load what a run folder describes: its base model, its tokenizer as trained, the trained weights attached.
 
-Everything needed is read from ``manifest.json``; nothing is asked again.
+Everything needed is read from the manifest (:class:`~tailored.config.manifest.RunFolder`); nothing is
+asked again. Every layer that needs a run's tokenizer calls :func:`run_tokenizer`, so the chat
+template of training is the one used everywhere after it.
 """
 
 from __future__ import annotations
@@ -10,52 +12,44 @@ from typing import Any
 
 import torch
 
-from tailored.config.manifest import read_manifest
-from tailored.errors import CheckpointError
-from tailored.methods.base import get_method, parse_options
+from tailored.config.manifest import Manifest, RunFolder
+from tailored.methods.base import Method, get_method, parse_options
 from tailored.models.load import load_model, load_tokenizer, local_folder
 
 
-def read_run(run_dir: str | Path) -> dict[str, Any]:
-    return read_manifest(run_dir)
-
-
-def weights_folder(run_dir: Path, which: str = "final") -> Path:
-    """``adapter`` (final), ``best``, or a checkpoint name (``step-000050``)."""
-    if which == "final":
-        path = run_dir / "adapter"
-    elif which == "best":
-        path = run_dir / "best"
-    else:
-        path = run_dir / "checkpoints" / which / "weights"
-    if not path.is_dir():
-        raise CheckpointError(f"{path} does not exist", hint="did the run finish? `tailored train --resume` continues it")
-    return path
-
-
-def base_folder(manifest: dict[str, Any]) -> Path:
+def base_folder(manifest: Manifest) -> Path:
     """The base model's local folder, re-created from the recorded spec if the cache was cleared."""
-    path = Path(manifest["base_model"]["path"])
-    return path if (path / "config.json").is_file() else local_folder(manifest["base_model"]["spec"])
+    path = Path(manifest.base_model.path)
+    return path if (path / "config.json").is_file() else local_folder(manifest.base_model.spec)
+
+
+def run_method(manifest: Manifest) -> tuple[Method, Any]:
+    """The run's method and its validated options."""
+    method = get_method(manifest.method.name)
+    return method, parse_options(method, manifest.method.options)
+
+
+def run_tokenizer(run: RunFolder, manifest: Manifest | None = None) -> Any:
+    """The run's tokenizer with the chat template it was trained with (always that one)."""
+    manifest = manifest or run.read()
+    tokenizer = load_tokenizer(run.tokenizer if run.tokenizer.is_dir() else base_folder(manifest))
+    if manifest.chat_template:
+        tokenizer.chat_template = manifest.chat_template
+    return tokenizer
 
 
 def load_run(run_dir: str | Path, *, which: str = "final", dtype: torch.dtype | None = None, device: str = "cpu",
-             for_merge: bool = False) -> tuple[torch.nn.Module, Any, dict[str, Any]]:
+             for_merge: bool = False) -> tuple[torch.nn.Module, Any, Manifest]:
     """(model, tokenizer, manifest) for a run folder, ready for generation.
 
     ``for_merge`` loads the base unquantized even when training used a quantized base, so merges are
     never done into quantized weights.
     """
-    run_dir = Path(run_dir)
-    manifest = read_run(run_dir)
-    method = get_method(manifest["method"]["name"])
-    options = parse_options(method, manifest["method"]["options"])
+    run = RunFolder(run_dir)
+    manifest = run.read()
+    method, options = run_method(manifest)
     load_kwargs = {} if for_merge else method.base_load_kwargs(options, device)
     base = load_model(base_folder(manifest), dtype=dtype, device=device, **load_kwargs)
-    model = method.load(base, weights_folder(run_dir, which), trainable=False)
+    model = method.load(base, run.weights(which), trainable=False)
     model.eval()
-    tok_dir = run_dir / "tokenizer"
-    tokenizer = load_tokenizer(tok_dir if tok_dir.is_dir() else base_folder(manifest))
-    if manifest.get("chat_template"):
-        tokenizer.chat_template = manifest["chat_template"]  # the training template, always
-    return model, tokenizer, manifest
+    return model, run_tokenizer(run, manifest), manifest

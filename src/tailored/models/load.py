@@ -8,28 +8,16 @@ loads take about a second instead of ~40 s. Weights are only ever read from safe
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
-import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from tailored.config.files import atomic_folder, file_sha256, folder_sha256
 from tailored.errors import ModelError
 from tailored.models.registry import ModelSource, is_offline, resolve_model, tailored_home
-
-
-def file_sha256(path: str | Path, chunk: int = 1 << 22) -> str:
-    """sha256 of a file, read in chunks (data files, GGUF files, exported weights)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def content_hash(folder: Path) -> str:
@@ -39,20 +27,14 @@ def content_hash(folder: Path) -> str:
         recorded = json.loads(marker.read_text()).get("content_hash")
         if recorded:
             return recorded
-    h = hashlib.sha256()
-    for f in sorted(folder.glob("*.safetensors")):
-        h.update(f.name.encode())
-        h.update(file_sha256(f).encode())
-    return h.hexdigest()
+    return folder_sha256(folder)
 
 
 def _convert_gguf(gguf: Path, target: Path) -> None:
     """Dequantize ``gguf`` with transformers and save it as safetensors into ``target`` atomically."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    try:
+    with atomic_folder(target, keep_existing=True) as tmp:  # another process may win the race: keep theirs
         start = time.time()
         tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
         model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
@@ -75,13 +57,6 @@ def _convert_gguf(gguf: Path, target: Path) -> None:
                 indent=2,
             )
         )
-        if target.exists():  # another process won the race; keep theirs
-            shutil.rmtree(tmp, ignore_errors=True)
-            return
-        os.replace(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def local_folder(source: ModelSource | str | None = None) -> Path:
@@ -139,8 +114,3 @@ def load_model(folder: str | Path, *, dtype: torch.dtype | None = None, device: 
         model.to(device)
     return model
 
-
-def load_base(spec: str | None = None, **kwargs: Any) -> tuple[torch.nn.Module, Any, Path]:
-    """Model, tokenizer and local folder for a ``--model`` value."""
-    folder = local_folder(spec)
-    return load_model(folder, **kwargs), load_tokenizer(folder), folder

@@ -22,8 +22,10 @@ from typing import Any
 
 import torch
 
+from tailored.config.manifest import RunFolder
 from tailored.errors import TailoredError
 from tailored.eval.generate import ChatModel
+from tailored.methods.runs import run_tokenizer
 from tailored.models.load import load_model, load_tokenizer
 from tailored.serve.decode import Row, Sampling, TextStream, run_batch
 from tailored.serve.lora_bank import LoraBank
@@ -107,12 +109,9 @@ class Engine:
         with self._chat_lock:
             if entry.id not in self._chats:
                 tokenizer = self.base_tokenizer
-                if entry.run_dir is not None:
-                    tok_dir = entry.run_dir / "tokenizer"
-                    tokenizer = load_tokenizer(tok_dir if tok_dir.is_dir() else self.registry.base_folder)
-                    if entry.manifest.get("chat_template"):
-                        tokenizer.chat_template = entry.manifest["chat_template"]  # the training template, always
-                self._chats[entry.id] = ChatModel(self.base_model, tokenizer, entry.manifest or None, name=entry.id)
+                if entry.run_dir is not None:  # the run's tokenizer with its training template, always
+                    tokenizer = run_tokenizer(RunFolder(entry.run_dir), entry.manifest)
+                self._chats[entry.id] = ChatModel(self.base_model, tokenizer, entry.manifest, name=entry.id)
             return self._chats[entry.id]
 
     def prepare(self, entry: Entry, messages: list[dict[str, Any]], sampling: Sampling, n: int,
@@ -271,7 +270,7 @@ class Engine:
             self._resident.move_to_end(name)
             return
         start = time.monotonic()
-        self.bank.load(name, entry.run_dir / "adapter")  # type: ignore[operator]
+        self.bank.load(name, RunFolder(entry.run_dir).final)  # type: ignore[arg-type]
         self._resident[name] = None
         log.info("loaded adapter %s (%s) in %.2fs", entry.id, name, time.monotonic() - start)
         for old in list(self._resident):

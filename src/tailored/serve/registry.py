@@ -8,19 +8,23 @@ fine-tune also answers to its run folder's name. Nothing here loads weights; the
 
 from __future__ import annotations
 
-import hashlib
 import json
+import logging
 import re
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tailored.config.files import folder_sha256
+from tailored.config.manifest import Manifest, RunFolder
 from tailored.errors import TailoredError
+from tailored.methods.runs import run_method
 from tailored.serve.lora_bank import BASE, plain_lora_problem
 
 BASE_ADAPTER = BASE
+log = logging.getLogger(__name__)
 
 
 class UnknownModel(TailoredError):
@@ -35,21 +39,15 @@ def sanitise(name: str) -> str:
 
 
 def weights_hash(folder: Path) -> str:
-    """8 hex digits identifying the weight files of ``folder`` (names, sizes and contents)."""
-    h = hashlib.sha256()
-    for f in sorted(folder.glob("*.safetensors")):
-        h.update(f.name.encode())
-        with open(f, "rb") as fh:
-            while block := fh.read(1 << 22):
-                h.update(block)
-    return h.hexdigest()[:8]
+    """8 hex digits identifying the weight files of ``folder`` (names and contents)."""
+    return folder_sha256(folder)[:8]
 
 
 @dataclass
 class Entry:
     """One servable model.
 
-    ``kind`` is ``base`` (the shared base), ``adapter`` (a plain LoRA run served on the shared base,
+    ``kind`` is ``base`` (the shared base), ``adapter`` (a run its method serves as a shared-base LoRA,
     batched with other adapters) or ``standalone`` (any other run: loaded on its own with
     :func:`tailored.methods.runs.load_run`).
     """
@@ -58,7 +56,7 @@ class Entry:
     kind: str
     created: int
     run_dir: Path | None = None
-    manifest: dict[str, Any] = field(default_factory=dict)
+    manifest: Manifest | None = None
     aliases: tuple[str, ...] = ()
     adapter_name: str = BASE_ADAPTER  # the engine's key for the adapter
     unsupported: str | None = None  # why this run cannot be served, shown on use
@@ -69,17 +67,17 @@ class Entry:
         return "shared" if self.kind in ("base", "adapter") else self.id
 
 
-def _adapter_config(run_dir: Path) -> dict[str, Any]:
-    path = run_dir / "adapter" / "adapter_config.json"
+def _adapter_config(run: RunFolder) -> dict[str, Any]:
+    path = run.final / "adapter_config.json"
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
-def _base_matches(manifest: dict[str, Any], base_folder: Path, base_hash: str) -> bool:
-    recorded = manifest.get("base_model") or {}
-    if recorded.get("content_hash") and recorded["content_hash"] == base_hash:
+def _base_matches(manifest: Manifest, base_folder: Path, base_hash: str) -> bool:
+    recorded = manifest.base_model
+    if recorded.content_hash and recorded.content_hash == base_hash:
         return True
     try:
-        return Path(recorded.get("path", "")).resolve() == base_folder.resolve()
+        return Path(recorded.path).resolve() == base_folder.resolve()
     except OSError:
         return False
 
@@ -102,47 +100,51 @@ class Registry:
         self.base = Entry(self.base_name, "base", int(time.time()), aliases=tuple(a for a in base_aliases if a))
         self._entries: dict[str, Entry] = {}
         self._by_dir: dict[tuple[str, float], Entry] = {}
+        self._refused: set[tuple[str, float]] = set()
         self._lock = threading.Lock()
         self.rescan()
 
     def rescan(self) -> None:
         """Look for run folders again; finished runs appear, deleted ones disappear."""
-        from tailored.train.manifest import is_run_dir
-
         found: list[Path] = []
         for root in self.runs:
-            if is_run_dir(root):
+            if RunFolder(root).exists():
                 found.append(root)
             elif root.is_dir():
-                found.extend(sorted(p for p in root.iterdir() if p.is_dir() and is_run_dir(p)))
+                found.extend(sorted(p for p in root.iterdir() if p.is_dir() and RunFolder(p).exists()))
         entries = [self._entry(p) for p in found]
         with self._lock:
             self._entries = {e.id: e for e in entries if e is not None}
 
     def _entry(self, run_dir: Path) -> Entry | None:
-        weights = run_dir / "adapter"
+        run = RunFolder(run_dir)
+        weights = run.final
         if not weights.is_dir():  # still training (or failed): not servable yet
             return None
         key = (str(run_dir.resolve()), weights.stat().st_mtime)
         if key in self._by_dir:
             return self._by_dir[key]
-        from tailored.methods.runs import read_run
-
-        manifest = read_run(run_dir)
+        try:
+            manifest = run.read()
+            method, options = run_method(manifest)
+        except TailoredError as exc:  # a damaged manifest or a method this install lacks: not served, said once
+            if key not in self._refused:
+                self._refused.add(key)
+                log.warning("not serving %s: %s", run_dir, exc)
+            return None
+        serving = method.serving(options)
         short = weights_hash(weights)
-        cfg = _adapter_config(run_dir)
         matches = _base_matches(manifest, self.base_folder, self.base_hash)
-        lora = bool(cfg) and plain_lora_problem(cfg) is None
-        # a LoRA trained on a quantized base (QLoRA) is served as trained: on its quantized base, alone
-        kind = "adapter" if lora and matches and not _quantized_base(manifest) else "standalone"
-        base = self.base_name if matches else sanitise((manifest.get("base_model") or {}).get("name") or "base")
+        # the method says how its runs are served; the bank still checks that the adapter is plain LoRA
+        shared = serving.mode == "shared_lora" and matches and plain_lora_problem(_adapter_config(run)) is None
+        base = self.base_name if matches else sanitise(manifest.base_model.name or "base")
         entry = Entry(
-            id=f"ft:{base}:{sanitise(run_dir.name)}:{short}", kind=kind, created=int(weights.stat().st_mtime),
-            run_dir=run_dir, manifest=manifest, aliases=(run_dir.name,), adapter_name=f"ft_{short}",
+            id=f"ft:{base}:{sanitise(run_dir.name)}:{short}", kind="adapter" if shared else "standalone",
+            created=int(weights.stat().st_mtime), run_dir=run_dir, manifest=manifest, aliases=(run_dir.name,),
+            adapter_name=f"ft_{short}",
         )
-        if _is_prompt_learning(cfg):
-            entry.unsupported = (f"run {run_dir.name} uses {manifest['method']['name']} (prompt learning), which the "
-                                 f"server's KV-cache decoder does not support; use `tailored chat {run_dir}` instead")
+        if serving.mode == "unservable":
+            entry.unsupported = f"run {run_dir.name}: {serving.reason}".replace("RUN", str(run_dir))
         self._by_dir[key] = entry
         return entry
 
@@ -178,19 +180,3 @@ class Registry:
                     return e
         return None
 
-
-def _quantized_base(manifest: dict[str, Any]) -> bool:
-    """Whether the run's method loads its base quantized (then its outputs depend on that quantization)."""
-    from tailored.methods.base import get_method, parse_options
-
-    method = manifest.get("method") or {}
-    try:
-        m = get_method(method.get("name", ""))
-        return bool(m.base_load_kwargs(parse_options(m, method.get("options") or {}), "cpu"))
-    except TailoredError:  # unknown method or missing backend: judge by name
-        return method.get("name") == "qlora"
-
-
-def _is_prompt_learning(cfg: dict[str, Any]) -> bool:
-    return cfg.get("peft_type") in ("PREFIX_TUNING", "PROMPT_TUNING", "P_TUNING", "MULTITASK_PROMPT_TUNING",
-                                    "ADAPTION_PROMPT", "CPT")

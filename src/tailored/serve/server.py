@@ -23,14 +23,13 @@ class Built:
 
 def _default_base(runs: list[Path]) -> str:
     """The base of the first run found under ``runs``, else the embedded model."""
-    from tailored.train.manifest import is_run_dir, read_manifest
+    from tailored.config.manifest import RunFolder, is_run_dir
 
     for root in runs:
         candidates = [root] if is_run_dir(root) else sorted(p for p in root.iterdir() if is_run_dir(p)) if root.is_dir() else []
         for run in candidates:
-            base = read_manifest(run).get("base_model") or {}
-            path = base.get("path")
-            return path if path and (Path(path) / "config.json").is_file() else base.get("spec") or "smollm2"
+            base = RunFolder(run).read().base_model
+            return base.path if (Path(base.path) / "config.json").is_file() else base.spec
     return "smollm2"
 
 

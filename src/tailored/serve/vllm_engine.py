@@ -13,8 +13,10 @@ import itertools
 import threading
 from typing import Any
 
+from tailored.config.manifest import RunFolder
 from tailored.errors import ModelError
 from tailored.eval.generate import ChatModel
+from tailored.methods.runs import run_tokenizer
 from tailored.models.load import load_tokenizer
 from tailored.serve.engine import BadRequest, GenRequest
 from tailored.serve.registry import Entry, Registry
@@ -55,10 +57,9 @@ class VllmEngine:
             raise BadRequest(f"{entry.id} is not a LoRA run on the served base; --engine vllm serves LoRA adapters only",
                              param="model", code="model_not_supported")
         tokenizer = self.tokenizer
-        if entry.run_dir is not None and entry.manifest.get("chat_template"):
-            tokenizer = load_tokenizer(entry.run_dir / "tokenizer")
-            tokenizer.chat_template = entry.manifest["chat_template"]
-        chat = ChatModel(_NoModel(), tokenizer, entry.manifest or None, name=entry.id)
+        if entry.run_dir is not None:  # the run's tokenizer with its training template, always
+            tokenizer = run_tokenizer(RunFolder(entry.run_dir), entry.manifest)
+        chat = ChatModel(_NoModel(), tokenizer, entry.manifest, name=entry.id)
         sampling.max_tokens = min(sampling.max_tokens or self.settings.max_tokens, self.settings.max_tokens)
         return GenRequest(entry, chat.prompt_ids(messages), sampling, n, on_event, chat, remaining=n)
 
@@ -76,7 +77,7 @@ class VllmEngine:
         lora = None
         if req.entry.kind == "adapter":
             lid = self._lora_ids.setdefault(req.entry.id, next(self._ids))
-            lora = LoRARequest(req.entry.adapter_name, lid, str(req.entry.run_dir / "adapter"))  # type: ignore[operator]
+            lora = LoRARequest(req.entry.adapter_name, lid, str(RunFolder(req.entry.run_dir).final))  # type: ignore[arg-type]
         sent = [0] * req.n
         try:
             final = None

@@ -1,4 +1,4 @@
-"""Atomic checkpoints and the run manifest.
+"""Atomic checkpoints.
 
 A checkpoint folder holds the method's trainable weights (written by the method itself), the
 optimizer and scheduler state, the RNG states and the data position. Tensors go to safetensors and
@@ -9,28 +9,18 @@ folder and renamed into place, so a killed process never leaves a half checkpoin
 from __future__ import annotations
 
 import json
-import os
 import random
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
 from safetensors.torch import load_file, save_file
 
+from tailored.config.files import atomic_folder, write_json
 from tailored.errors import CheckpointError
 
 STATE_FILE = "trainer_state.json"
-
-
-def write_json(path: Path, data: Any) -> None:
-    """Write JSON atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f, indent=2, default=str)
-    os.replace(tmp, path)
 
 
 def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -65,9 +55,7 @@ def save_checkpoint(
     state: dict[str, Any],
 ) -> Path:
     """Write a complete checkpoint to ``folder`` atomically and return it."""
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-    try:
+    with atomic_folder(folder) as tmp:
         save_weights(tmp / "weights")
         tensors, meta = _optimizer_tensors(optimizer)
         save_file(tensors, str(tmp / "optimizer.safetensors"))
@@ -79,12 +67,6 @@ def save_checkpoint(
         full_state = dict(state, optimizer=meta, scheduler=scheduler.state_dict(),
                           python_rng=[py_state[0], list(py_state[1]), py_state[2]])
         write_json(tmp / STATE_FILE, full_state)
-        if folder.exists():
-            shutil.rmtree(folder)
-        os.replace(tmp, folder)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return folder
 
 

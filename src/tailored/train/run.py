@@ -15,44 +15,40 @@ from typing import Any, Callable
 import torch
 
 from tailored.config import TrainConfig, dump_yaml, load_train_config
+from tailored.config.files import atomic_write, file_sha256
+from tailored.config.manifest import (BaseModelRecord, DataFileRecord, DataRecord, Environment, Manifest, MethodRecord,
+                                      ParameterCounts, RunFolder, RunMetrics, versions)
 from tailored.data.check import check_file
-from tailored.data.tokenize import encode_all, stop_token_ids
+from tailored.data.stops import stop_token_ids
+from tailored.data.tokenize import encode_all
 from tailored.errors import CheckpointError, DataError
-from tailored.methods import get_method, method_fields
+from tailored.methods import get_method, method_options
 from tailored.methods.base import count_parameters, parse_options
 from tailored.models.load import content_hash, load_model, load_tokenizer, local_folder
 from tailored.models.registry import resolve_model
 from tailored.train.checkpoint import load_checkpoint
 from tailored.train.hparams import resolve
 from tailored.train.loop import LoopResult, latest_checkpoint, lr_lambda, train_loop
-from tailored.train.manifest import file_sha256, read_manifest, versions, write_manifest
 
 
 @dataclass
 class RunResult:
     run_dir: Path
     metrics: dict[str, Any]
-    manifest: dict[str, Any]
+    manifest: Manifest
     loop: LoopResult
 
 
-# Checks run after every completed training run, provided by higher layers so train never imports
-# them: registered with add_post_train_hook, or declared as entry points of the group
-# "tailored.post_train" (pyproject.toml; eval's red-flag check is one). A hook gets (RunResult,
-# TrainConfig); its errors are reported, never raised: a finished run is never lost to a failed check.
-POST_TRAIN_HOOKS: list[Callable[[RunResult, TrainConfig], None]] = []
-
-
-def add_post_train_hook(hook: Callable[[RunResult, TrainConfig], None]) -> None:
-    if hook not in POST_TRAIN_HOOKS:
-        POST_TRAIN_HOOKS.append(hook)
-
-
 def post_train_hooks(say: Callable[..., None] = print) -> list[Callable[[RunResult, TrainConfig], None]]:
-    """Registered hooks plus the ``tailored.post_train`` entry points, each once."""
+    """The checks run after every completed training run: the ``tailored.post_train`` entry points.
+
+    Higher layers provide them so train never imports them (eval's red-flag check is one, declared in
+    pyproject.toml). A hook gets (RunResult, TrainConfig); its errors are reported, never raised: a
+    finished run is never lost to a failed check.
+    """
     from importlib.metadata import entry_points
 
-    hooks = list(POST_TRAIN_HOOKS)
+    hooks: list[Callable[[RunResult, TrainConfig], None]] = []
     for ep in entry_points(group="tailored.post_train"):
         try:
             hook = ep.load()
@@ -103,12 +99,12 @@ def _accelerator(cfg: TrainConfig) -> Any:
 
 def _resume_config(settings: dict[str, Any]) -> TrainConfig:
     out = settings.get("output")
-    if not out or not (Path(out) / "config.yaml").is_file():
+    if not out or not RunFolder(out).config_file.is_file():
         raise CheckpointError(
             "--resume needs --output pointing at an existing run folder (with config.yaml)",
             hint="pass the run folder printed by the interrupted `tailored train`",
         )
-    return load_train_config({"output": out}, yaml_path=Path(out) / "config.yaml", method_fields=method_fields())
+    return load_train_config({"output": out}, yaml_path=RunFolder(out).config_file, methods=method_options())
 
 
 def train(config: TrainConfig | None = None, *, config_file: str | None = None, resume: bool = False, **settings: Any) -> RunResult:
@@ -128,7 +124,7 @@ def train(config: TrainConfig | None = None, *, config_file: str | None = None, 
         CheckpointError: ``resume`` without a usable run folder.
     """
     if config is None:
-        config = _resume_config(settings) if resume else load_train_config(settings, yaml_path=config_file, method_fields=method_fields())
+        config = _resume_config(settings) if resume else load_train_config(settings, yaml_path=config_file, methods=method_options())
     cfg = config
     method = get_method(cfg.method)
     options = parse_options(method, cfg.method_options)
@@ -144,7 +140,7 @@ def train(config: TrainConfig | None = None, *, config_file: str | None = None, 
     report, val_examples = _read_data(cfg, tokenizer)
     # A method may train towards another goal than the token loss (DPO's preference pairs): it then encodes,
     # batches and scores the data itself (see tailored.methods.objective). No branching on method names.
-    objective = method.objective(options) if hasattr(method, "objective") else None
+    objective = method.objective(options)
     encode = objective.encode if objective is not None else encode_all
     reuse = {} if objective is not None else {"encoded": report.encoded}  # the check already tokenized them
     train_rows, stats = encode(tokenizer, report.examples, max_seq_length=cfg.max_seq_length, overlength=cfg.overlength,
@@ -160,8 +156,9 @@ def train(config: TrainConfig | None = None, *, config_file: str | None = None, 
                  learning_rate_multiplier=cfg.learning_rate_multiplier, base_learning_rate=method.base_learning_rate,
                  max_steps=cfg.max_steps, warmup_ratio=cfg.warmup_ratio, eval_every=cfg.eval_every,
                  save_every=cfg.save_every, world_size=accelerator.num_processes)
-    run_dir = Path(cfg.output or _default_output(cfg))
-    if main and not resume and (run_dir / "manifest.json").exists():
+    run = RunFolder(cfg.output or _default_output(cfg))
+    run_dir = run.path
+    if main and not resume and run.exists():
         raise CheckpointError(f"{run_dir} already holds a run", hint="pass another --output, or --resume to continue it")
 
     torch.manual_seed(cfg.seed)
@@ -189,8 +186,8 @@ def train(config: TrainConfig | None = None, *, config_file: str | None = None, 
 
     start_state: dict[str, Any] = {}
     if resume:
-        old = read_manifest(run_dir)
-        if old["data"]["train"]["sha256"] != manifest["data"]["train"]["sha256"]:
+        old = run.read()
+        if old.data.train.sha256 != manifest.data.train.sha256:
             raise CheckpointError(f"{cfg.data} changed since the run started (hash differs)",
                                   hint="resume needs the same data; start a new run instead")
         ckpt = latest_checkpoint(run_dir)
@@ -198,15 +195,14 @@ def train(config: TrainConfig | None = None, *, config_file: str | None = None, 
             raise CheckpointError(f"{run_dir} has no checkpoint to resume from", hint="start the run again without --resume")
         start_state = load_checkpoint(ckpt, load_weights=lambda p: method.load_state(unwrapped, p),
                                       optimizer=optimizer, scheduler=scheduler)
-        manifest["created"] = old.get("created", manifest["created"])
+        manifest.created = old.created
         say(f"resuming {run_dir} from {ckpt.name}")
         if main:
-            _truncate_metrics(run_dir / "metrics.jsonl", int(start_state["step"]))
+            _truncate_metrics(run.metrics, int(start_state["step"]))
     if main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.yaml").write_text(dump_yaml(resolved_cfg))
-        tokenizer.save_pretrained(str(run_dir / "tokenizer"))
-        write_manifest(run_dir, manifest)
+        atomic_write(run.config_file, dump_yaml(resolved_cfg))
+        tokenizer.save_pretrained(str(run.tokenizer))
+        manifest = run.write(manifest)
         say(f"run folder: {run_dir}")
         say(f"model {source.name} · method {method.name} · trainable {trainable:,} of {total:,} parameters "
             f"({100 * trainable / total:.2f}%)")
@@ -222,13 +218,14 @@ def train(config: TrainConfig | None = None, *, config_file: str | None = None, 
     metrics = {"initial_validation_loss": initial, "train_loss": loop.train_loss, "validation_loss": loop.val_loss, "best_validation_loss": loop.best_val_loss,
                "best_step": loop.best_step, "steps": loop.steps, "seconds": round(loop.seconds, 1),
                "real_tokens": loop.real_tokens, "tokens_per_s": round(loop.real_tokens / max(loop.seconds, 1e-9), 1)}
+    manifest = manifest.model_copy(update={
+        "status": "interrupted" if loop.interrupted else "completed", "metrics": RunMetrics(**metrics),
+        "stopped_early": loop.stopped_early, "best_checkpoint": "best" if loop.best_step else None})
     if main:
         if not loop.interrupted:
-            save_weights(run_dir / "adapter")
-            tokenizer.save_pretrained(str(run_dir / "adapter"))
-        manifest.update(status="interrupted" if loop.interrupted else "completed", metrics=metrics,
-                        stopped_early=loop.stopped_early, best_checkpoint="best" if loop.best_step else None)
-        write_manifest(run_dir, manifest)
+            save_weights(run.final)
+            tokenizer.save_pretrained(str(run.final))
+        manifest = run.write(manifest)
         if loop.interrupted and loop.checkpointed:
             say(f"interrupted at step {loop.steps}; checkpoint saved. Continue with: tailored train --resume --output {run_dir}")
         elif loop.interrupted:
@@ -251,8 +248,8 @@ def _truncate_metrics(path: Path, step: int) -> None:
 
     if not path.is_file():
         return
-    kept = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line).get("step", 0) <= step]
-    path.write_text("".join(line + "\n" for line in kept))
+    kept = [line for line in path.read_text().split("\n") if line.strip() and json.loads(line).get("step", 0) <= step]
+    atomic_write(path, "".join(line + "\n" for line in kept))
 
 
 def _read_data(cfg: TrainConfig, tokenizer: Any) -> tuple[Any, list[Any]]:
@@ -273,30 +270,28 @@ def _read_data(cfg: TrainConfig, tokenizer: Any) -> tuple[Any, list[Any]]:
 
 def _manifest(cfg: TrainConfig, resolved_cfg: TrainConfig, source: Any, folder: Path, method: Any, options: Any, hp: Any,
               tokenizer: Any, report: Any, stats: Any, val_examples: list[Any], train_rows: list[Any], val_rows: list[Any],
-              trainable: int, total: int, accelerator: Any, threads: int) -> dict[str, Any]:
+              trainable: int, total: int, accelerator: Any, threads: int) -> Manifest:
     """What the run folder is: everything export, eval and serve need, so they never ask again."""
-    manifest: dict[str, Any] = {
-        "tailored_manifest": 1,
-        "status": "running",
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "base_model": {"spec": cfg.model, "kind": source.kind, "name": source.name, "path": str(folder),
-                       "content_hash": content_hash(folder)},
-        "method": {"name": method.name, "options": options.model_dump(), "mergeable": method.mergeable,
-                   "weights": "adapter"},
-        "hyperparameters": hp.as_dict(),
-        "config": resolved_cfg.model_dump(),
-        "data": {"train": {"path": str(Path(cfg.data).resolve()), "sha256": file_sha256(cfg.data), "format": report.format,
-                           "examples": len(report.examples), "used": len(train_rows),
-                           "skipped_too_long": [line for line, _ in stats.dropped_too_long],
-                           "truncated": [line for line, _ in stats.truncated]}},
-        "chat_template": tokenizer.chat_template,
-        "eos_token": tokenizer.eos_token,
-        "eos_token_ids": sorted(stop_token_ids(tokenizer)),
-        "parameters": {"trainable": trainable, "total": total},
-        "environment": {"versions": versions(), "device": str(accelerator.device), "processes": accelerator.num_processes,
-                        "threads": threads},
-    }
+    validation = None
     if cfg.validation:
-        manifest["data"]["validation"] = {"path": str(Path(cfg.validation).resolve()), "sha256": file_sha256(cfg.validation),
-                                          "examples": len(val_examples), "used": len(val_rows)}
-    return manifest
+        validation = DataFileRecord(path=str(Path(cfg.validation).resolve()), sha256=file_sha256(cfg.validation),
+                                    examples=len(val_examples), used=len(val_rows))
+    return Manifest(
+        base_model=BaseModelRecord(spec=cfg.model, kind=source.kind, name=source.name, path=str(folder),
+                                   content_hash=content_hash(folder)),
+        method=MethodRecord(name=method.name, options=options.model_dump(), mergeable=method.mergeable),
+        hyperparameters=hp.as_dict(),
+        config=resolved_cfg.model_dump(),
+        data=DataRecord(
+            train=DataFileRecord(path=str(Path(cfg.data).resolve()), sha256=file_sha256(cfg.data), format=report.format,
+                                 examples=len(report.examples), used=len(train_rows),
+                                 skipped_too_long=[line for line, _ in stats.dropped_too_long],
+                                 truncated=[line for line, _ in stats.truncated]),
+            validation=validation),
+        chat_template=tokenizer.chat_template,
+        eos_token=tokenizer.eos_token,
+        eos_token_ids=stop_token_ids(tokenizer),
+        parameters=ParameterCounts(trainable=trainable, total=total),
+        environment=Environment(versions=versions(), device=str(accelerator.device), processes=accelerator.num_processes,
+                                threads=threads),
+    )

@@ -1,15 +1,18 @@
-"""Stop tokens: the ids generation must stop on, so an exported model never runs past its answer.
+"""Stop tokens: the ids generation must stop on, so a trained or exported model never runs past its answer.
 
-A model that "never stops" after export almost always lost its end-of-turn token: the tokenizer's
-``eos_token`` is ``<|endoftext|>`` while the chat template closes assistant turns with ``<|im_end|>``
-(or ``<|eot_id|>``, ``<end_of_turn>`` ...), and the server only stops on the former. We read the
-end-of-turn token off the template itself, by rendering an assistant turn and looking at what follows it.
+A model that "never stops" almost always lost its end-of-turn token: the tokenizer's ``eos_token``
+is ``<|endoftext|>`` while the chat template closes assistant turns with ``<|im_end|>`` (or
+``<|eot_id|>``, ``<end_of_turn>`` ...), and the server only stops on the former. The end-of-turn token
+is read off the template itself, by rendering an assistant turn and looking at what follows it.
+Training records the ids in the manifest; chat, eval, serve and export all call :func:`stop_token_ids`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
+_KNOWN_END_OF_TURN = ("<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|end|>", "</s>", "<|endoftext|>")
 _PROBE = "TAILOREDPROBEANSWER"
 
 
@@ -48,12 +51,23 @@ def end_of_turn_id(tokenizer: Any, chat_template: str | None) -> int | None:
     return None
 
 
-def stop_token_ids(tokenizer: Any, manifest: dict[str, Any]) -> list[int]:
-    """The manifest's ``eos_token_ids`` plus the template's end-of-turn token, sorted, no duplicates."""
-    ids = {int(i) for i in manifest.get("eos_token_ids") or []}
-    if not ids and tokenizer.eos_token_id is not None:
+def stop_token_ids(tokenizer: Any, chat_template: str | None = None, recorded: Iterable[int] = ()) -> list[int]:
+    """Token ids that end an assistant turn, sorted.
+
+    Args:
+        tokenizer: the run's (or model's) tokenizer.
+        chat_template: the template used in training (default: the tokenizer's own).
+        recorded: ids known already (a run manifest's ``eos_token_ids``, a generation config's EOS).
+    """
+    ids = {int(i) for i in recorded}
+    if tokenizer.eos_token_id is not None:
         ids.add(int(tokenizer.eos_token_id))
-    eot = end_of_turn_id(tokenizer, manifest.get("chat_template") or tokenizer.chat_template)
+    vocab = tokenizer.get_vocab()
+    for token in _KNOWN_END_OF_TURN:
+        tid = vocab.get(token)
+        if tid is not None and tid != tokenizer.unk_token_id:
+            ids.add(int(tid))
+    eot = end_of_turn_id(tokenizer, chat_template or tokenizer.chat_template)
     if eot is not None:
         ids.add(eot)
     return sorted(ids)
