@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import json
-from pathlib import Path
-from typing import Any
+
+from tailored.config.files import write_json
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -37,34 +36,8 @@ def _none(value: str | None) -> str | None:
     return None if value is None or value.lower() in ("none", "off", "") else value
 
 
-def summary(report: dict[str, Any]) -> str:
-    """Metrics table, a few side-by-side answers and the red flags, as terminal text."""
-    from tailored.eval.redflags import render
-    from tailored.eval.report import METRIC_ROWS, _fmt
-
-    models = report["models"]
-    names = list(models)
-    lines = [f"{report['task']} · {Path(report['data']['path']).name} · {report['data'].get('examples') or ''} examples"]
-    shown = {n: n if "base" in models else "model" for n in names}
-    lines.append(f"  {'metric':36s}" + "".join(f"{shown[n]:>12s}" for n in names))
-    for key, label, _higher, kind in METRIC_ROWS:
-        vals = [models[n].get("metrics", {}).get(key) for n in names]
-        if any(v is not None for v in vals):
-            lines.append(f"  {label:36s}" + "".join(f"{_fmt(v, kind):>12s}" for v in vals))
-    probe = [models[n].get("probe", {}).get("accuracy") for n in names]
-    if any(v is not None for v in probe):
-        lines.append(f"  {'general probe accuracy':36s}" + "".join(f"{_fmt(v, 'pct'):>12s}" for v in probe))
-    for row in report.get("side_by_side", [])[:3]:
-        lines.append(f"\n  prompt:    {row['prompt'][-160:]!r}\n  reference: {row['reference'][:160]!r}")
-        for n in names:
-            if n in row:
-                lines.append(f"  {shown[n] + ':':10s} {row[n][:160]!r}")
-    lines.append(f"\nred flags: {report['verdict']}\n" + render(report["red_flags"]))
-    return "\n".join(lines)
-
-
 def run_eval(args: argparse.Namespace) -> int:
-    from tailored.eval.report import write_html
+    from tailored.eval.report import render_text, write_html
     from tailored.eval.run import evaluate
     from tailored.train.run import configure_threads
 
@@ -72,9 +45,9 @@ def run_eval(args: argparse.Namespace) -> int:
     report = evaluate(args.target, args.data, task=args.task, baseline=_none(args.baseline), probe=_none(args.probe),
                       collapse=args.collapse, labels=args.labels, which=args.which, max_new_tokens=args.max_new_tokens,
                       batch_size=args.batch_size, limit=args.limit, use_cache=args.use_cache)
-    print(summary(report))
+    print(render_text(report))
     if args.json_out:
-        Path(args.json_out).write_text(json.dumps(report, indent=1))
+        write_json(args.json_out, report, indent=1)
         print(f"report: {args.json_out}")
     if args.html_out:
         from tailored.config.manifest import is_run_dir

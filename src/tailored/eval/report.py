@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from tailored.config.manifest import Manifest, RunFolder, RunMetrics
-from tailored.eval.redflags import Flag, overfitting, read_curves, worst
+from tailored.eval.redflags import Flag, overfitting, read_curves, render, worst
 
 TEMPLATE = Path(__file__).parent / "templates" / "report.html"
 TITLES = {"overfitting": "Overfitting", "forgetting": "Catastrophic forgetting", "mode_collapse": "Mode collapse"}
@@ -206,3 +206,26 @@ def write_html(path: str | Path, **kwargs: Any) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(render_html(**kwargs), encoding="utf-8")
     return path
+
+
+def render_text(report: dict[str, Any]) -> str:
+    """Metrics table, a few side-by-side answers and the red flags, as terminal text."""
+    models = report["models"]
+    names = list(models)
+    lines = [f"{report['task']} · {Path(report['data']['path']).name} · {report['data'].get('examples') or ''} examples"]
+    shown = {n: n if "base" in models else "model" for n in names}
+    lines.append(f"  {'metric':36s}" + "".join(f"{shown[n]:>12s}" for n in names))
+    for key, label, _higher, kind in METRIC_ROWS:
+        vals = [models[n].get("metrics", {}).get(key) for n in names]
+        if any(v is not None for v in vals):
+            lines.append(f"  {label:36s}" + "".join(f"{_fmt(v, kind):>12s}" for v in vals))
+    probe = [models[n].get("probe", {}).get("accuracy") for n in names]
+    if any(v is not None for v in probe):
+        lines.append(f"  {'general probe accuracy':36s}" + "".join(f"{_fmt(v, 'pct'):>12s}" for v in probe))
+    for row in report.get("side_by_side", [])[:3]:
+        lines.append(f"\n  prompt:    {row['prompt'][-160:]!r}\n  reference: {row['reference'][:160]!r}")
+        for n in names:
+            if n in row:
+                lines.append(f"  {shown[n] + ':':10s} {row[n][:160]!r}")
+    lines.append(f"\nred flags: {report['verdict']}\n" + render(report["red_flags"]))
+    return "\n".join(lines)
