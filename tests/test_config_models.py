@@ -71,3 +71,19 @@ def test_a_failed_conversion_leaves_no_half_cache(tmp_path):
         _convert_gguf(bogus, target)
     assert not target.exists()
     assert list((tmp_path / "cache").iterdir()) == []  # the temporary folder is gone too
+
+
+def test_an_unknown_method_is_named_first_with_the_closest_one():
+    with pytest.raises(ConfigError) as err:
+        load_train_config({"data": "x", "method": "lorra", "lora_r": 8}, methods=method_options())
+    assert err.value.problems == ["method 'lorra' is not known (did you mean 'lora'?); choose one of: "
+                                  + ", ".join(method_options())]  # lora_r is not reported as unknown on top
+
+
+def test_settings_and_method_options_are_checked_in_one_pass():
+    with pytest.raises(ConfigError) as err:
+        load_train_config({"data": "x", "method": "lora", "lora_r": 0, "epochs": 0, "bottleneck_size": 3},
+                          methods=method_options())
+    problems = "\n".join(err.value.problems)
+    assert len(err.value.problems) == 3
+    assert "lora_r" in problems and "epochs" in problems and "'bottleneck_size'; it belongs to another method" in problems
