@@ -45,3 +45,19 @@ class ModelError(TailoredError):
 
 class CheckpointError(TailoredError):
     """A run folder or checkpoint is missing, incomplete or does not match the request."""
+
+
+class RequestError(TailoredError):
+    """A request to the server that cannot be served as given: HTTP 400, with OpenAI's ``param`` and ``code``."""
+
+    http_status, error_type = 400, "invalid_request_error"
+
+    def __init__(self, message: str, *, param: str | None = None, code: str | None = None, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.param, self.code = param, code
+
+
+class NotFound(RequestError):
+    """The named object does not exist, or belongs to another project (HTTP 404, never its content)."""
+
+    http_status = 404

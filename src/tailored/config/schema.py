@@ -42,7 +42,8 @@ class TrainConfig(BaseModel):
     seed: int = Field(42, description="Seed for shuffling, dropout and initialisation.")
 
     eval_every: int | None = Field(None, description="Validation every N steps (default: about 5 times per run).")
-    save_every: int | None = Field(None, description="Checkpoint every N steps (default: about 4 times per run).")
+    save_every: Union[int, Literal["epoch"], None] = Field(
+        None, description="Checkpoint every N steps, or at the end of every epoch (default: about 4 times per run).")
     keep_checkpoints: int = Field(2, description="Newest checkpoints kept (the best one is always kept).")
     log_every: int = Field(1, description="Write a metrics.jsonl line every N steps.")
     early_stopping_patience: int | None = Field(None, description="Stop after N validations without improvement.")

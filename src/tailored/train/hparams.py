@@ -34,7 +34,7 @@ def resolve(
     max_steps: int | None,
     warmup_ratio: float,
     eval_every: int | None,
-    save_every: int | None,
+    save_every: int | str | None,
     world_size: int = 1,
 ) -> Resolved:
     ep = auto_epochs(n_examples) if epochs == "auto" else int(epochs)
@@ -56,5 +56,5 @@ def resolve(
         steps_per_epoch=steps_per_epoch,
         warmup_steps=int(round(total * warmup_ratio)),
         eval_every=eval_every or max(1, total // 5),
-        save_every=save_every or max(1, total // 4),
+        save_every=steps_per_epoch if save_every == "epoch" else (save_every or max(1, total // 4)),
     )
