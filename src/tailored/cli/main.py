@@ -36,6 +36,13 @@ def main(argv: list[str] | None = None) -> int:
         if exc.hint:
             print(f"hint: {exc.hint}", file=sys.stderr)
         return exc.exit_code
+    except Exception as exc:  # an OpenAI-compatible service's answer, said plainly
+        if type(exc).__module__.split(".")[0] != "openai":
+            raise
+        request = getattr(exc, "request", None)
+        where = f" ({request.method} {request.url})" if request is not None else ""
+        print(f"error: {getattr(exc, 'message', None) or exc}{where}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
