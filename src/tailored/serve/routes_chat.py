@@ -1,7 +1,8 @@
 """``POST /v1/chat/completions``: JSON answers and server-sent-event streams.
 
-The route validates and renders the request (errors come back before anything is queued), hands it
-to the engine, and turns the engine's events -- text deltas per choice, finish reasons, usage -- into
+FastAPI validates the body against :class:`~tailored.serve.protocol.ChatCompletionRequest` (its
+errors become OpenAI 400s in ``app.py``); the route renders the request (errors come back before
+anything is queued), hands it to the engine, and turns the engine's events -- text deltas per choice, finish reasons, usage -- into
 OpenAI's response or chunk objects. A client that disconnects cancels its rows in the running batch.
 """
 
@@ -10,12 +11,12 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Request, Response
 from fastapi.responses import StreamingResponse
-from pydantic import ValidationError
+from fastapi.routing import APIRoute
 
 from tailored.errors import TailoredError
 from tailored.serve.decode import Sampling
@@ -29,25 +30,35 @@ from tailored.serve.protocol import (
     completion_id,
 )
 
-router = APIRouter()
+
+class JsonBody(APIRoute):
+    """A route whose body is read as JSON whatever its content-type says (``curl -d`` sends form-urlencoded).
+
+    The body is parsed here, once: Starlette keeps the parse on the request and FastAPI's own body reading
+    uses it, then validates it against the route's model (errors: ``app.py``'s handler). A body that is
+    not JSON is answered here, with the decoder's message.
+    """
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handle = super().get_route_handler()
+
+        async def handle_json(request: Request) -> Response:
+            try:
+                await request.json()
+            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+                raise BadRequest(f"the request body is not valid JSON: {exc}") from None
+            headers = [(k, v) for k, v in request.scope["headers"] if k != b"content-type"]
+            request.scope["headers"] = [*headers, (b"content-type", b"application/json")]
+            return await handle(request)
+
+        return handle_json
 
 
-async def parse(request: Request) -> ChatCompletionRequest:
-    try:
-        raw = await request.json()
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise BadRequest(f"the request body is not valid JSON: {exc}") from None
-    try:
-        return ChatCompletionRequest.model_validate(raw)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        param = ".".join(str(p) for p in first["loc"]) or None
-        raise BadRequest(f"{param}: {first['msg']}" if param else first["msg"], param=param) from None
+router = APIRouter(route_class=JsonBody)
 
 
 @router.post("/chat/completions")
-async def chat_completions(request: Request) -> Any:
-    body = await parse(request)
+async def chat_completions(body: ChatCompletionRequest, request: Request) -> Any:
     engine, registry = request.app.state.engine, request.app.state.registry
     entry = await asyncio.to_thread(registry.resolve, body.model)
     try:
