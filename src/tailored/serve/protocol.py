@@ -11,7 +11,15 @@ import time
 import uuid
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 
 Role = Literal["developer", "system", "user", "assistant", "tool", "function"]
@@ -145,15 +153,21 @@ class ChatCompletion(BaseModel):
 
 
 class Delta(BaseModel):
+    """What a chunk adds to its choice: only the keys it sets are sent (``{}`` on a finish chunk)."""
+
     role: Literal["assistant"] | None = None
     content: str | None = None
+
+    @model_serializer(mode="wrap")
+    def _set_keys_only(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        return {k: v for k, v in handler(self).items() if v is not None}
 
 
 class ChunkChoice(BaseModel):
     index: int
     delta: Delta
-    finish_reason: Literal["stop", "length"] | None = None
     logprobs: None = None
+    finish_reason: Literal["stop", "length"] | None = None
 
 
 class ChatCompletionChunk(BaseModel):
@@ -185,6 +199,8 @@ class ModelList(BaseModel):
 
 
 class ErrorBody(BaseModel):
+    """``{"error": {...}}``: what every error answer (and a mid-stream error event) carries."""
+
     message: str
     type: str
     param: str | None = None

@@ -24,8 +24,13 @@ from tailored.serve.engine import BadRequest, GenerationFailed
 from tailored.serve.protocol import (
     AssistantMessage,
     ChatCompletion,
+    ChatCompletionChunk,
     ChatCompletionRequest,
     Choice,
+    ChunkChoice,
+    Delta,
+    ErrorBody,
+    ErrorResponse,
     Usage,
     completion_id,
 )
@@ -102,34 +107,33 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> Any
         req.cancelled.set()  # no-op when finished; frees the rows if the client went away
 
 
-def _chunk(cid: str, created: int, model: str, choices: list[dict[str, Any]], usage: Any = None) -> str:
-    body = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": model,
-            "system_fingerprint": None, "choices": choices, "usage": usage}
-    return f"data: {json.dumps(body, ensure_ascii=False)}\n\n"
+def _sse(event: ChatCompletionChunk | ErrorResponse) -> str:
+    return f"data: {event.model_dump_json()}\n\n"
 
 
 async def stream(req: Any, events: asyncio.Queue, model: str, n: int, include_usage: bool) -> AsyncIterator[str]:
     """SSE: a role chunk per choice, content deltas, a finish chunk per choice, usage (if asked), ``[DONE]``."""
     cid, created = completion_id(), int(time.time())
+
+    def chunk(*choices: ChunkChoice, usage: Usage | None = None) -> str:
+        return _sse(ChatCompletionChunk(id=cid, created=created, model=model, choices=list(choices), usage=usage))
+
     try:
         for i in range(n):
-            yield _chunk(cid, created, model, [{"index": i, "delta": {"role": "assistant", "content": ""},
-                                                "logprobs": None, "finish_reason": None}])
+            yield chunk(ChunkChoice(index=i, delta=Delta(role="assistant", content="")))
         while True:
             kind, payload = await events.get()
             if kind == "delta":
-                yield _chunk(cid, created, model, [{"index": payload[0], "delta": {"content": payload[1]},
-                                                    "logprobs": None, "finish_reason": None}])
+                yield chunk(ChunkChoice(index=payload[0], delta=Delta(content=payload[1])))
             elif kind == "finish":
-                yield _chunk(cid, created, model, [{"index": payload[0], "delta": {}, "logprobs": None,
-                                                    "finish_reason": payload[1]}])
+                yield chunk(ChunkChoice(index=payload[0], delta=Delta(), finish_reason=payload[1]))
             elif kind == "error":
                 message = payload.message if isinstance(payload, TailoredError) else f"generation failed: {payload}"
-                yield f"data: {json.dumps({'error': {'message': message, 'type': 'server_error', 'param': None, 'code': None}})}\n\n"
+                yield _sse(ErrorResponse(error=ErrorBody(message=message, type="server_error")))
                 return
             else:
                 if include_usage:
-                    yield _chunk(cid, created, model, [], usage=payload)
+                    yield chunk(usage=Usage(**payload))
                 yield "data: [DONE]\n\n"
                 return
     finally:
