@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from tailored.serve.decode import Row, Sampling, TextStream, pick_tokens
+from tailored.eval.generate import GenerationSettings
+from tailored.serve.decode import Row, TextStream, pick_tokens
 from tailored.serve.registry import Registry, sanitise
 
 
@@ -60,15 +61,15 @@ def test_partial_utf8_is_held_back(tokenizer) -> None:
 
 def test_sampling_is_greedy_at_zero_and_seeded_otherwise() -> None:
     logits = torch.tensor([[0.0, 3.0, 1.0], [2.0, 0.0, 1.9]])
-    rows = [Row([1], Sampling(), None, None), Row([1], Sampling(), None, None)]  # type: ignore[arg-type]
+    rows = [Row([1], GenerationSettings(), None, None), Row([1], GenerationSettings(), None, None)]  # type: ignore[arg-type]
     assert pick_tokens(logits, rows) == [1, 0]
     def sampled(seed: int) -> list[int]:
-        rows = [Row([1], Sampling(temperature=1.5), None, None, generator=torch.Generator().manual_seed(seed + i))  # type: ignore[arg-type]
+        rows = [Row([1], GenerationSettings(temperature=1.5), None, None, generator=torch.Generator().manual_seed(seed + i))  # type: ignore[arg-type]
                 for i in range(2)]
         return [pick_tokens(logits, rows)[1] for _ in range(20)]
     assert sampled(3) == sampled(3)
     assert {0, 2} <= set(sampled(3))  # both near-tied tokens are drawn
-    top = [Row([1], Sampling(temperature=1.0, top_p=0.5), None, None, generator=torch.Generator().manual_seed(0))]  # type: ignore[arg-type]
+    top = [Row([1], GenerationSettings(temperature=1.0, top_p=0.5), None, None, generator=torch.Generator().manual_seed(0))]  # type: ignore[arg-type]
     assert {pick_tokens(logits[:1], top)[0] for _ in range(20)} == {1}  # top_p keeps only the most likely token
 
 

@@ -24,10 +24,10 @@ import torch
 
 from tailored.config.manifest import RunFolder
 from tailored.errors import TailoredError
-from tailored.eval.generate import ChatModel
+from tailored.eval.generate import ChatModel, GenerationSettings
 from tailored.methods.runs import run_tokenizer
 from tailored.models.load import load_model, load_tokenizer
-from tailored.serve.decode import Row, Sampling, TextStream, run_batch
+from tailored.serve.decode import Row, TextStream, run_batch
 from tailored.serve.lora_bank import LoraBank
 from tailored.serve.registry import BASE_ADAPTER, Entry, Registry
 from tailored.serve.settings import ServeSettings
@@ -64,7 +64,7 @@ class GenRequest:
 
     entry: Entry
     prompt_ids: list[int]
-    sampling: Sampling
+    sampling: GenerationSettings
     n: int
     on_event: OnEvent
     chat: ChatModel  # tokenizer with the run's template, and its stop tokens
@@ -75,7 +75,7 @@ class GenRequest:
 
     @property
     def cost(self) -> int:
-        return self.n * (len(self.prompt_ids) + self.sampling.max_tokens)
+        return self.n * (len(self.prompt_ids) + self.sampling.max_new_tokens)
 
 
 def pick_device(device: str) -> str:
@@ -114,7 +114,7 @@ class Engine:
                 self._chats[entry.id] = ChatModel(self.base_model, tokenizer, entry.manifest, name=entry.id)
             return self._chats[entry.id]
 
-    def prepare(self, entry: Entry, messages: list[dict[str, Any]], sampling: Sampling, n: int,
+    def prepare(self, entry: Entry, messages: list[dict[str, Any]], sampling: GenerationSettings, n: int,
                 on_event: OnEvent) -> GenRequest:
         """Render the prompt with the model's template and check the limits (raises :class:`BadRequest`)."""
         if entry.unsupported:
@@ -129,13 +129,13 @@ class Engine:
         if room < 1:
             raise BadRequest(f"the prompt has {len(prompt)} tokens; this model's context is {self.context}",
                              param="messages", code="context_length_exceeded")
-        if sampling.max_tokens is None:
-            sampling.max_tokens = min(limit, room)
-        if sampling.max_tokens > limit:
-            raise BadRequest(f"max_tokens is {sampling.max_tokens}; this server allows at most {limit}",
+        if sampling.max_new_tokens is None:
+            sampling.max_new_tokens = min(limit, room)
+        if sampling.max_new_tokens > limit:
+            raise BadRequest(f"max_tokens is {sampling.max_new_tokens}; this server allows at most {limit}",
                              param="max_tokens", code="max_tokens_too_large")
-        if sampling.max_tokens > room:
-            raise BadRequest(f"prompt ({len(prompt)} tokens) + max_tokens ({sampling.max_tokens}) exceeds the "
+        if sampling.max_new_tokens > room:
+            raise BadRequest(f"prompt ({len(prompt)} tokens) + max_tokens ({sampling.max_new_tokens}) exceeds the "
                              f"context of {self.context}", param="max_tokens", code="context_length_exceeded")
         req = GenRequest(entry, prompt, sampling, n, on_event, chat, remaining=n)
         if n > self.settings.max_batch or req.cost > self.settings.max_batch_tokens:

@@ -19,7 +19,7 @@ from fastapi.responses import StreamingResponse
 from fastapi.routing import APIRoute
 
 from tailored.errors import TailoredError
-from tailored.serve.decode import Sampling
+from tailored.eval.generate import GenerationSettings
 from tailored.serve.engine import BadRequest, GenerationFailed
 from tailored.serve.protocol import (
     AssistantMessage,
@@ -70,8 +70,8 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> Any
         messages = body.chat_messages()
     except ValueError as exc:
         raise BadRequest(str(exc), param="messages") from None
-    sampling = Sampling(
-        max_tokens=body.max_completion_tokens or body.max_tokens,  # type: ignore[arg-type]  # None: engine default
+    sampling = GenerationSettings(  # OpenAI's names map to ours here, once
+        max_new_tokens=body.max_completion_tokens or body.max_tokens,  # type: ignore[arg-type]  # None: engine default
         temperature=1.0 if body.temperature is None else body.temperature,  # OpenAI's default
         top_p=1.0 if body.top_p is None else body.top_p, stop=list(body.stop or []), seed=body.seed,
         ignore_eos=body.ignore_eos,

@@ -60,7 +60,7 @@ class VllmEngine:
         if entry.run_dir is not None:  # the run's tokenizer with its training template, always
             tokenizer = run_tokenizer(RunFolder(entry.run_dir), entry.manifest)
         chat = ChatModel(_NoModel(), tokenizer, entry.manifest, name=entry.id)
-        sampling.max_tokens = min(sampling.max_tokens or self.settings.max_tokens, self.settings.max_tokens)
+        sampling.max_new_tokens = min(sampling.max_new_tokens or self.settings.max_tokens, self.settings.max_tokens)
         return GenRequest(entry, chat.prompt_ids(messages), sampling, n, on_event, chat, remaining=n)
 
     def submit(self, req: GenRequest) -> None:
@@ -72,7 +72,7 @@ class VllmEngine:
         from vllm.lora.request import LoRARequest
 
         s = req.sampling
-        params = SamplingParams(n=req.n, temperature=s.temperature, top_p=s.top_p, max_tokens=s.max_tokens,
+        params = SamplingParams(n=req.n, temperature=s.temperature, top_p=s.top_p, max_tokens=s.max_new_tokens,
                                 stop=s.stop or None, seed=s.seed, stop_token_ids=list(req.chat.stop_ids))
         lora = None
         if req.entry.kind == "adapter":
