@@ -20,7 +20,6 @@ from fastapi.routing import APIRoute
 
 from tailored.errors import TailoredError
 from tailored.eval.generate import GenerationSettings
-from tailored.serve.engine import BadRequest, GenerationFailed
 from tailored.serve.protocol import (
     AssistantMessage,
     ChatCompletion,
@@ -34,6 +33,7 @@ from tailored.serve.protocol import (
     Usage,
     completion_id,
 )
+from tailored.serve.request import BadRequest, GenerationFailed
 
 
 class JsonBody(APIRoute):
