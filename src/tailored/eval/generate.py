@@ -61,7 +61,7 @@ class ChatModel:
             input_ids=ids.to(device), attention_mask=mask.to(device), max_new_tokens=s.max_new_tokens,
             do_sample=s.temperature > 0, temperature=s.temperature if s.temperature > 0 else None,
             top_p=s.top_p if s.temperature > 0 else None, top_k=None, eos_token_id=self.stop_ids, pad_token_id=pad,
-            min_new_tokens=s.max_new_tokens if s.ignore_eos else None,
+            **({"min_new_tokens": s.max_new_tokens} if s.ignore_eos else {}),  # EOS suppressed until the limit
         )
         texts = [self.tokenizer.decode(row[width:], skip_special_tokens=True) for row in out]
         return [_cut(t, s.stop) for t in texts]
