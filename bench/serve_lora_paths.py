@@ -36,7 +36,8 @@ def main() -> int:
     quiet()
 
     import tailored
-    from tailored.serve.decode import Row, Sampling, TextStream, run_batch
+    from tailored.eval.generate import GenerationSettings
+    from tailored.serve.decode import Row, TextStream, run_batch
     from tailored.serve.lora_bank import LoraBank
 
     chat = tailored.load(args.runs[0])  # tokenizer + template of the run; its model is peft-wrapped
@@ -50,7 +51,7 @@ def main() -> int:
     prompt = chat.prompt_ids([{"role": "user", "content": "What is the capital of France?"}])
 
     def rows(n: int, adapters: list[str]) -> list[Row]:
-        return [Row(prompt, Sampling(max_tokens=args.tokens), TextStream(chat.tokenizer, set(), []),
+        return [Row(prompt, GenerationSettings(max_new_tokens=args.tokens), TextStream(chat.tokenizer, set(), []),
                     lambda d, f: None, adapter=adapters[i % len(adapters)]) for i in range(n)]
 
     def plain(n: int) -> None:

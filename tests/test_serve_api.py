@@ -201,6 +201,49 @@ def test_errors_use_the_openai_envelope(client: openai.OpenAI, server) -> None:
     assert raw.headers["x-request-id"].startswith("req_")
 
 
+def test_bad_bodies_answer_400_naming_the_field(server) -> None:
+    """Bodies the SDK would not send (curl, hand-written clients): same status, message and param every time."""
+    auth = {"authorization": f"Bearer {KEY}"}
+
+    def post(body: bytes | dict, content_type: str | None = None) -> httpx.Response:
+        content = body if isinstance(body, bytes) else json.dumps(body).encode()
+        headers = {**auth, **({"content-type": content_type} if content_type else {})}
+        return httpx.post(server.url + "/chat/completions", content=content, headers=headers, timeout=60)
+
+    def error(response: httpx.Response) -> tuple[int, str, str | None, str, str | None]:
+        e = response.json()["error"]
+        return response.status_code, e["message"], e["param"], e["type"], e["code"]
+
+    not_json = "the request body is not valid JSON: "
+    assert error(post(b"{not json")) == (
+        400, not_json + "Expecting property name enclosed in double quotes: line 1 column 2 (char 1)", None,
+        "invalid_request_error", None)
+    assert error(post(b"")) == (400, not_json + "Expecting value: line 1 column 1 (char 0)", None, "invalid_request_error", None)
+    assert error(post(b'{"model": "\xff"}'))[:3] == (
+        400, not_json + "'utf-8' codec can't decode byte 0xff in position 11: invalid start byte", None)
+    for body in (b"[1, 2]", b"null", b'"model"', b"3"):  # JSON, but not an object
+        assert error(post(body))[:3] == (400, "Input should be a valid dictionary or instance of ChatCompletionRequest", None)
+    assert error(post({"model": 3})) == (400, "model: Input should be a valid string", "model", "invalid_request_error", None)
+    assert error(post({"model": "model"}))[:3] == (400, "messages: Field required", "messages")
+    assert error(post({"messages": MSGS}))[:3] == (400, "model: Field required", "model")
+    assert error(post({"model": "model", "messages": MSGS, "temperature": "hot"}))[:3] == (
+        400, "temperature: Input should be a valid number, unable to parse string as a number", "temperature")
+    assert error(post({"model": "model", "messages": [{"role": "robot", "content": "x"}]}))[:3] == (
+        400, "messages.0.role: Input should be 'developer', 'system', 'user', 'assistant', 'tool' or 'function'",
+        "messages.0.role")
+    assert error(post({"model": "model", "messages": MSGS, "stop": ["a", "b", "c", "d", "e"]}))[:3] == (
+        400, "stop: Value error, at most 4 stop sequences", "stop")
+    assert error(post({"model": "model", "messages": MSGS, "presence_penalty": 1}))[:3] == (
+        400, "Value error, presence_penalty is not supported by this server (leave it unset or 0)", None)
+    # unknown fields are ignored; the body is JSON whatever the content-type says (`curl -d` sends form-urlencoded)
+    ok = {"model": "model", "messages": MSGS, "max_tokens": 1, "metadata": {"a": "b"}, "frobnicate": 1}
+    for content_type in (None, "application/json", "application/x-www-form-urlencoded", "text/plain"):
+        answer = post(ok, content_type)
+        assert answer.status_code == 200 and answer.json()["object"] == "chat.completion", content_type
+    assert error(post({"model": 3}, "application/x-www-form-urlencoded"))[:3] == (
+        400, "model: Input should be a valid string", "model")
+
+
 def test_queue_full_answers_429(tiny_model_dir: Path) -> None:
     with start(base=str(tiny_model_dir), queue_size=1, max_batch=1, batch_wait_ms=0, max_tokens=400) as srv:
         client = openai.OpenAI(base_url=srv.url, api_key="x", max_retries=0)

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from tailored.serve.decode import Row, Sampling, TextStream, pick_tokens
+from tailored.eval.generate import GenerationSettings
+from tailored.serve.decode import Row, TextStream, pick_tokens
 from tailored.serve.registry import Registry, sanitise
 
 
@@ -60,15 +61,15 @@ def test_partial_utf8_is_held_back(tokenizer) -> None:
 
 def test_sampling_is_greedy_at_zero_and_seeded_otherwise() -> None:
     logits = torch.tensor([[0.0, 3.0, 1.0], [2.0, 0.0, 1.9]])
-    rows = [Row([1], Sampling(), None, None), Row([1], Sampling(), None, None)]  # type: ignore[arg-type]
+    rows = [Row([1], GenerationSettings(), None, None), Row([1], GenerationSettings(), None, None)]  # type: ignore[arg-type]
     assert pick_tokens(logits, rows) == [1, 0]
     def sampled(seed: int) -> list[int]:
-        rows = [Row([1], Sampling(temperature=1.5), None, None, generator=torch.Generator().manual_seed(seed + i))  # type: ignore[arg-type]
+        rows = [Row([1], GenerationSettings(temperature=1.5), None, None, generator=torch.Generator().manual_seed(seed + i))  # type: ignore[arg-type]
                 for i in range(2)]
         return [pick_tokens(logits, rows)[1] for _ in range(20)]
     assert sampled(3) == sampled(3)
     assert {0, 2} <= set(sampled(3))  # both near-tied tokens are drawn
-    top = [Row([1], Sampling(temperature=1.0, top_p=0.5), None, None, generator=torch.Generator().manual_seed(0))]  # type: ignore[arg-type]
+    top = [Row([1], GenerationSettings(temperature=1.0, top_p=0.5), None, None, generator=torch.Generator().manual_seed(0))]  # type: ignore[arg-type]
     assert {pick_tokens(logits[:1], top)[0] for _ in range(20)} == {1}  # top_p keeps only the most likely token
 
 
@@ -143,3 +144,46 @@ def test_lora_bank_rows_equal_peft_per_adapter(tiny_model_dir: Path, tmp_path: P
         assert torch.allclose(mixed[i], alone[i][i], atol=1e-5), rows[i]
     assert torch.allclose(only_b, alone[1], atol=1e-5) and torch.allclose(plain, alone[2], atol=1e-6)
     assert not torch.allclose(alone[0], alone[1], atol=1e-3)  # the adapters really differ
+
+
+def test_adapter_and_standalone_caches_drop_the_least_recently_used(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tailored.serve import models_cache
+    from tailored.serve.registry import Entry
+
+    class Bank:
+        def __init__(self) -> None:
+            self.loaded: list[str] = []
+
+        def load(self, name: str, folder: Path) -> None:
+            self.loaded.append(name)
+
+        def unload(self, name: str) -> None:
+            self.loaded.remove(name)
+
+    def entry(name: str, kind: str = "adapter") -> Entry:
+        return Entry(name, kind, 0, run_dir=tmp_path / name, adapter_name=name)
+
+    bank = Bank()
+    adapters = models_cache.ResidentAdapters(bank, capacity=2)  # type: ignore[arg-type]
+    for name in ("a", "b", "c"):
+        adapters.ensure(entry(name), keep={name})
+    assert bank.loaded == ["b", "c"]
+    adapters.ensure(entry("b"), keep={"b"})  # used again: c is now the oldest
+    adapters.ensure(entry("d"), keep={"d"})
+    assert bank.loaded == ["b", "d"]
+    for name in ("e", "f"):  # a batch's own adapters stay, beyond the capacity if need be
+        adapters.ensure(entry(name), keep={"b", "d", "e", "f"})
+    assert bank.loaded == ["b", "d", "e", "f"]
+
+    loads: list[str] = []
+
+    def load_run(run_dir: Path, device: str) -> tuple[None, None, None]:
+        loads.append(run_dir.name)
+        return None, None, None
+
+    monkeypatch.setattr(models_cache, "load_run", load_run)
+    monkeypatch.setattr(models_cache, "ChatModel", lambda model, tok, manifest, name: name)
+    standalone = models_cache.StandaloneModels(capacity=2, device="cpu")
+    for name in ("x", "y", "x", "z", "x", "y"):
+        assert standalone.get(entry(name, "standalone")) == name  # type: ignore[comparison-overlap]
+    assert loads == ["x", "y", "z", "y"]  # x stayed (used again before z came); y was dropped for z

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -16,11 +16,18 @@ from tailored.models.load import load_model, load_tokenizer, local_folder
 
 @dataclass
 class GenerationSettings:
+    """How to generate one answer: for :class:`ChatModel` (chat, eval) and each row of the server's decode loop.
+
+    The server maps OpenAI's ``max_tokens`` / ``max_completion_tokens`` to ``max_new_tokens`` where a
+    request comes in. ``seed``: here the batch's torch seed; in the server choice *i* uses ``seed + i``.
+    """
+
     max_new_tokens: int = 256
     temperature: float = 0.0  # 0 = greedy
     top_p: float = 1.0
     seed: int | None = None
-    stop: list[str] | None = None
+    stop: list[str] = field(default_factory=list)  # cut before the first of these
+    ignore_eos: bool = False  # generate max_new_tokens whatever the model says (benchmarks)
 
 
 class ChatModel:
@@ -54,6 +61,7 @@ class ChatModel:
             input_ids=ids.to(device), attention_mask=mask.to(device), max_new_tokens=s.max_new_tokens,
             do_sample=s.temperature > 0, temperature=s.temperature if s.temperature > 0 else None,
             top_p=s.top_p if s.temperature > 0 else None, top_k=None, eos_token_id=self.stop_ids, pad_token_id=pad,
+            **({"min_new_tokens": s.max_new_tokens} if s.ignore_eos else {}),  # EOS suppressed until the limit
         )
         texts = [self.tokenizer.decode(row[width:], skip_special_tokens=True) for row in out]
         return [_cut(t, s.stop) for t in texts]

@@ -18,14 +18,15 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tailored.errors import ConfigError, ModelError, TailoredError
+from tailored.serve.protocol import ErrorBody, ErrorResponse
 
 log = logging.getLogger("tailored.serve")
 
 
 def error_response(status: int, message: str, type_: str, *, param: str | None = None, code: str | None = None,
                    headers: dict[str, str] | None = None) -> JSONResponse:
-    body = {"error": {"message": message, "type": type_, "param": param, "code": code}}
-    return JSONResponse(body, status_code=status, headers=headers)
+    body = ErrorResponse(error=ErrorBody(message=message, type=type_, param=param, code=code))
+    return JSONResponse(body.model_dump(mode="json"), status_code=status, headers=headers)
 
 
 def error_from(exc: TailoredError) -> JSONResponse:

@@ -9,24 +9,14 @@ emits only text that can no longer turn into a stop string or an unfinished UTF-
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
+from tailored.eval.generate import GenerationSettings
+
 Emit = Callable[[str, "str | None"], None]  # (new text, finish reason or None)
-
-
-@dataclass
-class Sampling:
-    """Per-row generation settings (OpenAI names): temperature 0 means greedy."""
-
-    max_tokens: int = 256  # the engine fills in its default when a request leaves it out (None)
-    temperature: float = 0.0
-    top_p: float = 1.0
-    stop: list[str] = field(default_factory=list)
-    seed: int | None = None
-    ignore_eos: bool = False  # generate max_tokens whatever the model says (benchmarks)
 
 
 class TextStream:
@@ -79,7 +69,7 @@ class Row:
     """One sequence to generate (a request with ``n=3`` has three rows)."""
 
     prompt_ids: list[int]
-    sampling: Sampling
+    sampling: GenerationSettings
     stream: TextStream
     emit: Emit
     adapter: str = "__base__"
@@ -143,7 +133,7 @@ def run_batch(model: torch.nn.Module, rows: list[Row], pad_id: int, *, mixer: An
         for i, (row, token) in enumerate(zip(active, tokens)):
             if row.cancelled():
                 continue
-            delta, finish = row.stream.add(token, row.sampling.max_tokens)
+            delta, finish = row.stream.add(token, row.sampling.max_new_tokens)
             if delta or finish:
                 row.emit(delta, finish)
             if finish is None:

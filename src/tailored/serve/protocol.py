@@ -11,19 +11,44 @@ import time
 import uuid
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
 Role = Literal["developer", "system", "user", "assistant", "tool", "function"]
 
 
-class TextPart(BaseModel):
+class RequestObject(BaseModel):
+    """A JSON object of a request: unknown keys are kept (and ignored); anything but an object is refused.
+
+    FastAPI validates bodies "from attributes", whose message for a non-object speaks of attributes;
+    this keeps pydantic's plain one ("Input should be a valid dictionary or instance of Message").
+    """
+
     model_config = ConfigDict(extra="allow")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _an_object(cls, value: Any) -> Any:
+        if not isinstance(value, (dict, cls)):
+            raise PydanticCustomError("model_type", "Input should be a valid dictionary or instance of {class_name}",
+                                      {"class_name": cls.__name__})
+        return value
+
+
+class TextPart(RequestObject):
     type: str
     text: str | None = None
 
 
-class Message(BaseModel):
-    model_config = ConfigDict(extra="allow")
+class Message(RequestObject):
     role: Role
     content: str | list[TextPart] | None = None
     name: str | None = None
@@ -39,15 +64,12 @@ class Message(BaseModel):
         return {"role": "system" if self.role == "developer" else self.role, "content": content or ""}
 
 
-class StreamOptions(BaseModel):
-    model_config = ConfigDict(extra="allow")
+class StreamOptions(RequestObject):
     include_usage: bool = False
 
 
-class ChatCompletionRequest(BaseModel):
+class ChatCompletionRequest(RequestObject):
     """``POST /v1/chat/completions``."""
-
-    model_config = ConfigDict(extra="allow")
 
     model: str = Field(min_length=1)
     messages: list[Message] = Field(min_length=1)
@@ -131,15 +153,21 @@ class ChatCompletion(BaseModel):
 
 
 class Delta(BaseModel):
+    """What a chunk adds to its choice: only the keys it sets are sent (``{}`` on a finish chunk)."""
+
     role: Literal["assistant"] | None = None
     content: str | None = None
+
+    @model_serializer(mode="wrap")
+    def _set_keys_only(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        return {k: v for k, v in handler(self).items() if v is not None}
 
 
 class ChunkChoice(BaseModel):
     index: int
     delta: Delta
-    finish_reason: Literal["stop", "length"] | None = None
     logprobs: None = None
+    finish_reason: Literal["stop", "length"] | None = None
 
 
 class ChatCompletionChunk(BaseModel):
@@ -171,6 +199,8 @@ class ModelList(BaseModel):
 
 
 class ErrorBody(BaseModel):
+    """``{"error": {...}}``: what every error answer (and a mid-stream error event) carries."""
+
     message: str
     type: str
     param: str | None = None

@@ -1,7 +1,8 @@
 """``POST /v1/chat/completions``: JSON answers and server-sent-event streams.
 
-The route validates and renders the request (errors come back before anything is queued), hands it
-to the engine, and turns the engine's events -- text deltas per choice, finish reasons, usage -- into
+FastAPI validates the body against :class:`~tailored.serve.protocol.ChatCompletionRequest` (its
+errors become OpenAI 400s in ``app.py``); the route renders the request (errors come back before
+anything is queued), hands it to the engine, and turns the engine's events -- text deltas per choice, finish reasons, usage -- into
 OpenAI's response or chunk objects. A client that disconnects cancels its rows in the running batch.
 """
 
@@ -10,52 +11,67 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Request, Response
 from fastapi.responses import StreamingResponse
-from pydantic import ValidationError
+from fastapi.routing import APIRoute
 
 from tailored.errors import TailoredError
-from tailored.serve.decode import Sampling
-from tailored.serve.engine import BadRequest, GenerationFailed
+from tailored.eval.generate import GenerationSettings
 from tailored.serve.protocol import (
     AssistantMessage,
     ChatCompletion,
+    ChatCompletionChunk,
     ChatCompletionRequest,
     Choice,
+    ChunkChoice,
+    Delta,
+    ErrorBody,
+    ErrorResponse,
     Usage,
     completion_id,
 )
+from tailored.serve.request import BadRequest, GenerationFailed
 
-router = APIRouter()
+
+class JsonBody(APIRoute):
+    """A route whose body is read as JSON whatever its content-type says (``curl -d`` sends form-urlencoded).
+
+    The body is parsed here, once: Starlette keeps the parse on the request and FastAPI's own body reading
+    uses it, then validates it against the route's model (errors: ``app.py``'s handler). A body that is
+    not JSON is answered here, with the decoder's message.
+    """
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handle = super().get_route_handler()
+
+        async def handle_json(request: Request) -> Response:
+            try:
+                await request.json()
+            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+                raise BadRequest(f"the request body is not valid JSON: {exc}") from None
+            headers = [(k, v) for k, v in request.scope["headers"] if k != b"content-type"]
+            request.scope["headers"] = [*headers, (b"content-type", b"application/json")]
+            return await handle(request)
+
+        return handle_json
 
 
-async def parse(request: Request) -> ChatCompletionRequest:
-    try:
-        raw = await request.json()
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise BadRequest(f"the request body is not valid JSON: {exc}") from None
-    try:
-        return ChatCompletionRequest.model_validate(raw)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        param = ".".join(str(p) for p in first["loc"]) or None
-        raise BadRequest(f"{param}: {first['msg']}" if param else first["msg"], param=param) from None
+router = APIRouter(route_class=JsonBody)
 
 
 @router.post("/chat/completions")
-async def chat_completions(request: Request) -> Any:
-    body = await parse(request)
+async def chat_completions(body: ChatCompletionRequest, request: Request) -> Any:
     engine, registry = request.app.state.engine, request.app.state.registry
     entry = await asyncio.to_thread(registry.resolve, body.model)
     try:
         messages = body.chat_messages()
     except ValueError as exc:
         raise BadRequest(str(exc), param="messages") from None
-    sampling = Sampling(
-        max_tokens=body.max_completion_tokens or body.max_tokens,  # type: ignore[arg-type]  # None: engine default
+    sampling = GenerationSettings(  # OpenAI's names map to ours here, once
+        max_new_tokens=body.max_completion_tokens or body.max_tokens,  # type: ignore[arg-type]  # None: engine default
         temperature=1.0 if body.temperature is None else body.temperature,  # OpenAI's default
         top_p=1.0 if body.top_p is None else body.top_p, stop=list(body.stop or []), seed=body.seed,
         ignore_eos=body.ignore_eos,
@@ -91,34 +107,33 @@ async def chat_completions(request: Request) -> Any:
         req.cancelled.set()  # no-op when finished; frees the rows if the client went away
 
 
-def _chunk(cid: str, created: int, model: str, choices: list[dict[str, Any]], usage: Any = None) -> str:
-    body = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": model,
-            "system_fingerprint": None, "choices": choices, "usage": usage}
-    return f"data: {json.dumps(body, ensure_ascii=False)}\n\n"
+def _sse(event: ChatCompletionChunk | ErrorResponse) -> str:
+    return f"data: {event.model_dump_json()}\n\n"
 
 
 async def stream(req: Any, events: asyncio.Queue, model: str, n: int, include_usage: bool) -> AsyncIterator[str]:
     """SSE: a role chunk per choice, content deltas, a finish chunk per choice, usage (if asked), ``[DONE]``."""
     cid, created = completion_id(), int(time.time())
+
+    def chunk(*choices: ChunkChoice, usage: Usage | None = None) -> str:
+        return _sse(ChatCompletionChunk(id=cid, created=created, model=model, choices=list(choices), usage=usage))
+
     try:
         for i in range(n):
-            yield _chunk(cid, created, model, [{"index": i, "delta": {"role": "assistant", "content": ""},
-                                                "logprobs": None, "finish_reason": None}])
+            yield chunk(ChunkChoice(index=i, delta=Delta(role="assistant", content="")))
         while True:
             kind, payload = await events.get()
             if kind == "delta":
-                yield _chunk(cid, created, model, [{"index": payload[0], "delta": {"content": payload[1]},
-                                                    "logprobs": None, "finish_reason": None}])
+                yield chunk(ChunkChoice(index=payload[0], delta=Delta(content=payload[1])))
             elif kind == "finish":
-                yield _chunk(cid, created, model, [{"index": payload[0], "delta": {}, "logprobs": None,
-                                                    "finish_reason": payload[1]}])
+                yield chunk(ChunkChoice(index=payload[0], delta=Delta(), finish_reason=payload[1]))
             elif kind == "error":
                 message = payload.message if isinstance(payload, TailoredError) else f"generation failed: {payload}"
-                yield f"data: {json.dumps({'error': {'message': message, 'type': 'server_error', 'param': None, 'code': None}})}\n\n"
+                yield _sse(ErrorResponse(error=ErrorBody(message=message, type="server_error")))
                 return
             else:
                 if include_usage:
-                    yield _chunk(cid, created, model, [], usage=payload)
+                    yield chunk(usage=Usage(**payload))
                 yield "data: [DONE]\n\n"
                 return
     finally:

@@ -15,11 +15,10 @@ from typing import Any
 
 from tailored.config.manifest import RunFolder
 from tailored.errors import ModelError
-from tailored.eval.generate import ChatModel
-from tailored.methods.runs import run_tokenizer
 from tailored.models.load import load_tokenizer
-from tailored.serve.engine import BadRequest, GenRequest
+from tailored.serve.models_cache import ChatModels
 from tailored.serve.registry import Entry, Registry
+from tailored.serve.request import BadRequest, GenRequest
 from tailored.serve.settings import ServeSettings
 
 
@@ -42,7 +41,7 @@ class VllmEngine:
         from vllm.engine.arg_utils import AsyncEngineArgs
 
         self.registry, self.settings, self.stats = registry, settings, {}
-        self.tokenizer = load_tokenizer(registry.base_folder)
+        self.chats = ChatModels(_NoModel(), load_tokenizer(registry.base_folder))
         self._lora_ids: dict[str, int] = {}
         self._ids = itertools.count(1)
         self.loop = asyncio.new_event_loop()
@@ -56,11 +55,8 @@ class VllmEngine:
         if entry.kind == "standalone":
             raise BadRequest(f"{entry.id} is not a LoRA run on the served base; --engine vllm serves LoRA adapters only",
                              param="model", code="model_not_supported")
-        tokenizer = self.tokenizer
-        if entry.run_dir is not None:  # the run's tokenizer with its training template, always
-            tokenizer = run_tokenizer(RunFolder(entry.run_dir), entry.manifest)
-        chat = ChatModel(_NoModel(), tokenizer, entry.manifest, name=entry.id)
-        sampling.max_tokens = min(sampling.max_tokens or self.settings.max_tokens, self.settings.max_tokens)
+        chat = self.chats.get(entry)
+        sampling.max_new_tokens = min(sampling.max_new_tokens or self.settings.max_tokens, self.settings.max_tokens)
         return GenRequest(entry, chat.prompt_ids(messages), sampling, n, on_event, chat, remaining=n)
 
     def submit(self, req: GenRequest) -> None:
@@ -72,7 +68,7 @@ class VllmEngine:
         from vllm.lora.request import LoRARequest
 
         s = req.sampling
-        params = SamplingParams(n=req.n, temperature=s.temperature, top_p=s.top_p, max_tokens=s.max_tokens,
+        params = SamplingParams(n=req.n, temperature=s.temperature, top_p=s.top_p, max_tokens=s.max_new_tokens,
                                 stop=s.stop or None, seed=s.seed, stop_token_ids=list(req.chat.stop_ids))
         lora = None
         if req.entry.kind == "adapter":

@@ -1,0 +1,133 @@
+"""A chat request on its way to the decode loop: checked and rendered, then split into rows.
+
+:func:`prepare` renders the prompt with the model's chat template and checks it against the server's
+limits, so that a request that cannot be served is answered with a 400 before anything is queued.
+:class:`GenRequest` turns into one decode row per choice and reports its rows' text, finish reasons
+and usage through ``on_event``.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from tailored.errors import TailoredError
+from tailored.eval.generate import ChatModel, GenerationSettings
+from tailored.serve.decode import Row, TextStream
+from tailored.serve.registry import Entry
+from tailored.serve.settings import ServeSettings
+
+OnEvent = Callable[[str, Any], None]  # ("delta", (index, text)) | ("finish", (index, reason)) | ("done", usage) | ("error", exc)
+
+
+class BadRequest(TailoredError):
+    """The request cannot be served as given (HTTP 400)."""
+
+    http_status, error_type, code = 400, "invalid_request_error", None
+
+    def __init__(self, message: str, *, param: str | None = None, code: str | None = None) -> None:
+        super().__init__(message)
+        self.param, self.code = param, code
+
+
+class Overloaded(TailoredError):
+    """The queue is full (HTTP 429, retry later)."""
+
+    http_status, error_type, code = 429, "rate_limit_error", "queue_full"
+
+
+class GenerationFailed(TailoredError):
+    """The model failed while generating (HTTP 500); the message names the cause."""
+
+    http_status, error_type, code = 500, "server_error", None
+
+
+@dataclass
+class GenRequest:
+    """A chat request, rendered and validated, waiting for the scheduler."""
+
+    entry: Entry
+    prompt_ids: list[int]
+    sampling: GenerationSettings
+    n: int
+    on_event: OnEvent
+    chat: ChatModel  # tokenizer with the run's template, and its stop tokens
+    cancelled: threading.Event = field(default_factory=threading.Event)
+    remaining: int = 0
+    completion_tokens: int = 0
+    finished: bool = False
+
+    @property
+    def cost(self) -> int:
+        return self.n * (len(self.prompt_ids) + self.sampling.max_new_tokens)
+
+    def rows(self) -> list[Row]:
+        """One decode row per choice; choice ``i`` samples with ``seed + i`` (a random seed without one)."""
+        s, rows = self.sampling, []
+        for i in range(self.n):
+            gen = None
+            if s.temperature > 0:
+                gen = torch.Generator().manual_seed(s.seed + i if s.seed is not None else random.getrandbits(62))
+            stream = TextStream(self.chat.tokenizer, set() if s.ignore_eos else set(self.chat.stop_ids), s.stop)
+            rows.append(Row(self.prompt_ids, s, stream, self._emitter(i, stream), adapter=self.entry.adapter_name,
+                            cancelled=self.cancelled.is_set, generator=gen))
+        return rows
+
+    def fail(self, exc: BaseException) -> None:
+        """Report ``exc`` to the client, unless the request already finished."""
+        if not self.finished:
+            self.finished = True
+            self.on_event("error", exc)
+
+    def _emitter(self, index: int, stream: TextStream) -> Callable[[str, str | None], None]:
+        def emit(text: str, finish: str | None) -> None:
+            if text:
+                self.on_event("delta", (index, text))
+            if finish is not None:
+                self.completion_tokens += stream.count
+                self.on_event("finish", (index, finish))
+                self.remaining -= 1
+                if self.remaining == 0:
+                    self.finished = True
+                    prompt = len(self.prompt_ids)
+                    self.on_event("done", {"prompt_tokens": prompt, "completion_tokens": self.completion_tokens,
+                                           "total_tokens": prompt + self.completion_tokens})
+        return emit
+
+
+def prepare(entry: Entry, chat_model: Callable[[Entry], ChatModel], messages: list[dict[str, Any]],
+            sampling: GenerationSettings, n: int, on_event: OnEvent, *, context: int, settings: ServeSettings) -> GenRequest:
+    """Render the prompt with the template of ``chat_model(entry)`` and check the limits (raises :class:`BadRequest`).
+
+    ``sampling.max_new_tokens`` None (the request named no limit) becomes the most that fits.
+    """
+    if entry.unsupported:
+        raise BadRequest(entry.unsupported, param="model", code="model_not_supported")
+    chat = chat_model(entry)
+    try:
+        prompt = chat.prompt_ids(messages)
+    except Exception as exc:  # jinja errors: the template rejects this conversation
+        raise BadRequest(f"the chat template of {entry.id} cannot render these messages: {exc}", param="messages") from exc
+    limit = settings.max_tokens
+    room = context - len(prompt)
+    if room < 1:
+        raise BadRequest(f"the prompt has {len(prompt)} tokens; this model's context is {context}",
+                         param="messages", code="context_length_exceeded")
+    if sampling.max_new_tokens is None:
+        sampling.max_new_tokens = min(limit, room)
+    if sampling.max_new_tokens > limit:
+        raise BadRequest(f"max_tokens is {sampling.max_new_tokens}; this server allows at most {limit}",
+                         param="max_tokens", code="max_tokens_too_large")
+    if sampling.max_new_tokens > room:
+        raise BadRequest(f"prompt ({len(prompt)} tokens) + max_tokens ({sampling.max_new_tokens}) exceeds the "
+                         f"context of {context}", param="max_tokens", code="context_length_exceeded")
+    req = GenRequest(entry, prompt, sampling, n, on_event, chat, remaining=n)
+    if n > settings.max_batch or req.cost > settings.max_batch_tokens:
+        raise BadRequest(f"n × (prompt + max_tokens) = {req.cost} tokens is more than one batch holds "
+                         f"({settings.max_batch} rows, {settings.max_batch_tokens} tokens)", param="n")
+    return req
