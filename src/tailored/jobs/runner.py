@@ -198,8 +198,14 @@ class Runner:
         """New metrics lines → events; new checkpoints → checkpoint objects; ETA and resolved hyperparameters."""
         job = self.jobs.get(None, attempt.job_id)
         follower = attempt.follower
+        name = self.jobs.model_name(job, self.jobs.state(attempt.job_id))
         for event in follower.new_events():
             self.store.add_event(attempt.job_id, event["message"], type="metrics", data=event["data"])
+            step = event["data"]["step"]
+            if "train_loss" in event["data"] and (follower.run.checkpoints / f"step-{step:06d}").is_dir():
+                self._checkpoint(attempt.job_id, step, name, follower)  # right after its step, in the events too
+        for step, _ in follower.checkpoints():
+            self._checkpoint(attempt.job_id, step, name, follower)
         update: dict[str, Any] = {}
         if follower.hyperparameters and "auto" in job["hyperparameters"].values():
             update.update(self._resolved(job, follower.hyperparameters))
@@ -208,13 +214,14 @@ class Runner:
         if update:
             self.store.update_job(attempt.job_id, update)
         self.store.update_job(attempt.job_id, state={"cursor": list(follower.cursor)})
-        name = self.jobs.model_name(job, self.jobs.state(attempt.job_id))
-        for step, metrics in follower.checkpoints():
-            if self.store.add_checkpoint(attempt.job_id, step, f"{name}:ckpt-step-{step}", metrics):
-                self.store.add_event(attempt.job_id, f"Checkpoint created at step {step}")
         gone = [c["step_number"] for c in self.store.checkpoints(attempt.job_id)
                 if not (follower.run.checkpoints / f"step-{c['step_number']:06d}").is_dir()]
         self.store.remove_checkpoints(attempt.job_id, gone)  # pruned by keep_checkpoints
+
+    def _checkpoint(self, job_id: str, step: int, name: str, follower: Follower) -> None:
+        model = f"{name}:ckpt-step-{step}"
+        if self.store.add_checkpoint(job_id, step, model, follower.metrics_at(step)):
+            self.store.add_event(job_id, f"Checkpoint created at step {step}: {model}", data={"step": step})
 
     @staticmethod
     def _resolved(job: dict[str, Any], hp: dict[str, Any]) -> dict[str, Any]:
@@ -263,10 +270,11 @@ class Runner:
         self.store.update_job(job_id, update, {"final_step": final_step})
         flags = manifest.red_flags or {}
         if flags:
-            detail = ", ".join(f"{k} {v}" for k, v in flags.items() if k not in ("level", "verdict"))
-            self.store.add_event(job_id, f"Red flags: {flags.get('verdict')} ({detail}); see the run report for the evidence",
-                                 level="warn" if flags.get("verdict") in ("warning", "red") else "info",
-                                 data={"red_flags": flags})
+            checks = {k: v for k, v in flags.items() if k not in ("level", "verdict")}
+            detail = ", ".join(f"{k} {v}" for k, v in checks.items())
+            verdict = flags.get("verdict") if any(v != "skipped" for v in checks.values()) else "not checked"
+            self.store.add_event(job_id, f"Red flags: {verdict} ({detail}); the run report has the evidence and fixes",
+                                 level="warn" if verdict in ("warning", "red") else "info", data={"red_flags": flags})
         self.store.add_event(job_id, f"New fine-tuned model created: {name}")
         self.store.add_event(job_id, "The job has successfully completed")
 

@@ -36,6 +36,15 @@ class BaseModelInfo:
         return name == self.id or name in self.aliases
 
 
+def open_jobs(base: BaseModelInfo, home: Path | None = None) -> Jobs:
+    """The jobs service whose state lives in ``home`` (default ``$TAILORED_HOME/service``)."""
+    from tailored.models.registry import tailored_home
+
+    home = Path(home) if home is not None else tailored_home() / "service"
+    store = Store(home / "jobs.sqlite")
+    return Jobs(store, Files(store, home / "files"), home / "jobs", base)
+
+
 def sanitise(name: str) -> str:
     import re
 

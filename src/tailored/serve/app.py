@@ -7,7 +7,6 @@ RateLimitError, 500 InternalServerError).
 
 from __future__ import annotations
 
-import hmac
 import logging
 import uuid
 from typing import Any
@@ -18,6 +17,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tailored.errors import ConfigError, ModelError, TailoredError
+from tailored.serve.keys import Keys
 from tailored.serve.protocol import ErrorBody, ErrorResponse
 
 log = logging.getLogger("tailored.serve")
@@ -39,18 +39,20 @@ def error_from(exc: TailoredError) -> JSONResponse:
                           headers=headers)
 
 
-def create_app(engine: Any, registry: Any, api_key: str | None = None) -> FastAPI:
-    """The app serving ``registry``'s models through ``engine``.
+def create_app(engine: Any, registry: Any, keys: Keys | None = None, jobs: Any = None) -> FastAPI:
+    """The app serving ``registry``'s models through ``engine`` (and the fine-tuning ``jobs`` service, if given).
 
     Args:
         engine: a built-in :class:`~tailored.serve.engine.Engine` (or the vLLM one).
         registry: the :class:`~tailored.serve.registry.Registry` of model ids.
-        api_key: if set, every request must send ``Authorization: Bearer <api_key>``.
+        keys: the API keys and their projects; without any, only local callers are served (by Host/Origin).
+        jobs: a :class:`~tailored.jobs.service.Jobs` for ``/v1/files`` and ``/v1/fine_tuning/jobs``.
     """
-    from tailored.serve import routes_chat, routes_models
+    from tailored.serve import routes_chat, routes_jobs, routes_models
 
+    keys = keys or Keys({})
     app = FastAPI(title="Tailored", docs_url=None, redoc_url=None)
-    app.state.engine, app.state.registry = engine, registry
+    app.state.engine, app.state.registry, app.state.jobs = engine, registry, jobs
 
     @app.middleware("http")
     async def auth_and_ids(request: Request, call_next: Any) -> Any:
@@ -58,14 +60,19 @@ def create_app(engine: Any, registry: Any, api_key: str | None = None) -> FastAP
         if path.startswith("/v1") and len(path) > 3 and path[3] != "/":  # `openai -b .../v1` without the slash
             request.scope["path"] = "/v1/" + path[3:]
         request_id = f"req_{uuid.uuid4().hex[:20]}"
-        if api_key is not None and request.scope["path"] != "/health":
-            sent = request.headers.get("authorization", "")
-            token = sent[7:] if sent.lower().startswith("bearer ") else ""
-            if not hmac.compare_digest(token.encode(), api_key.encode()):
-                response = error_response(401, "Incorrect or missing API key: send `Authorization: Bearer <key>`",
-                                          "invalid_request_error", code="invalid_api_key")
-                response.headers["x-request-id"] = request_id
-                return response
+        sent = request.headers.get("authorization", "")
+        caller = keys.caller(sent[7:] if sent.lower().startswith("bearer ") else "")
+        refused = None
+        if not keys.required and not _local(request):  # a keyless server: never reachable from a web page elsewhere
+            refused = error_response(403, "this server has no API key and answers only local clients (Host and Origin "
+                                     "must be localhost)", "invalid_request_error", code="not_local")
+        elif caller is None and request.scope["path"] != "/health":
+            refused = error_response(401, "Incorrect or missing API key: send `Authorization: Bearer <key>`",
+                                     "invalid_request_error", code="invalid_api_key")
+        if refused is not None:
+            refused.headers["x-request-id"] = request_id
+            return refused
+        request.state.caller = caller
         response = await call_next(request)
         response.headers["x-request-id"] = request_id
         return response
@@ -96,14 +103,35 @@ def create_app(engine: Any, registry: Any, api_key: str | None = None) -> FastAP
 
     app.include_router(routes_models.router, prefix="/v1")
     app.include_router(routes_chat.router, prefix="/v1")
+    if jobs is not None:
+        app.include_router(routes_jobs.router, prefix="/v1")
     return app
 
 
-def check_bind(host: str, api_key: str | None) -> None:
+def _is_local(host: str) -> bool:
+    host = host.strip().lower()
+    if host.startswith("["):  # [::1]:8000
+        host = host[1:host.find("]")] if "]" in host else host
+    elif host.count(":") == 1:
+        host = host.split(":")[0]
+    return host in ("localhost", "::1", "") or host.startswith("127.")
+
+
+def _local(request: Request) -> bool:
+    """Whether Host (and Origin, when a browser sends one) name this machine: no DNS-rebinding page gets in."""
+    origin = request.headers.get("origin")
+    if origin and origin != "null":
+        from urllib.parse import urlsplit
+
+        if not _is_local(urlsplit(origin).netloc):
+            return False
+    return _is_local(request.headers.get("host", ""))
+
+
+def check_bind(host: str, keys: Keys) -> None:
     """Refuse to expose the server beyond this machine without a key."""
-    loopback = host in ("localhost", "::1") or host.startswith("127.")
-    if not loopback and not api_key:
+    if not _is_local(host) and not keys.required:
         raise ConfigError(
             f"--host {host} exposes the server to the network, but no API key is set",
-            hint="pass --api-key KEY (or set TAILORED_API_KEY), or bind to 127.0.0.1",
+            hint="pass --api-key KEY or --api-keys FILE (or set TAILORED_API_KEY), or bind to 127.0.0.1",
         )

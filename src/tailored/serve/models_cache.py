@@ -89,7 +89,7 @@ class ResidentAdapters:
             self._lru.use(name)
             return
         start = time.monotonic()
-        self.bank.load(name, RunFolder(entry.run_dir).final)  # type: ignore[arg-type]
+        self.bank.load(name, entry.weights)
         self._lru.add(name, None)
         log.info("loaded adapter %s (%s) in %.2fs", entry.id, name, time.monotonic() - start)
         self._lru.shrink(self._lru.capacity, keep=keep)
@@ -110,7 +110,7 @@ class StandaloneModels:
         if entry.id in self._lru:
             return self._lru.use(entry.id)
         self._lru.shrink(self._lru.capacity - 1)  # make room before loading: one model's memory at a time
-        model, tok, manifest = load_run(entry.run_dir, device=self.device)  # type: ignore[arg-type]
+        model, tok, manifest = load_run(entry.run_dir, which=entry.which, device=self.device)  # type: ignore[arg-type]
         chat = ChatModel(model, tok, manifest, name=entry.id)
         self._lru.add(entry.id, chat)
         return chat

@@ -65,7 +65,7 @@ router = APIRouter(route_class=JsonBody)
 @router.post("/chat/completions")
 async def chat_completions(body: ChatCompletionRequest, request: Request) -> Any:
     engine, registry = request.app.state.engine, request.app.state.registry
-    entry = await asyncio.to_thread(registry.resolve, body.model)
+    entry = await asyncio.to_thread(registry.resolve, body.model, request.state.caller.scope)
     try:
         messages = body.chat_messages()
     except ValueError as exc:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import socket
 import threading
 import time
@@ -19,6 +18,12 @@ class Built:
     registry: Any
     engine: Any
     app: Any
+    runner: Any = None  # the fine-tuning jobs' runner (None with --no-jobs)
+
+    def close(self) -> None:
+        if self.runner is not None:
+            self.runner.stop()
+        self.engine.close()
 
 
 def _default_base(runs: list[Path]) -> str:
@@ -44,10 +49,11 @@ def build(settings: ServeSettings | None = None, **overrides: Any) -> Built:
     from tailored.serve.app import check_bind, create_app
     from tailored.serve.registry import Registry
 
+    from tailored.serve.keys import load_keys
+
     s = parse_settings(**{**(settings or ServeSettings()).model_dump(), **overrides})
-    if s.api_key is None and os.environ.get("TAILORED_API_KEY"):
-        s.api_key = os.environ["TAILORED_API_KEY"]
-    check_bind(s.host, s.api_key)
+    keys = load_keys(s.api_key, s.api_keys)
+    check_bind(s.host, keys)
     runs = [Path(r).expanduser() for r in s.runs]
     spec = s.base or _default_base(runs)
     source = resolve_model(spec)
@@ -61,7 +67,27 @@ def build(settings: ServeSettings | None = None, **overrides: Any) -> Built:
         from tailored.serve.engine import Engine
 
         engine = Engine(registry, s)
-    return Built(s, registry, engine, create_app(engine, registry, s.api_key))
+    jobs = runner = None
+    if s.jobs:
+        jobs, runner = _jobs(s, registry, spec, folder)
+    built = Built(s, registry, engine, create_app(engine, registry, keys, jobs), runner)
+    if runner is not None:
+        runner.start()
+    return built
+
+
+def _jobs(s: ServeSettings, registry: Any, spec: str, folder: Path) -> tuple[Any, Any]:
+    """The fine-tuning jobs service under ``$TAILORED_HOME/service`` and its runner; its models join the registry."""
+    from tailored.jobs.launch import Launcher
+    from tailored.jobs.runner import Runner
+    from tailored.jobs.service import BaseModelInfo, open_jobs
+    from tailored.models.load import load_tokenizer
+
+    base = BaseModelInfo(registry.base.id, str(folder) if Path(spec).exists() else spec, registry.base.aliases)
+    jobs = open_jobs(base)
+    registry.sources.append(jobs.models)
+    launcher = Launcher(s.jobs_launcher, s.jobs_nproc, s.jobs_command)  # type: ignore[arg-type]
+    return jobs, Runner(jobs, concurrency=s.jobs_concurrency, launcher=launcher, base_tokenizer=load_tokenizer(folder))
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -92,7 +118,7 @@ class Running:
     def stop(self) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=10)
-        self.built.engine.close()
+        self.built.close()
 
     def __enter__(self) -> Self:
         return self
@@ -123,4 +149,4 @@ def serve_forever(settings: ServeSettings) -> None:
     try:
         uvicorn.run(built.app, host=s.host, port=s.port, log_level="warning", lifespan="off")
     finally:
-        built.engine.close()
+        built.close()

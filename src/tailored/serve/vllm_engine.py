@@ -13,7 +13,6 @@ import itertools
 import threading
 from typing import Any
 
-from tailored.config.manifest import RunFolder
 from tailored.errors import ModelError
 from tailored.models.load import load_tokenizer
 from tailored.serve.models_cache import ChatModels
@@ -73,7 +72,7 @@ class VllmEngine:
         lora = None
         if req.entry.kind == "adapter":
             lid = self._lora_ids.setdefault(req.entry.id, next(self._ids))
-            lora = LoRARequest(req.entry.adapter_name, lid, str(RunFolder(req.entry.run_dir).final))  # type: ignore[arg-type]
+            lora = LoRARequest(req.entry.adapter_name, lid, str(req.entry.weights))
         sent = [0] * req.n
         try:
             final = None
