@@ -2,23 +2,20 @@
 
 Answers come from :meth:`ChatModel.generate_batch` (greedy by default), in batches of similar
 prompt length so little compute goes to padding. Reference loss uses the training code's own
-tokenization (assistant-only labels) and ``token_loss``, so it is the same number training reports.
+tokenization (assistant-only labels) and held-out loss (``train.loop.evaluate_loss``), so it is the
+same number training reports.
 """
 
 from __future__ import annotations
 
-import math
 import sys
 import time
 from typing import Any
 
-import torch
-
-from tailored.data.batching import micro_batches
 from tailored.data.records import Example
 from tailored.data.tokenize import encode_all
 from tailored.eval.generate import ChatModel, GenerationSettings
-from tailored.train.forward import token_loss
+from tailored.train.loop import evaluate_loss
 
 
 class Bar:
@@ -71,16 +68,9 @@ def generate_answers(model: ChatModel, conversations: list[list[dict[str, Any]]]
     return out
 
 
-@torch.no_grad()
 def reference_loss(model: ChatModel, examples: list[Example], *, max_seq_length: int = 2048,
                    micro_batch_tokens: int = 4096) -> dict[str, float]:
     """Mean token loss and perplexity of the reference assistant answers (assistant tokens only)."""
     rows, _ = encode_all(model.tokenizer, examples, max_seq_length=max_seq_length, overlength="truncate")
-    device = next(model.model.parameters()).device
-    loss = tokens = 0.0
-    for mb in micro_batches(rows, pad_id=int(model.tokenizer.pad_token_id), micro_batch_tokens=micro_batch_tokens):
-        out = token_loss(model.model, mb, device=device)
-        loss += float(out.loss_sum)
-        tokens += out.n_tokens
-    mean = loss / max(tokens, 1)
-    return {"loss": mean, "perplexity": math.exp(min(mean, 50.0)), "tokens": int(tokens)}
+    held = evaluate_loss(model.model, rows, pad_id=int(model.tokenizer.pad_token_id), micro_batch_tokens=micro_batch_tokens)
+    return {"loss": held.loss, "perplexity": held.perplexity, "tokens": held.tokens}
