@@ -19,8 +19,10 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 
+from tailored.data.batching import pad_rows
+from tailored.data.tokenize import IGNORE, Encoded
 from tailored.errors import DataError
-from tailored.train.forward import logits_at
+from tailored.train.forward import labelled_logits
 
 DEFAULT_PROBE = Path(__file__).parent / "probes" / "general.jsonl"
 SYSTEM = "Answer the question."
@@ -97,18 +99,10 @@ def choice_logprobs(model: torch.nn.Module, tokenizer: Any, items: list[ChoiceIt
     device = next(model.parameters()).device
     for start in range(0, len(flat), batch_rows):
         chunk = flat[start : start + batch_rows]
-        width = max(len(ids) for _, ids, _ in chunk)
-        ids = torch.full((len(chunk), width), pad, dtype=torch.long)
-        mask = torch.zeros_like(ids)
-        scored = torch.zeros_like(ids, dtype=torch.bool)
-        for r, (_, row, k) in enumerate(chunk):
-            ids[r, : len(row)] = torch.tensor(row)
-            mask[r, : len(row)] = 1
-            scored[r, k - 1 : len(row) - 1] = True  # the positions that predict a choice token
-        # Only those positions go through the vocabulary projection (it dominates the cost).
-        logits = logits_at(model, scored.to(device), input_ids=ids.to(device), attention_mask=mask.to(device)).float()
-        targets = torch.tensor([t for _, row, k in chunk for t in row[k:]], device=device)
-        logps = F.log_softmax(logits, dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+        # The choice tokens are the labels: only the positions that predict them are projected.
+        ids, labels, mask = pad_rows([Encoded(i, row, [IGNORE] * k + row[k:]) for i, row, k in chunk], pad)
+        logits, targets = labelled_logits(model, labels.to(device), input_ids=ids.to(device), attention_mask=mask.to(device))
+        logps = F.log_softmax(logits.float(), dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
         for (i, _, _), lp in zip(chunk, logps.split([len(row) - k for _, row, k in chunk])):
             out[i].append(float(lp.sum()))
         if on_progress:

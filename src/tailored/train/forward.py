@@ -40,24 +40,26 @@ def _capture(module: torch.nn.Module) -> Iterator[list[torch.Tensor]]:
         handle.remove()
 
 
-def logits_at(model: torch.nn.Module, positions: torch.Tensor, **inputs: Any) -> torch.Tensor:
-    """The logits at the ``positions`` (a batch × length boolean mask) of one forward pass, in row-major order.
+def labelled_logits(model: torch.nn.Module, labels: torch.Tensor, **inputs: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(logits, targets)`` at the positions whose next token is labelled (not ``IGNORE``), in row-major order.
 
     The final hidden states are captured with a hook on the decoder's last norm while the model is asked
-    for a single position of logits; only the selected positions go through the vocabulary projection.
+    for a single position of logits; only the labelled positions go through the vocabulary projection.
     ``model`` may be DDP- or peft-wrapped; an unknown architecture falls back to the full logits.
     """
+    targets = labels[:, 1:]
+    keep = targets != IGNORE  # position t predicts token t + 1
     inner = model.module if hasattr(model, "module") and not hasattr(model, "get_decoder") else model
     norm = _final_norm(inner)
     if norm is None:
-        return model(**inputs).logits[positions]
+        return model(**inputs).logits[:, :-1][keep], targets[keep]
     with _capture(norm) as box:
         model(**inputs, logits_to_keep=1)
-    hidden = box[-1][:, -positions.shape[1] :]  # prompt tuning prepends virtual tokens
+    hidden = box[-1][:, -labels.shape[1] :]  # prompt tuning prepends virtual tokens
     head = inner.get_output_embeddings()
     # under mixed precision the hidden states come out of autocast in bf16; the head is called
     # outside the model's forward, so match its dtype explicitly
-    return head(hidden[positions].to(head.weight.dtype))
+    return head(hidden[:, :-1][keep].to(head.weight.dtype)), targets[keep]
 
 
 @dataclass
@@ -76,12 +78,7 @@ def token_loss(model: torch.nn.Module, batch: MicroBatch, *, device: torch.devic
         kwargs["attention_mask"] = batch.attention_mask.to(device)
     if batch.position_ids is not None:
         kwargs["position_ids"] = batch.position_ids.to(device)
-    targets = labels[:, 1:]
-    keep = targets != IGNORE
-    positions = torch.zeros_like(labels, dtype=torch.bool)
-    positions[:, :-1] = keep  # position t predicts token t + 1
-    logits = logits_at(model, positions, **kwargs)
-    target = targets[keep]
+    logits, target = labelled_logits(model, labels, **kwargs)
     loss_sum = F.cross_entropy(logits.float(), target, reduction="sum")
     n_correct = int((logits.argmax(-1) == target).sum())
     return TokenLoss(loss_sum, int(target.numel()), n_correct)
