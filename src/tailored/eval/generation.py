@@ -8,43 +8,13 @@ same number training reports.
 
 from __future__ import annotations
 
-import sys
-import time
 from typing import Any
 
 from tailored.data.records import Example
 from tailored.data.tokenize import encode_all
 from tailored.eval.generate import ChatModel, GenerationSettings
 from tailored.train.loop import evaluate_loss
-
-
-class Bar:
-    """A rich progress bar on a terminal, a line every ~10 s otherwise (logs, CI)."""
-
-    def __init__(self, label: str, total: int, enabled: bool = True) -> None:
-        self.label, self.total, self.done, self.t0, self._last = label, total, 0, time.time(), 0.0
-        self._bar = None
-        if enabled and sys.stderr.isatty():
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-            self._bar = Progress(TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                                 TextColumn("ETA"), TimeRemainingColumn(), transient=True)
-            self._task = self._bar.add_task(label, total=total)
-            self._bar.start()
-        self.enabled = enabled
-
-    def advance(self, n: int) -> None:
-        self.done += n
-        if self._bar is not None:
-            self._bar.update(self._task, completed=self.done)
-        elif self.enabled and (time.time() - self._last > 10 or self.done >= self.total):
-            self._last = time.time()
-            print(f"{self.label}: {self.done}/{self.total} ({time.time() - self.t0:.0f} s)", file=sys.stderr, flush=True)
-
-    def close(self) -> None:
-        if self._bar is not None:
-            self._bar.stop()
-            self._bar = None
+from tailored.train.progress import Progress
 
 
 def generate_answers(model: ChatModel, conversations: list[list[dict[str, Any]]], settings: GenerationSettings, *,
@@ -53,7 +23,7 @@ def generate_answers(model: ChatModel, conversations: list[list[dict[str, Any]]]
     lengths = [len(model.prompt_ids(c)) for c in conversations]
     order = sorted(range(len(conversations)), key=lambda i: lengths[i])
     out: list[str] = [""] * len(conversations)
-    bar = Bar(label, len(conversations), enabled=progress)
+    bar = Progress(label, len(conversations), unit="answer", enabled=progress, transient=True)
     try:
         for start in range(0, len(order), batch_size):
             idx = order[start : start + batch_size]

@@ -17,12 +17,13 @@ from tailored.errors import DataError
 from tailored.eval import cache
 from tailored.eval.choice import DEFAULT_PROBE, choice_logprobs, read_choice_file, score_choices
 from tailored.eval.generate import ChatModel, GenerationSettings, load
-from tailored.eval.generation import Bar, generate_answers, reference_loss
+from tailored.eval.generation import generate_answers, reference_loss
 from tailored.eval.metrics import diversity
 from tailored.eval.redflags import VARIED_PROMPTS, Flag, forgetting, mode_collapse, overfitting, worst
 from tailored.eval.tasks import TASKS, detect_task, read_labels, read_test_set, score
 from tailored.methods.runs import base_folder
 from tailored.train.manifest import file_sha256, is_run_dir, read_manifest
+from tailored.train.progress import Progress
 
 COLLAPSE_SETTINGS = {"max_new_tokens": 24, "temperature": 0.8, "top_p": 0.95, "seed": 1234}
 
@@ -32,7 +33,7 @@ def probe_scores(model: ChatModel, identity: str, probe: str | Path, *, use_cach
     items = read_choice_file(probe)
 
     def compute() -> dict[str, Any]:
-        bar = Bar(f"probe {model.name}", len(items), enabled=progress)
+        bar = Progress(f"probe {model.name}", len(items), unit="item", enabled=progress, transient=True)
         try:
             lps = choice_logprobs(model.model, model.tokenizer, items, on_progress=bar.advance)
         finally:

@@ -142,7 +142,7 @@ def train_loop(
     bad_evals = int(state.get("bad_evals", 0))
     metrics_path = run_dir / "metrics.jsonl"
     result = LoopResult(step, None, None, best, best_step)
-    progress = Progress(total=hp.total_steps, start=step, enabled=main)
+    progress = Progress("train", hp.total_steps, start=step, unit="step", enabled=main)
     t0 = time.time()
 
     def log(record: dict[str, Any]) -> None:
@@ -208,11 +208,12 @@ def train_loop(
             result.real_tokens += int(real)
             train_loss = loss_total / max(n_global, 1.0)
             result.train_loss = train_loss
-            progress.update(step, loss=train_loss, tokens=real)
+            tokens_per_s = result.real_tokens / max(time.time() - t0, 1e-9)
+            progress.update(step, info=f"loss {train_loss:.4f} · {tokens_per_s:,.0f} tok/s")
             if step % cfg.log_every == 0 or step == hp.total_steps:
                 log({"step": step, "epoch": round(step / hp.steps_per_epoch, 3), "split": "train", "loss": round(train_loss, 5),
                      "token_accuracy": round(correct / max(n_global, 1.0), 4), "learning_rate": scheduler.get_last_lr()[0],
-                     "tokens_per_s": round(progress.tokens_per_s, 1), "real_tokens": int(real), "elapsed_s": round(time.time() - t0, 2)})
+                     "tokens_per_s": round(tokens_per_s, 1), "real_tokens": int(real), "elapsed_s": round(time.time() - t0, 2)})
             if val_rows and (step % hp.eval_every == 0 or step == hp.total_steps):
                 val_loss, val_acc = validate()
                 result.val_loss = val_loss
