@@ -45,16 +45,13 @@ def probe_scores(model: ChatModel, identity: str, probe: str | Path, *, use_cach
 
 
 def sampled_diversity(model: ChatModel, identity: str, *, use_cache: bool = True, progress: bool = True) -> dict[str, Any]:
-    """Diversity of sampled answers to :data:`VARIED_PROMPTS` (cached)."""
+    """Diversity of sampled answers to :data:`VARIED_PROMPTS` (the answers are cached, the scores recomputed)."""
     convs = [[{"role": "user", "content": p}] for p in VARIED_PROMPTS]
-
-    def compute() -> dict[str, Any]:
-        answers = generate_answers(model, convs, GenerationSettings(**COLLAPSE_SETTINGS), batch_size=len(convs),
-                                   label=f"samples {model.name}", progress=progress)
-        return {**diversity(answers), "answers": answers}
-
-    value, _ = cache.cached(cache.key("collapse", identity, COLLAPSE_SETTINGS, VARIED_PROMPTS), compute, enabled=use_cache)
-    return value
+    answers, _ = cache.cached(
+        cache.key("samples", identity, COLLAPSE_SETTINGS, VARIED_PROMPTS),
+        lambda: generate_answers(model, convs, GenerationSettings(**COLLAPSE_SETTINGS), batch_size=len(convs),
+                                 label=f"samples {model.name}", progress=progress), enabled=use_cache)
+    return {**diversity(answers), "answers": answers}
 
 
 def _max_new_tokens(model: ChatModel, references: list[str]) -> int:
