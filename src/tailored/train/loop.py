@@ -163,7 +163,7 @@ def train_loop(
                        "initial_val_loss": result.initial_val_loss if result.initial_val_loss is not None
                        else state.get("initial_val_loss")},
             )
-            prune_checkpoints(run_dir, cfg.keep_checkpoints, protect=set())
+            prune_checkpoints(run_dir, cfg.keep_checkpoints)
         accelerator.wait_for_everyone()
 
     def validate() -> tuple[float, float]:
