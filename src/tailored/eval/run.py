@@ -6,7 +6,6 @@ data, settings), so the base model's half of a comparison is computed once for e
 
 from __future__ import annotations
 
-import gc
 import json
 import random
 import time
@@ -57,11 +56,6 @@ def sampled_diversity(model: ChatModel, identity: str, *, use_cache: bool = True
 def _max_new_tokens(model: ChatModel, references: list[str]) -> int:
     longest = max((len(model.tokenizer(r, add_special_tokens=False)["input_ids"]) for r in references), default=32)
     return min(512, int(longest * 1.5) + 16)
-
-
-def _free(model: ChatModel | None) -> None:
-    del model
-    gc.collect()
 
 
 def evaluate(
@@ -147,7 +141,6 @@ def evaluate(
             out["probe"] = probe_scores(model, identity, probe_path, use_cache=use_cache, progress=progress)
         if collapse:
             out["diversity"] = sampled_diversity(model, identity, use_cache=use_cache, progress=progress)
-        _free(model)
         return out
 
     report["models"]["tuned"] = one("tuned", target, which)
