@@ -9,7 +9,7 @@ import torch
 
 from tailored.errors import TailoredError
 from tailored.methods import get_method, method_names
-from tailored.methods.base import count_parameters
+from tailored.methods.base import count_parameters, parse_options
 from tailored.models.load import load_model
 
 
@@ -34,11 +34,9 @@ def test_catalog_counts_match_a_real_prepared_model(tiny_model_dir):
         method = get_method(name)
         model = method.prepare(load_model(tiny_model_dir), method.Options())  # real weights, unquantized
         assert (row.trainable, row.total) == count_parameters(model), name
+        assert row.mergeable == method.mergeable and row.train_memory_bytes > row.adapter_bytes > 0, name
     with pytest.raises(TailoredError, match="quant_bits"):
-        from tailored.methods.base import parse_options
-
         parse_options(get_method("qlora"), {"quant_bits": 3})
-        assert row.mergeable == method.mergeable and row.train_memory_bytes > row.adapter_bytes > 0
     assert rows["full"].trainable == rows["full"].total
     assert rows["qlora"].train_memory_bytes < rows["lora"].train_memory_bytes  # the quantized base is smaller
     assert rows["ia3"].trainable < rows["lora"].trainable < rows["full"].trainable
