@@ -69,16 +69,19 @@ class TokenLoss:
     n_correct: int
 
 
-def token_loss(model: torch.nn.Module, batch: MicroBatch, *, device: torch.device | str = "cpu") -> TokenLoss:
-    """Summed next-token loss over the labelled positions of one micro-batch."""
-    ids = batch.input_ids.to(device)
-    labels = batch.labels.to(device)
-    kwargs = {"input_ids": ids, "use_cache": False}
+def model_inputs(batch: MicroBatch, device: torch.device | str = "cpu") -> dict[str, Any]:
+    """The forward pass's keyword arguments for a micro-batch (packed: positions and no attention mask)."""
+    kwargs: dict[str, Any] = {"input_ids": batch.input_ids.to(device), "use_cache": False}
     if batch.attention_mask is not None:
         kwargs["attention_mask"] = batch.attention_mask.to(device)
     if batch.position_ids is not None:
         kwargs["position_ids"] = batch.position_ids.to(device)
-    logits, target = labelled_logits(model, labels, **kwargs)
+    return kwargs
+
+
+def token_loss(model: torch.nn.Module, batch: MicroBatch, *, device: torch.device | str = "cpu") -> TokenLoss:
+    """Summed next-token loss over the labelled positions of one micro-batch."""
+    logits, target = labelled_logits(model, batch.labels.to(device), **model_inputs(batch, device))
     loss_sum = F.cross_entropy(logits.float(), target, reduction="sum")
     n_correct = int((logits.argmax(-1) == target).sum())
     return TokenLoss(loss_sum, int(target.numel()), n_correct)
