@@ -10,8 +10,8 @@ import pytest
 
 from tailored.cli.main import main
 from tailored.data.clean import REASONS, clean_file
-from tailored.data.near_dup import cross_duplicates, greedy_dedupe
-from tailored.data.text_quality import garbage_reason
+from tailored.data.near_dup import DEFAULT_THRESHOLD, cross_duplicates, greedy_dedupe, jaccard, shingles
+from tailored.data.text_quality import garbage_reason, normalize
 
 SYSTEM = {"role": "system", "content": "You are a helpful assistant."}
 
@@ -33,13 +33,22 @@ DISTINCT = [
 ]
 
 
+# One word changed ("do" → "can"): a real edit, not a copy that normalisation makes identical.
+NEAR_COPY = ("How can I reset my password?", DISTINCT[0][1])
+
+
+def similarity(a: str, b: str) -> float:
+    """The true Jaccard similarity of two texts, with the module's own shingles."""
+    return jaccard(shingles(a), shingles(b))
+
+
 @pytest.fixture()
 def dirty(tmp_path: Path, tiny_model_dir: Path) -> tuple[Path, dict[str, int]]:
     """A file with one planted example per removal reason; returns it and the line of each plant."""
     lines = [chat(u, a) for u, a in DISTINCT]
     plants = {
         "exact_duplicate": chat(*DISTINCT[0]),
-        "near_duplicate": chat("how do I reset my password??", "Open settings, then security and choose reset password"),
+        "near_duplicate": chat(*NEAR_COPY),
         "empty_answer": chat("Tell me a joke.", "   "),
         "empty_turn": chat(" \n ", "Hello there."),
         "answer_repeats_prompt": chat("Repeat after me: blue sky", "repeat after me blue sky!"),
@@ -70,7 +79,10 @@ def test_every_reason_is_removed_and_logged_with_its_line(dirty, tmp_path: Path,
         assert r["record"] == (json.loads(raw[r["line"] - 1]) if r["reason"] != "invalid" else raw[r["line"] - 1])
     kept = (tmp_path / "out.jsonl").read_text().splitlines()
     assert kept == raw[: len(DISTINCT)]  # the distinct examples survive, byte for byte
-    assert "near_duplicate" in report.render() and "line" in next(r["detail"] for r in rows if r["reason"] == "near_duplicate")
+    near = similarity("\n".join(NEAR_COPY), "\n".join(DISTINCT[0]))  # what near-duplicates compare: user and answer
+    assert normalize("\n".join(NEAR_COPY)) != normalize("\n".join(DISTINCT[0])) and DEFAULT_THRESHOLD <= near < 0.9
+    assert "near_duplicate" in report.render()
+    assert next(r["detail"] for r in rows if r["reason"] == "near_duplicate") == f"near-duplicate of line 1 (Jaccard {near:.2f})"
 
 
 def test_keep_flags_but_keeps(dirty, tmp_path: Path) -> None:
@@ -84,12 +96,51 @@ def test_keep_flags_but_keeps(dirty, tmp_path: Path) -> None:
     assert {r["reason"] for r in rows if r["kept"]} == {"exact_duplicate", "near_duplicate"}
 
 
-def test_near_duplicates_found_and_unrelated_not() -> None:
+# Support answers long enough that a small edit keeps most character 5-grams.
+ORIGINALS = [
+    "How do I reset my password?\nOpen Settings, then Security, and choose Reset password. We email you a link that works for one hour.",
+    "My card payment was declined at the shop.\nCheck that the card is not frozen in the app and that the daily limit covers the amount, then try again.",
+    "Can I change the delivery address of my order?\nYes, until the parcel is dispatched: open the order, choose Edit address and save the new one.",
+    "Why was I charged twice for one purchase?\nThe second charge is usually a pending authorisation; it disappears within three working days.",
+]
+# Edited copies (original index, text): a word changed, a clause added, a spelling changed. Jaccard 0.85-0.92.
+NEAR = [
+    (0, ORIGINALS[0].replace("one hour", "two hours")),
+    (1, ORIGINALS[1].replace("shop", "supermarket")),
+    (2, ORIGINALS[2].replace("save the new one.", "save the new one before dispatch.")),
+    (3, ORIGINALS[3].replace("authorisation", "authorization")),
+]
+# The same wording about another request: close, but just below the threshold (Jaccard 0.69-0.78).
+CLOSE = [
+    (0, ORIGINALS[0].replace("password", "PIN")),
+    (1, ORIGINALS[1].replace("the card is not frozen", "online payments are enabled")),
+    (2, ORIGINALS[2].replace("delivery address", "delivery date").replace("Edit address", "Edit date")),
+    (3, ORIGINALS[3].replace("pending authorisation", "renewal fee")),
+]
+
+
+def test_planted_pairs_sit_on_either_side_of_the_threshold() -> None:
+    for i, text in NEAR:
+        assert normalize(text) != normalize(ORIGINALS[i])  # not a copy that normalisation makes identical
+        assert DEFAULT_THRESHOLD <= similarity(text, ORIGINALS[i]) < 0.95, text
+    for i, text in CLOSE:
+        assert DEFAULT_THRESHOLD - 0.12 <= similarity(text, ORIGINALS[i]) < DEFAULT_THRESHOLD, text
+    for a in range(len(ORIGINALS)):
+        for b in range(a):
+            assert similarity(ORIGINALS[a], ORIGINALS[b]) < 0.1
+
+
+def test_near_duplicates_found_and_close_texts_not() -> None:
+    near, close = [t for _, t in NEAR], [t for _, t in CLOSE]
+    found = cross_duplicates(ORIGINALS, near + close)
+    assert [(j, k) for j, k, _ in found] == [(j, i) for j, (i, _) in enumerate(NEAR)]  # every copy, nothing close
+    assert [sim for _, _, sim in found] == [round(similarity(t, ORIGINALS[i]), 3) for i, t in NEAR]  # the exact Jaccard
+    # in one list: each copy is a duplicate of its original; the close texts are kept
+    texts = ORIGINALS + near + close
+    assert greedy_dedupe(texts) == [(len(ORIGINALS) + j, i, round(similarity(t, ORIGINALS[i]), 3)) for j, (i, t) in enumerate(NEAR)]
+    assert greedy_dedupe(ORIGINALS + close) == []
     texts = [u + " " + a for u, a in DISTINCT]
     assert greedy_dedupe(texts) == []  # "reset my password" vs "change my password" is related, not a copy
-    variants = [t.upper() + "!!" for t in texts[:3]] + [texts[3].replace("eight", "8 (eight)")] + [texts[4] + " "]
-    found = {j for j, _, _ in cross_duplicates(texts, variants)}
-    assert found == {0, 1, 2, 3, 4}
     assert cross_duplicates(texts, ["What is the boiling point of water?", "Who painted the Mona Lisa?"]) == []
 
 
@@ -110,16 +161,29 @@ def test_cli_clean_and_unknown_keep(dirty, tmp_path: Path, capsys: pytest.Captur
 
 
 def test_planted_copies_in_real_data(shared_data: Path, tmp_path: Path) -> None:
-    """Dolly has no duplicate prompts; 30 planted edited copies must be found, and only they."""
+    """Dolly has no duplicate prompts; of 30 planted copies with one word of the answer changed, exactly those
+    whose true Jaccard reaches the threshold are flagged (a changed word weighs more in a short text)."""
+    from tailored.data.clean import dedupe_text
+    from tailored.data.readers import read_records
+
     rows = (shared_data / "dolly-open-qa" / "train.jsonl").read_text().splitlines()[:400]
     rng = random.Random(1)
-    planted = []
-    for line in rng.sample(rows, 30):
-        obj = json.loads(line)
-        obj["messages"][1]["content"] = obj["messages"][1]["content"].lower().rstrip("?") + " ?"
+    planted, source = [], {}
+    for n in rng.sample(range(len(rows)), 30):
+        obj = json.loads(rows[n])
+        words = obj["messages"][2]["content"].split(" ")
+        i = rng.randrange(len(words))
+        words[i] = "truly" if words[i] == "really" else "really"
+        obj["messages"][2]["content"] = " ".join(words)
         planted.append(json.dumps(obj))
+        source[len(rows) + len(planted)] = n + 1  # planted line → its original's line
     path = tmp_path / "d.jsonl"
     path.write_text("\n".join(rows + planted) + "\n")
+    texts = {ex.line: dedupe_text(ex) for ex in read_records(path).examples}
+    true = {line: similarity(texts[line], texts[original]) for line, original in source.items()}
+    expected = {line for line, sim in true.items() if sim >= DEFAULT_THRESHOLD}
+    assert len(expected) >= 20 and len(true) - len(expected) >= 3  # both sides of the threshold are planted
+    assert min(true.values()) >= 0.6  # the ones below it are close, not unrelated
     report = clean_file(path, tmp_path / "o.jsonl")
-    flagged = {f.line for f in report.flags}
-    assert flagged == set(range(401, 431))
+    assert {f.line for f in report.flags} == expected
+    assert all(f.detail == f"near-duplicate of line {source[f.line]} (Jaccard {true[f.line]:.2f})" for f in report.flags)

@@ -18,7 +18,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def qlora_run(tmp_path_factory, smollm2_dir):
-    pytest.importorskip("bitsandbytes")
+    import bitsandbytes  # noqa: F401  (the quant extra `make test` installs: missing fails, never skips)
     root = tmp_path_factory.mktemp("qlora")
     rows = [{"messages": [{"role": "user", "content": f"Say {w}."}, {"role": "assistant", "content": w}]}
             for w in ("apple", "river", "cloud", "stone", "green", "seven", "bread", "light", "north", "paper", "glass", "music")]

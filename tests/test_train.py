@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -129,3 +130,21 @@ def test_ctrl_c_saves_a_checkpoint_and_resume_finishes(tiny_model_dir, chat_file
     (out / "config.yaml").write_text(cfg)
     result = tailored.train(resume=True, output=str(out))
     assert result.loop.steps == step + 2 and json.loads((out / "manifest.json").read_text())["status"] == "completed"
+
+
+def test_progress_line_shows_rate_and_eta(capsys):
+    from tailored.train.progress import Progress
+
+    bar = Progress("train", 10, start=2, unit="step")  # a resumed run: the 2 earlier steps are not in the rate
+    bar.t0 -= 8.0  # 8 s into this process
+    bar.update(6, info="loss 1.2345")  # 4 steps in 8 s → 2.0 s/step, 4 steps left → ETA 8 s
+    bar.advance(4)
+    bar.close()
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0] == "train 6/10 · loss 1.2345 · 2.0 s/step · ETA 8s"
+    assert lines[-1].startswith("train 10/10 · ") and lines[-1].endswith("ETA 0s")
+    fast = Progress("answers", 100, unit="answer")
+    fast.t0 -= 2.0
+    fast.update(50)
+    assert fast.rate == pytest.approx(25.0, rel=0.01) and fast.eta == pytest.approx(2.0, rel=0.01)
+    assert re.fullmatch(r"answers 50/100 · 2[45]\.\d answer/s · ETA 2s\n", capsys.readouterr().err)

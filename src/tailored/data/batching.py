@@ -16,6 +16,7 @@ The plan depends only on (data, seed, epoch), so a resumed run replays exactly t
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -72,7 +73,11 @@ def shard(indices: list[int], lengths: list[int], rank: int, world: int) -> list
     return [idx for pos, idx in enumerate(ordered) if pos % world == rank]
 
 
-def _pad_batch(rows: list[Encoded], pad_id: int) -> MicroBatch:
+def pad_rows(rows: Sequence[Encoded], pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(input_ids, labels, attention_mask)`` of ``rows`` right-padded to the longest one.
+
+    Padding is ``pad_id`` in the ids, ``IGNORE`` in the labels (never a target) and 0 in the mask.
+    """
     width = max(len(r) for r in rows)
     ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
     labels = torch.full((len(rows), width), IGNORE, dtype=torch.long)
@@ -82,7 +87,11 @@ def _pad_batch(rows: list[Encoded], pad_id: int) -> MicroBatch:
         ids[i, :n] = torch.tensor(r.input_ids)
         labels[i, :n] = torch.tensor(r.labels)
         mask[i, :n] = 1
-    return MicroBatch(ids, labels, mask, None, len(rows))
+    return ids, labels, mask
+
+
+def _pad_batch(rows: list[Encoded], pad_id: int) -> MicroBatch:
+    return MicroBatch(*pad_rows(rows, pad_id), None, len(rows))
 
 
 def _pack_rows(rows: list[Encoded], max_len: int) -> list[MicroBatch]:

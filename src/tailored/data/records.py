@@ -25,10 +25,6 @@ class Example:
     chosen: list[dict[str, Any]] | None = None
     rejected: list[dict[str, Any]] | None = None
 
-    @property
-    def is_text(self) -> bool:
-        return self.text is not None
-
     def assistant_text(self) -> str:
         """The trained assistant turns joined (used for labels, duplicates and statistics)."""
         if self.text is not None:

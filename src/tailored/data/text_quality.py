@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections import Counter
+from collections.abc import Iterable
 
 _SPACE = re.compile(r"\s+")
 _PUNCT = re.compile(r"[^\w\s]", re.UNICODE)
@@ -82,8 +83,14 @@ def charset_summary(texts: list[str]) -> dict[str, float]:
     return {k: round(v / total, 4) for k, v in counts.most_common()}
 
 
-def distinct_n(texts: list[str], n: int) -> float | None:
-    """Distinct n-grams / all n-grams over whitespace tokens of ``texts`` (None when there are none)."""
+def distinct_n(texts: Iterable[str], n: int, *, digits: int | None = 4) -> float | None:
+    """Distinct n-grams / all n-grams over the words of ``texts`` after :func:`normalize` (None when there are none).
+
+    Args:
+        texts: the texts; n-grams never span two of them.
+        n: the n-gram length in words.
+        digits: round to this many decimals (None: unrounded).
+    """
     seen: set[tuple[str, ...]] = set()
     total = 0
     for text in texts:
@@ -91,7 +98,9 @@ def distinct_n(texts: list[str], n: int) -> float | None:
         grams = [tuple(words[i : i + n]) for i in range(len(words) - n + 1)]
         total += len(grams)
         seen.update(grams)
-    return round(len(seen) / total, 4) if total else None
+    if not total:
+        return None
+    return len(seen) / total if digits is None else round(len(seen) / total, digits)
 
 
 # A few hundred bytes of stop words tell the common Latin-script languages apart well enough for a

@@ -19,7 +19,10 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 
+from tailored.data.batching import pad_rows
+from tailored.data.tokenize import IGNORE, Encoded
 from tailored.errors import DataError
+from tailored.train.forward import labelled_logits
 
 DEFAULT_PROBE = Path(__file__).parent / "probes" / "general.jsonl"
 SYSTEM = "Answer the question."
@@ -96,43 +99,15 @@ def choice_logprobs(model: torch.nn.Module, tokenizer: Any, items: list[ChoiceIt
     device = next(model.parameters()).device
     for start in range(0, len(flat), batch_rows):
         chunk = flat[start : start + batch_rows]
-        width = max(len(ids) for _, ids, _ in chunk)
-        ids = torch.full((len(chunk), width), pad, dtype=torch.long)
-        mask = torch.zeros_like(ids)
-        for r, (_, row, _) in enumerate(chunk):
-            ids[r, : len(row)] = torch.tensor(row)
-            mask[r, : len(row)] = 1
-        hidden = _final_hidden(model, ids.to(device), mask.to(device))
-        head = _unwrap(model).get_output_embeddings()
-        for r, (i, row, k) in enumerate(chunk):
-            # Project only the positions that predict a choice token (the vocabulary projection dominates).
-            logits = head(hidden[r, k - 1 : len(row) - 1]).float()
-            target = torch.tensor(row[k:], device=device)
-            out[i].append(float(F.log_softmax(logits, dim=-1).gather(-1, target.unsqueeze(-1)).sum()))
+        # The choice tokens are the labels: only the positions that predict them are projected.
+        ids, labels, mask = pad_rows([Encoded(i, row, [IGNORE] * k + row[k:]) for i, row, k in chunk], pad)
+        logits, targets = labelled_logits(model, labels.to(device), input_ids=ids.to(device), attention_mask=mask.to(device))
+        logps = F.log_softmax(logits.float(), dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+        for (i, _, _), lp in zip(chunk, logps.split([len(row) - k for _, row, k in chunk])):
+            out[i].append(float(lp.sum()))
         if on_progress:
             on_progress(len({i for i, _, _ in chunk}))
     return out
-
-
-def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    """The causal-LM module under a peft wrapper (it has the output embeddings and the decoder)."""
-    get_base = getattr(model, "get_base_model", None)
-    return get_base() if callable(get_base) else model
-
-
-def _final_hidden(model: torch.nn.Module, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """The decoder's last (normalised) hidden states, captured while asking the model for one logit row."""
-    decoder = _unwrap(model).get_decoder()
-    norm = getattr(decoder, "norm", None)
-    if not isinstance(norm, torch.nn.Module):  # unknown architecture: full hidden states
-        return model(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states[-1]
-    box: list[torch.Tensor] = []
-    handle = norm.register_forward_hook(lambda _m, _i, out: box.append(out[0] if isinstance(out, tuple) else out))
-    try:
-        model(input_ids=ids, attention_mask=mask, logits_to_keep=1)
-    finally:
-        handle.remove()
-    return box[-1][:, -ids.shape[1] :]  # prompt tuning prepends virtual tokens
 
 
 def score_choices(items: list[ChoiceItem], logprobs: list[list[float]]) -> dict[str, Any]:

@@ -2,52 +2,19 @@
 
 Answers come from :meth:`ChatModel.generate_batch` (greedy by default), in batches of similar
 prompt length so little compute goes to padding. Reference loss uses the training code's own
-tokenization (assistant-only labels) and ``token_loss``, so it is the same number training reports.
+tokenization (assistant-only labels) and held-out loss (``train.loop.evaluate_loss``), so it is the
+same number training reports.
 """
 
 from __future__ import annotations
 
-import math
-import sys
-import time
 from typing import Any
 
-import torch
-
-from tailored.data.batching import micro_batches
 from tailored.data.records import Example
 from tailored.data.tokenize import encode_all
 from tailored.eval.generate import ChatModel, GenerationSettings
-from tailored.train.forward import token_loss
-
-
-class Bar:
-    """A rich progress bar on a terminal, a line every ~10 s otherwise (logs, CI)."""
-
-    def __init__(self, label: str, total: int, enabled: bool = True) -> None:
-        self.label, self.total, self.done, self.t0, self._last = label, total, 0, time.time(), 0.0
-        self._bar = None
-        if enabled and sys.stderr.isatty():
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-            self._bar = Progress(TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                                 TextColumn("ETA"), TimeRemainingColumn(), transient=True)
-            self._task = self._bar.add_task(label, total=total)
-            self._bar.start()
-        self.enabled = enabled
-
-    def advance(self, n: int) -> None:
-        self.done += n
-        if self._bar is not None:
-            self._bar.update(self._task, completed=self.done)
-        elif self.enabled and (time.time() - self._last > 10 or self.done >= self.total):
-            self._last = time.time()
-            print(f"{self.label}: {self.done}/{self.total} ({time.time() - self.t0:.0f} s)", file=sys.stderr, flush=True)
-
-    def close(self) -> None:
-        if self._bar is not None:
-            self._bar.stop()
-            self._bar = None
+from tailored.train.loop import evaluate_loss
+from tailored.train.progress import Progress
 
 
 def generate_answers(model: ChatModel, conversations: list[list[dict[str, Any]]], settings: GenerationSettings, *,
@@ -56,7 +23,7 @@ def generate_answers(model: ChatModel, conversations: list[list[dict[str, Any]]]
     lengths = [len(model.prompt_ids(c)) for c in conversations]
     order = sorted(range(len(conversations)), key=lambda i: lengths[i])
     out: list[str] = [""] * len(conversations)
-    bar = Bar(label, len(conversations), enabled=progress)
+    bar = Progress(label, len(conversations), unit="answer", enabled=progress, transient=True)
     try:
         for start in range(0, len(order), batch_size):
             idx = order[start : start + batch_size]
@@ -71,16 +38,9 @@ def generate_answers(model: ChatModel, conversations: list[list[dict[str, Any]]]
     return out
 
 
-@torch.no_grad()
 def reference_loss(model: ChatModel, examples: list[Example], *, max_seq_length: int = 2048,
                    micro_batch_tokens: int = 4096) -> dict[str, float]:
     """Mean token loss and perplexity of the reference assistant answers (assistant tokens only)."""
     rows, _ = encode_all(model.tokenizer, examples, max_seq_length=max_seq_length, overlength="truncate")
-    device = next(model.model.parameters()).device
-    loss = tokens = 0.0
-    for mb in micro_batches(rows, pad_id=int(model.tokenizer.pad_token_id), micro_batch_tokens=micro_batch_tokens):
-        out = token_loss(model.model, mb, device=device)
-        loss += float(out.loss_sum)
-        tokens += out.n_tokens
-    mean = loss / max(tokens, 1)
-    return {"loss": mean, "perplexity": math.exp(min(mean, 50.0)), "tokens": int(tokens)}
+    held = evaluate_loss(model.model, rows, pad_id=int(model.tokenizer.pad_token_id), micro_batch_tokens=micro_batch_tokens)
+    return {"loss": held.loss, "perplexity": held.perplexity, "tokens": held.tokens}

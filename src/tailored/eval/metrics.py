@@ -14,6 +14,8 @@ from collections import Counter
 from difflib import SequenceMatcher
 from typing import Any, Sequence
 
+from tailored.data.text_quality import distinct_n
+
 OTHER = "<other>"  # a prediction outside the label set
 
 
@@ -98,22 +100,17 @@ def generation_metrics(references: Sequence[str], predictions: Sequence[str]) ->
     }
 
 
-def _ngrams(tokens: list[str], n: int) -> list[tuple[str, ...]]:
-    return [tuple(tokens[i : i + n]) for i in range(len(tokens) - n + 1)]
-
-
 def diversity(outputs: Sequence[str], max_pairs: int = 2000, seed: int = 0) -> dict[str, Any]:
     """How varied a set of generations is (for mode-collapse detection).
 
-    distinct-n: unique n-grams / all n-grams over every output; identical_share: share of outputs
+    distinct-n: unique n-grams / all n-grams over every output (words as ``data stats`` counts them,
+    :func:`tailored.data.text_quality.distinct_n`; 0 when there are none); identical_share: share of outputs
     equal to the most common output; mean_similarity: mean difflib ratio over (sampled) pairs.
     """
     texts = [normalize(o) for o in outputs]
-    tokens = [t.split() for t in texts]
     out: dict[str, Any] = {"n": len(texts)}
     for n in (1, 2):
-        grams = [g for t in tokens for g in _ngrams(t, n)]
-        out[f"distinct_{n}"] = len(set(grams)) / len(grams) if grams else 0.0
+        out[f"distinct_{n}"] = distinct_n(outputs, n, digits=None) or 0.0
     counts = Counter(texts)
     top, top_n = counts.most_common(1)[0] if counts else ("", 0)
     out["identical_share"] = top_n / max(len(texts), 1)

@@ -6,7 +6,6 @@ data, settings), so the base model's half of a comparison is computed once for e
 
 from __future__ import annotations
 
-import gc
 import random
 import time
 from pathlib import Path
@@ -18,11 +17,12 @@ from tailored.errors import DataError
 from tailored.eval import cache
 from tailored.eval.choice import DEFAULT_PROBE, choice_logprobs, read_choice_file, score_choices
 from tailored.eval.generate import ChatModel, GenerationSettings, load
-from tailored.eval.generation import Bar, generate_answers, reference_loss
+from tailored.eval.generation import generate_answers, reference_loss
 from tailored.eval.metrics import diversity
 from tailored.eval.redflags import VARIED_PROMPTS, Flag, forgetting, mode_collapse, overfitting, worst
 from tailored.eval.tasks import TASKS, detect_task, read_labels, read_test_set, score
 from tailored.methods.runs import base_folder
+from tailored.train.progress import Progress
 
 COLLAPSE_SETTINGS = {"max_new_tokens": 24, "temperature": 0.8, "top_p": 0.95, "seed": 1234}
 
@@ -32,7 +32,7 @@ def probe_scores(model: ChatModel, identity: str, probe: str | Path, *, use_cach
     items = read_choice_file(probe)
 
     def compute() -> dict[str, Any]:
-        bar = Bar(f"probe {model.name}", len(items), enabled=progress)
+        bar = Progress(f"probe {model.name}", len(items), unit="item", enabled=progress, transient=True)
         try:
             lps = choice_logprobs(model.model, model.tokenizer, items, on_progress=bar.advance)
         finally:
@@ -44,26 +44,18 @@ def probe_scores(model: ChatModel, identity: str, probe: str | Path, *, use_cach
 
 
 def sampled_diversity(model: ChatModel, identity: str, *, use_cache: bool = True, progress: bool = True) -> dict[str, Any]:
-    """Diversity of sampled answers to :data:`VARIED_PROMPTS` (cached)."""
+    """Diversity of sampled answers to :data:`VARIED_PROMPTS` (the answers are cached, the scores recomputed)."""
     convs = [[{"role": "user", "content": p}] for p in VARIED_PROMPTS]
-
-    def compute() -> dict[str, Any]:
-        answers = generate_answers(model, convs, GenerationSettings(**COLLAPSE_SETTINGS), batch_size=len(convs),
-                                   label=f"samples {model.name}", progress=progress)
-        return {**diversity(answers), "answers": answers}
-
-    value, _ = cache.cached(cache.key("collapse", identity, COLLAPSE_SETTINGS, VARIED_PROMPTS), compute, enabled=use_cache)
-    return value
+    answers, _ = cache.cached(
+        cache.key("samples", identity, COLLAPSE_SETTINGS, VARIED_PROMPTS),
+        lambda: generate_answers(model, convs, GenerationSettings(**COLLAPSE_SETTINGS), batch_size=len(convs),
+                                 label=f"samples {model.name}", progress=progress), enabled=use_cache)
+    return {**diversity(answers), "answers": answers}
 
 
 def _max_new_tokens(model: ChatModel, references: list[str]) -> int:
     longest = max((len(model.tokenizer(r, add_special_tokens=False)["input_ids"]) for r in references), default=32)
     return min(512, int(longest * 1.5) + 16)
-
-
-def _free(model: ChatModel | None) -> None:
-    del model
-    gc.collect()
 
 
 def evaluate(
@@ -149,7 +141,6 @@ def evaluate(
             out["probe"] = probe_scores(model, identity, probe_path, use_cache=use_cache, progress=progress)
         if collapse:
             out["diversity"] = sampled_diversity(model, identity, use_cache=use_cache, progress=progress)
-        _free(model)
         return out
 
     report["models"]["tuned"] = one("tuned", target, which)

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, Field
 
+from tailored.data.batching import pad_rows
 from tailored.data.records import Example
 from tailored.data.tokenize import (
     IGNORE,
@@ -141,15 +142,7 @@ class DpoObjective:
 
 
 def _pad(pairs: list[Pair], pad_id: int) -> PairBatch:
-    rows = [p.chosen for p in pairs] + [p.rejected for p in pairs]
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    labels = torch.full((len(rows), width), IGNORE, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, r in enumerate(rows):
-        ids[i, : len(r)] = torch.tensor(r.input_ids)
-        labels[i, : len(r)] = torch.tensor(r.labels)
-        mask[i, : len(r)] = 1
+    ids, labels, mask = pad_rows([p.chosen for p in pairs] + [p.rejected for p in pairs], pad_id)
     return PairBatch(ids, labels, mask, len(pairs))
 
 

@@ -96,8 +96,8 @@ def list_checkpoints(run_dir: Path) -> list[Path]:
     return sorted(found, key=lambda p: int(p.name.split("-")[1]))
 
 
-def prune_checkpoints(run_dir: Path, keep: int, protect: set[str]) -> None:
+def prune_checkpoints(run_dir: Path, keep: int) -> None:
+    """Delete all but the ``keep`` newest checkpoints (the best weights live in ``run_dir/best``, not here)."""
     ckpts = list_checkpoints(run_dir)
     for p in ckpts[: max(0, len(ckpts) - keep)]:
-        if p.name not in protect:
-            shutil.rmtree(p, ignore_errors=True)
+        shutil.rmtree(p, ignore_errors=True)

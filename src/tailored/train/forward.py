@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Any, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -40,6 +40,28 @@ def _capture(module: torch.nn.Module) -> Iterator[list[torch.Tensor]]:
         handle.remove()
 
 
+def labelled_logits(model: torch.nn.Module, labels: torch.Tensor, **inputs: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(logits, targets)`` at the positions whose next token is labelled (not ``IGNORE``), in row-major order.
+
+    The final hidden states are captured with a hook on the decoder's last norm while the model is asked
+    for a single position of logits; only the labelled positions go through the vocabulary projection.
+    ``model`` may be DDP- or peft-wrapped; an unknown architecture falls back to the full logits.
+    """
+    targets = labels[:, 1:]
+    keep = targets != IGNORE  # position t predicts token t + 1
+    inner = model.module if hasattr(model, "module") and not hasattr(model, "get_decoder") else model
+    norm = _final_norm(inner)
+    if norm is None:
+        return model(**inputs).logits[:, :-1][keep], targets[keep]
+    with _capture(norm) as box:
+        model(**inputs, logits_to_keep=1)
+    hidden = box[-1][:, -labels.shape[1] :]  # prompt tuning prepends virtual tokens
+    head = inner.get_output_embeddings()
+    # under mixed precision the hidden states come out of autocast in bf16; the head is called
+    # outside the model's forward, so match its dtype explicitly
+    return head(hidden[:, :-1][keep].to(head.weight.dtype)), targets[keep]
+
+
 @dataclass
 class TokenLoss:
     loss_sum: torch.Tensor  # summed cross-entropy over labelled tokens (differentiable)
@@ -47,31 +69,19 @@ class TokenLoss:
     n_correct: int
 
 
-def token_loss(model: torch.nn.Module, batch: MicroBatch, *, device: torch.device | str = "cpu") -> TokenLoss:
-    """Summed next-token loss over the labelled positions of one micro-batch."""
-    ids = batch.input_ids.to(device)
-    labels = batch.labels.to(device)
-    kwargs = {"input_ids": ids, "use_cache": False}
+def model_inputs(batch: MicroBatch, device: torch.device | str = "cpu") -> dict[str, Any]:
+    """The forward pass's keyword arguments for a micro-batch (packed: positions and no attention mask)."""
+    kwargs: dict[str, Any] = {"input_ids": batch.input_ids.to(device), "use_cache": False}
     if batch.attention_mask is not None:
         kwargs["attention_mask"] = batch.attention_mask.to(device)
     if batch.position_ids is not None:
         kwargs["position_ids"] = batch.position_ids.to(device)
-    inner = model.module if hasattr(model, "module") and not hasattr(model, "get_decoder") else model
-    norm = _final_norm(inner)
-    targets = labels[:, 1:]
-    keep = targets != IGNORE
-    if norm is None:  # unknown architecture: fall back to full logits
-        logits = model(**kwargs).logits[:, :-1][keep]
-    else:
-        with _capture(norm) as box:
-            model(**kwargs, logits_to_keep=1)
-        hidden = box[-1]
-        hidden = hidden[:, -ids.shape[1] :]  # prompt tuning prepends virtual tokens
-        head = inner.get_output_embeddings()
-        # under mixed precision the hidden states come out of autocast in bf16; the head is called
-        # outside the model's forward, so match its dtype explicitly
-        logits = head(hidden[:, :-1][keep].to(head.weight.dtype))
-    target = targets[keep]
+    return kwargs
+
+
+def token_loss(model: torch.nn.Module, batch: MicroBatch, *, device: torch.device | str = "cpu") -> TokenLoss:
+    """Summed next-token loss over the labelled positions of one micro-batch."""
+    logits, target = labelled_logits(model, batch.labels.to(device), **model_inputs(batch, device))
     loss_sum = F.cross_entropy(logits.float(), target, reduction="sum")
     n_correct = int((logits.argmax(-1) == target).sum())
     return TokenLoss(loss_sum, int(target.numel()), n_correct)

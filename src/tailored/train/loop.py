@@ -48,31 +48,51 @@ class LoopResult:
 
 
 def _sum(accelerator: Any, *values: float) -> list[float]:
-    """Sum numbers over processes."""
+    """Sum numbers over processes (no accelerator: one process)."""
+    if accelerator is None:
+        return [float(v) for v in values]
     t = torch.tensor(values, dtype=torch.float64, device=accelerator.device)
     if accelerator.num_processes > 1:
         t = accelerator.reduce(t, reduction="sum")
     return t.tolist()
 
 
+@dataclass
+class HeldOutLoss:
+    loss: float  # mean token loss (the objective's mean loss with one)
+    token_accuracy: float
+    tokens: int
+
+    @property
+    def perplexity(self) -> float:
+        return math.exp(min(self.loss, 50.0))
+
+
 @torch.no_grad()
-def evaluate_loss(model: torch.nn.Module, rows: list[Encoded], *, accelerator: Any, pad_id: int, micro_batch_tokens: int,
-                  objective: Any = None) -> tuple[float, float]:
-    """(mean token loss, token accuracy) over ``rows``, split across processes (``objective``: see train_loop)."""
+def evaluate_loss(model: torch.nn.Module, rows: list[Encoded], *, pad_id: int, micro_batch_tokens: int,
+                  accelerator: Any = None, objective: Any = None) -> HeldOutLoss:
+    """Mean loss and token accuracy over held-out ``rows``, in eval mode (the model's mode is restored).
+
+    With ``accelerator`` the rows are split across processes and the sums reduced; without, one process
+    on the model's device. ``objective``: see :func:`train_loop`.
+    """
     batches = objective.batches if objective is not None else micro_batches
     loss_fn = objective.loss if objective is not None else token_loss
+    if accelerator is None:
+        rank, world, device = 0, 1, next(model.parameters()).device
+    else:
+        rank, world, device = accelerator.process_index, accelerator.num_processes, accelerator.device
     was_training = model.training
     model.eval()
-    mine = rows[accelerator.process_index :: accelerator.num_processes]
     loss = tokens = correct = 0.0
-    for mb in batches(mine, pad_id=pad_id, micro_batch_tokens=micro_batch_tokens):
-        out = loss_fn(model, mb, device=accelerator.device)
+    for mb in batches(rows[rank::world], pad_id=pad_id, micro_batch_tokens=micro_batch_tokens):
+        out = loss_fn(model, mb, device=device)
         loss += float(out.loss_sum)
         tokens += out.n_tokens
         correct += out.n_correct
     loss, tokens, correct = _sum(accelerator, loss, tokens, correct)
     model.train(was_training)
-    return loss / max(tokens, 1), correct / max(tokens, 1)
+    return HeldOutLoss(loss / max(tokens, 1), correct / max(tokens, 1), int(tokens))
 
 
 def lr_lambda(hp: Resolved, schedule: str) -> Callable[[int], float]:
@@ -122,7 +142,7 @@ def train_loop(
     bad_evals = int(state.get("bad_evals", 0))
     metrics_path = run_dir / "metrics.jsonl"
     result = LoopResult(step, None, None, best, best_step)
-    progress = Progress(total=hp.total_steps, start=step, enabled=main)
+    progress = Progress("train", hp.total_steps, start=step, unit="step", enabled=main)
     t0 = time.time()
 
     def log(record: dict[str, Any]) -> None:
@@ -143,12 +163,16 @@ def train_loop(
                        "initial_val_loss": result.initial_val_loss if result.initial_val_loss is not None
                        else state.get("initial_val_loss")},
             )
-            prune_checkpoints(run_dir, cfg.keep_checkpoints, protect=set())
+            prune_checkpoints(run_dir, cfg.keep_checkpoints)
         accelerator.wait_for_everyone()
 
+    def validate() -> tuple[float, float]:
+        held = evaluate_loss(model, val_rows, accelerator=accelerator, pad_id=pad_id,
+                             micro_batch_tokens=cfg.micro_batch_tokens, objective=objective)
+        return held.loss, held.token_accuracy
+
     if val_rows and step == 0:  # the "before" of every before/after comparison
-        val_loss, val_acc = evaluate_loss(model, val_rows, accelerator=accelerator, pad_id=pad_id,
-                                          micro_batch_tokens=cfg.micro_batch_tokens, objective=objective)
+        val_loss, val_acc = validate()
         result.initial_val_loss = val_loss
         log({"step": 0, "epoch": 0.0, "split": "validation", "loss": round(val_loss, 5), "token_accuracy": round(val_acc, 4),
              "best": False})
@@ -184,14 +208,14 @@ def train_loop(
             result.real_tokens += int(real)
             train_loss = loss_total / max(n_global, 1.0)
             result.train_loss = train_loss
-            progress.update(step, loss=train_loss, tokens=real)
+            tokens_per_s = result.real_tokens / max(time.time() - t0, 1e-9)
+            progress.update(step, info=f"loss {train_loss:.4f} · {tokens_per_s:,.0f} tok/s")
             if step % cfg.log_every == 0 or step == hp.total_steps:
                 log({"step": step, "epoch": round(step / hp.steps_per_epoch, 3), "split": "train", "loss": round(train_loss, 5),
                      "token_accuracy": round(correct / max(n_global, 1.0), 4), "learning_rate": scheduler.get_last_lr()[0],
-                     "tokens_per_s": round(progress.tokens_per_s, 1), "real_tokens": int(real), "elapsed_s": round(time.time() - t0, 2)})
+                     "tokens_per_s": round(tokens_per_s, 1), "real_tokens": int(real), "elapsed_s": round(time.time() - t0, 2)})
             if val_rows and (step % hp.eval_every == 0 or step == hp.total_steps):
-                val_loss, val_acc = evaluate_loss(model, val_rows, accelerator=accelerator, pad_id=pad_id,
-                                                  micro_batch_tokens=cfg.micro_batch_tokens, objective=objective)
+                val_loss, val_acc = validate()
                 result.val_loss = val_loss
                 improved = best is None or val_loss < best - 1e-6
                 if improved:

@@ -1,4 +1,7 @@
-"""A progress bar for training: step, loss, real tokens/s and ETA (rich; quiet when not a terminal)."""
+"""The one progress bar (training steps, evaluation answers and probe items): done/total, rate and ETA.
+
+On a terminal it is a rich bar; otherwise (logs, CI) it prints a line every ~10 s and one at the end.
+"""
 
 from __future__ import annotations
 
@@ -8,45 +11,79 @@ from typing import Any
 
 
 class Progress:
-    def __init__(self, total: int, start: int = 0, enabled: bool = True) -> None:
-        self.total, self.start_step, self.enabled = total, start, enabled
+    """Progress of ``total`` units of work, counted from ``start`` (a resumed run's step).
+
+    Args:
+        label: what is counted, shown first (``train``, ``answers tuned``).
+        total: units of work in all.
+        start: units already done before this process started (not counted in the rate).
+        unit: the unit's name in the rate (``step`` → ``4.2 step/s``, or ``1.3 s/step`` when slower).
+        enabled: False shows nothing (e.g. on every process but the main one).
+        transient: remove the terminal bar when it closes.
+    """
+
+    def __init__(self, label: str, total: int, *, start: int = 0, unit: str = "step", enabled: bool = True,
+                 transient: bool = False) -> None:
+        self.label, self.total, self.unit, self.enabled = label, total, unit, enabled
+        self.start = self.done = start
         self.t0 = time.time()
-        self.tokens = 0
-        self.tokens_per_s = 0.0
+        self._last_print = 0.0
         self._bar: Any = None
         self._task: Any = None
-        self._last_print = 0.0
-        if enabled:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress as RichProgress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+        if enabled and sys.stderr.isatty():
+            from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+            from rich.progress import Progress as RichProgress
 
             self._bar = RichProgress(
-                TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
-                TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), transient=False,
-                disable=not sys.stderr.isatty(),
+                TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
+                TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), transient=transient,
             )
-            self._task = self._bar.add_task("train", total=total, completed=start, info="")
+            self._task = self._bar.add_task(label, total=total, completed=start, info="")
             self._bar.start()
 
-    def update(self, step: int, *, loss: float, tokens: float) -> None:
-        self.tokens += int(tokens)
-        elapsed = max(time.time() - self.t0, 1e-9)
-        self.tokens_per_s = self.tokens / elapsed
+    @property
+    def rate(self) -> float:
+        """Units per second since this process started."""
+        return (self.done - self.start) / max(time.time() - self.t0, 1e-9)
+
+    @property
+    def eta(self) -> float:
+        """Seconds left at the current rate."""
+        return (self.total - self.done) * (time.time() - self.t0) / max(self.done - self.start, 1)
+
+    def update(self, done: int, info: str = "") -> None:
+        """``done`` units of ``total`` are done; ``info`` (e.g. the loss) is shown with the rate."""
+        self.done = done
         if not self.enabled:
             return
-        info = f"loss {loss:.4f} · {self.tokens_per_s:,.0f} tok/s"
-        self._bar.update(self._task, completed=step, info=info)
-        if not sys.stderr.isatty() and (time.time() - self._last_print > 10 or step == self.total):
+        text = " · ".join(x for x in (info, self._rate_text()) if x)
+        if self._bar is not None:
+            self._bar.update(self._task, completed=done, info=text)
+        elif time.time() - self._last_print > 10 or done >= self.total:
             self._last_print = time.time()
-            done = step - self.start_step
-            eta = (self.total - step) * elapsed / max(done, 1)
-            print(f"step {step}/{self.total} · {info} · ETA {eta:,.0f}s", file=sys.stderr, flush=True)
+            print(f"{self.label} {done}/{self.total} · {text} · ETA {self.eta:,.0f}s", file=sys.stderr, flush=True)
+
+    def _rate_text(self) -> str:
+        rate = self.rate
+        if rate <= 0:
+            return ""
+        return f"{rate:,.1f} {self.unit}/s" if rate >= 1 else f"{1 / rate:,.1f} s/{self.unit}"
+
+    def advance(self, n: int = 1, info: str = "") -> None:
+        """``n`` more units are done."""
+        self.update(self.done + n, info)
 
     def note(self, text: str) -> None:
-        if self.enabled:
-            self._bar.console.print(text) if sys.stderr.isatty() else print(text, file=sys.stderr, flush=True)
+        """A line of its own, printed above the bar."""
+        if not self.enabled:
+            return
+        if self._bar is not None:
+            self._bar.console.print(text)
+        else:
+            print(text, file=sys.stderr, flush=True)
 
     def close(self) -> None:
         if self._bar is not None:
             self._bar.stop()
             self._bar = None
-            self.enabled = False
+        self.enabled = False
