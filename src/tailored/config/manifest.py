@@ -178,9 +178,13 @@ class RunFolder:
         """Whether this is a run folder (it has a manifest)."""
         return self.manifest_file.is_file()
 
+    def weights_path(self, which: str = "final") -> Path:
+        """Where the weights ``which`` (``final``, ``best``, a checkpoint name like ``step-000050``) are kept."""
+        return {"final": self.final, "best": self.best}.get(which) or self.checkpoints / which / "weights"
+
     def weights(self, which: str = "final") -> Path:
-        """``final``, ``best``, or a checkpoint name (``step-000050``); raises when it is not there."""
-        path = {"final": self.final, "best": self.best}.get(which) or self.checkpoints / which / "weights"
+        """The weights ``which`` (see :meth:`weights_path`); raises when they are not there."""
+        path = self.weights_path(which)
         if not path.is_dir():
             raise CheckpointError(f"{path} does not exist", hint="did the run finish? `tailored train --resume` continues it")
         return path

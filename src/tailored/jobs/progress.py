@@ -53,8 +53,10 @@ class Follower:
                 self.total_steps = int(self.hyperparameters["total_steps"])
             except Exception:  # noqa: BLE001 - being written; read next time
                 self.hyperparameters = None
-        for record in _records(self.run):
+        records = _records(self.run)
+        for record in records:  # all first: a step's checkpoint metrics include its validation
             self._remember(record)
+        for record in records:
             key = _key(record)
             if key <= self.cursor:
                 continue

@@ -108,7 +108,16 @@ class Runner:
                     os.killpg(pid, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
-            self._requeue(job_id, "the server was stopped while it trained")
+            run = RunFolder(self.jobs.folder(job_id) / "run")
+            if run.exists() and run.read().status == "completed":  # it finished while no server watched
+                self.store.add_event(job_id, "The server was stopped while the job trained; training finished meanwhile",
+                                     level="warn")
+                follower = Follower(run, tuple(self.jobs.state(job_id)["cursor"]))
+                for event in follower.new_events():
+                    self.store.add_event(job_id, event["message"], type="metrics", data=event["data"])
+                self._succeed(job_id, run)
+            else:
+                self._requeue(job_id, "the server was stopped while it trained")
 
     def _requeue(self, job_id: str, why: str) -> None:
         run = RunFolder(self.jobs.folder(job_id) / "run")

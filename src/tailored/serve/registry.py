@@ -67,7 +67,7 @@ class Entry:
     @property
     def weights(self) -> Path:
         assert self.run_dir is not None
-        return RunFolder(self.run_dir).weights(self.which)
+        return RunFolder(self.run_dir).weights_path(self.which)
 
     def visible_to(self, project: str | None) -> bool:
         """Whether a key of ``project`` (None: an admin key) may see and call this model."""
@@ -138,7 +138,7 @@ class Registry:
                project: str | None = None) -> Entry | None:
         """The entry of a run's weights (``which``); ``name`` and ``project`` for the jobs service's models."""
         run = RunFolder(run_dir)
-        weights = run.final if which == "final" else run.checkpoints / which / "weights"
+        weights = run.weights_path(which)
         if not weights.is_dir():  # still training (or failed, or pruned): not servable
             return None
         key = (str(run_dir.resolve()), name or "", which, weights.stat().st_mtime)
