@@ -28,7 +28,8 @@ sys.path.insert(0, str(ROOT / "src"))
 from tailored.estimate.calibrate import measure_in_subprocess, train_flops_per_token  # noqa: E402
 from tailored.estimate.memory import GIB, TrainSetup, estimate_memory  # noqa: E402
 from tailored.estimate.report import cpu_memory  # noqa: E402
-from tailored.estimate.shapes import PRESETS, resolve_shape  # noqa: E402
+from tailored.estimate.shapes import resolve_shape  # noqa: E402
+from tailored.models.shapes import PRESETS  # noqa: E402
 
 PUBLISHED = [
     ("PEFT T0_3B full, A100", "t0-3b", 47.14, TrainSetup(method="full", precision="fp32", batch_size=8, seq_len=100,

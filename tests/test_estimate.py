@@ -10,7 +10,8 @@ import pytest
 from tailored.cli.main import main
 from tailored.estimate.memory import GIB, TrainSetup, estimate_memory, trainable_params
 from tailored.estimate.report import cpu_memory, estimate
-from tailored.estimate.shapes import PRESETS, resolve_shape
+from tailored.estimate.shapes import resolve_shape
+from tailored.models.shapes import PRESETS
 
 # Published totals (config.json of each model / model cards).
 PUBLISHED_PARAMS = {"7b": 6.738e9, "13b": 13.016e9, "70b": 68.977e9, "8b": 8.030e9, "t0-3b": 2.85e9, "1b": 1.236e9}

@@ -6,6 +6,6 @@ Layer: after ``train`` (it reads data with :mod:`tailored.data` and model folder
 
 from tailored.estimate.memory import GIB, TrainSetup, estimate_memory
 from tailored.estimate.report import Estimate, estimate
-from tailored.estimate.shapes import ModelShape, resolve_shape
+from tailored.estimate.shapes import resolve_shape
 
-__all__ = ["GIB", "Estimate", "ModelShape", "TrainSetup", "estimate", "estimate_memory", "resolve_shape"]
+__all__ = ["GIB", "Estimate", "TrainSetup", "estimate", "estimate_memory", "resolve_shape"]

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tailored.estimate.shapes import ModelShape
+from tailored.models.shapes import ModelShape
 
 
 def train_flops_per_token(shape: ModelShape, method: str, seq_len: int, gradient_checkpointing: bool = False) -> float:

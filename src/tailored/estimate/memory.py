@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from tailored.errors import ConfigError
-from tailored.estimate.shapes import ModelShape
+from tailored.models.shapes import ModelShape
 
 GIB = 1024**3
 METHODS = ("full", "lora", "qlora", "dora", "ia3", "adapter", "prefix", "prompt")

@@ -12,7 +12,8 @@ from tailored.errors import ConfigError
 from tailored.estimate.calibrate import matmul_flops, measure_steps, train_flops_per_token
 from tailored.estimate.memory import GIB, METHODS, MemoryEstimate, TrainSetup, estimate_memory, suggestions
 from tailored.estimate.prices import device_entry, load_prices
-from tailored.estimate.shapes import ModelShape, resolve_shape
+from tailored.estimate.shapes import resolve_shape
+from tailored.models.shapes import ModelShape
 
 # This machine's Python + torch + transformers process before any model is loaded (VmRSS measured by
 # bench/estimate_accuracy.py), and what a CUDA context plus allocator slack takes outside the tensors.
