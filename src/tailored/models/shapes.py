@@ -3,13 +3,15 @@
 A shape comes from a ``config.json`` (:func:`shape_from_config`) or a published preset (``PRESETS``,
 size ``ALIASES`` such as ``7b``). Only layer widths, counts, vocabulary and whether the output
 projection is tied to the embedding are kept. Parameter counts are computed from the shape (checked
-against published counts in ``tests/test_estimate.py``). The shapes live in the models layer so that
-the methods can size themselves on them too.
+against published counts in ``tests/test_estimate.py``); each method sizes itself on a shape
+(``Method.footprint``), which is what ``tailored methods`` and ``tailored estimate`` report.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from tailored.errors import ConfigError
@@ -51,6 +53,23 @@ class ModelShape:
             return {**{k: (i, o, 3 * self.layers) for k, (i, o) in attn.items()}, **{k: (i, o, 2 * self.layers) for k, (i, o) in mlp.items()}}
         return {k: (i, o, self.layers) for k, (i, o) in {**attn, **mlp}.items()}
 
+    def select_linears(self, names: str | list[str]) -> dict[str, tuple[int, int, int]]:
+        """The linear layers a peft-style ``target_modules`` names: ``all-linear`` (every projection of the
+        blocks, not the output head) or module names (Llama's ``q_proj``..., T5's ``q``, ``wi_0``, ``wo``...).
+
+        Raises ConfigError for a name that is no projection of this shape, as peft would refuse it.
+        """
+        linears = self.linear_shapes()
+        if names == "all-linear":
+            return linears
+        wanted = [n.strip() for n in names.split(",")] if isinstance(names, str) else list(names)
+        canonical = {_T5_NAMES.get(n, n) for n in wanted if n}
+        unknown = sorted(canonical - set(linears))
+        if unknown:
+            raise ConfigError(f"target_modules {','.join(unknown)}: no such linear layer in {self.name}",
+                              hint=f"use all-linear or some of {', '.join(linears)}")
+        return {k: v for k, v in linears.items() if k in canonical}
+
     @property
     def linear_params(self) -> int:
         """Parameters in the transformer blocks' linear layers (what LoRA targets and QLoRA quantizes)."""
@@ -65,6 +84,11 @@ class ModelShape:
     def n_params(self) -> int:
         norms = self.hidden * (2 * self.layers + 1) * (2 if self.kind == "t5" else 1)
         return self.linear_params + self.embedding_params + norms
+
+
+# T5's module names for the projections this shape calls by their Llama names.
+_T5_NAMES = {"q": "q_proj", "k": "k_proj", "v": "v_proj", "o": "o_proj", "wi_0": "gate_proj", "wi_1": "up_proj",
+             "wi": "up_proj", "wo": "down_proj"}
 
 
 def _llama(name: str, h: int, layers: int, heads: int, kv: int, inter: int, vocab: int, tied: bool = False) -> ModelShape:
@@ -104,3 +128,12 @@ def shape_from_config(cfg: dict[str, Any], name: str = "model") -> ModelShape:
     except KeyError as exc:
         raise ConfigError(f"config.json of {name} has no {exc.args[0]!r}: cannot derive the model's shape",
                           hint="pass a size instead (e.g. --model 7b) or a Llama-like / T5 model folder") from exc
+
+
+def shape_of_folder(folder: str | Path, name: str | None = None) -> ModelShape:
+    """The shape of the model in ``folder`` (its ``config.json``; no weights are read)."""
+    folder = Path(folder)
+    path = folder / "config.json"
+    if not path.is_file():
+        raise ConfigError(f"{folder} has no config.json", hint="pass a model folder (config.json + safetensors)")
+    return shape_from_config(json.loads(path.read_text()), name or folder.name)
