@@ -19,14 +19,16 @@ from typing import Any
 from tailored.models.shapes import ModelShape
 
 
-def train_flops_per_token(shape: ModelShape, method: str, seq_len: int, gradient_checkpointing: bool = False) -> float:
-    """FLOPs per trained token: 6·N for full fine-tuning, ~4·N with a frozen base (+2·N with checkpointing).
+def train_flops_per_token(shape: ModelShape, seq_len: int, *, trains_base: bool = False,
+                          gradient_checkpointing: bool = False) -> float:
+    """FLOPs per trained token: 6·N when the base trains (full), ~4·N with a frozen base (+2·N with checkpointing).
 
-    The attention score/value products (``12·L·s·q`` for forward and backward) are added on top.
+    N counts the matrix multiplications (the input embedding is a lookup; a tied output head is the
+    embedding matrix used as one, counted once). The attention score/value products (``12·L·s·q`` for
+    forward and backward) are added on top.
     """
-    n = shape.n_params - shape.vocab * shape.hidden * (0 if shape.tied else 1)  # the input embedding is a lookup
-    n += shape.vocab * shape.hidden if shape.tied else 0  # the tied output projection is a matmul
-    passes = 6 if method == "full" else 4
+    n = shape.n_params - (0 if shape.tied else shape.vocab * shape.hidden)
+    passes = 6 if trains_base else 4
     if gradient_checkpointing:
         passes += 2
     attention = 2 * passes * shape.layers * seq_len * shape.q_dim / 2  # causal: half the scores
