@@ -150,24 +150,27 @@ def fit_step_time(points: list[tuple[float, float]]) -> tuple[float, float]:
     return 1.0 / slope, max(0.0, t1 - f1 * slope)
 
 
-def cpu_throughput(shape: ModelShape, folder: Path | None, setup: TrainSetup, calibrate: str) -> tuple[float, float, str]:
+def cpu_throughput(shape: ModelShape, folder: Path | None, setup: TrainSetup, calibrate: str,
+                   label_share: float = 1.0) -> tuple[float, float, str]:
     """Achieved training FLOP/s and fixed seconds per step on this CPU.
 
-    From real steps of the model at two sizes (CPU time, so that other processes sharing the cores
-    now do not slow the prediction), or a matmul benchmark.
+    From Tailored's training step of the setup's method on the model at two sizes (CPU time, so that
+    other processes sharing the cores now do not slow the prediction), or a matmul benchmark.
     """
     import torch
 
     if calibrate in ("auto", "model") and folder is not None and shape.n_params < 2e9:
         trains_base = footprint(shape, setup).trains_base
-        kind = "full" if trains_base else "lora"
         points = []
         for seq in sorted({min(32, setup.seq_len), min(128, setup.seq_len)}):
-            r = measure_steps(folder, method=kind, batch_size=1, seq_len=seq, steps=3)
-            points.append((train_flops_per_token(shape, seq, trains_base=trains_base) * seq, r["cpu_seconds_per_step"]))
+            r = measure_steps(folder, method=setup.method, options=setup.options, batch_size=1, seq_len=seq, steps=3,
+                              label_share=label_share)
+            flops = train_flops_per_token(shape, seq, trains_base=trains_base, label_share=label_share) * seq
+            points.append((flops, r["cpu_seconds_per_step"]))
         rate, fixed = fit_step_time(points)
         threads = torch.get_num_threads()
-        return rate * threads, fixed / threads, f"measured: training steps of the model here at 2 sizes (CPU time), {threads} thread(s)"
+        return (rate * threads, fixed / threads,
+                f"measured: {setup.method} training steps of the model here at 2 sizes (CPU time), {threads} thread(s)")
     if calibrate == "none":
         return 20e9, 0.0, "assumed 20 GFLOP/s (no calibration)"
     rate = matmul_flops() * CPU_MATMUL_EFFICIENCY
@@ -256,14 +259,15 @@ def estimate(
         fixes = [(label, est.total) for label, est in
                  suggestions(config, shape, setup, capacity, lambda cfg: memory(plan_of(cfg)[0]))]
     fp = footprint(shape, setup)
+    share = tokens.trained_tokens / tokens.padded_tokens if tokens else 1.0
     per_token = train_flops_per_token(shape, setup.seq_len, trains_base=fp.trains_base,
-                                      gradient_checkpointing=setup.gradient_checkpointing)
+                                      gradient_checkpointing=setup.gradient_checkpointing, label_share=share)
     flops = per_token * (tokens.run_padded_tokens if tokens else 0)
     fixed = 0.0
     if on_cpu and not flops:
         throughput, source = 0.0, "not measured (no --data)"
     elif on_cpu:
-        throughput, fixed, source = cpu_throughput(shape, folder, setup, calibrate)
+        throughput, fixed, source = cpu_throughput(shape, folder, setup, calibrate, share)
     else:
         util = utilisation if utilisation is not None else float(table.get("utilisation", 0.35))
         quantized = fp.quantized_linear_bits is not None
