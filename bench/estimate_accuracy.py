@@ -28,19 +28,20 @@ sys.path.insert(0, str(ROOT / "src"))
 from tailored.estimate.calibrate import measure_in_subprocess, train_flops_per_token  # noqa: E402
 from tailored.estimate.memory import GIB, TrainSetup, estimate_memory  # noqa: E402
 from tailored.estimate.report import cpu_memory  # noqa: E402
-from tailored.estimate.shapes import PRESETS, resolve_shape  # noqa: E402
+from tailored.estimate.shapes import resolve_shape  # noqa: E402
+from tailored.models.shapes import PRESETS  # noqa: E402
 
 PUBLISHED = [
-    ("PEFT T0_3B full, A100", "t0-3b", 47.14, TrainSetup(method="full", precision="fp32", batch_size=8, seq_len=100,
+    ("PEFT T0_3B full, A100", "t0-3b", 47.14, TrainSetup(method="full", dtypes="fp32", batch_size=8, seq_len=100,
                                                            target_len=5, attention="eager")),
-    ("PEFT T0_3B LoRA, A100", "t0-3b", 14.4, TrainSetup(method="lora", precision="fp32", batch_size=8, seq_len=100, target_len=5,
-                                                          attention="eager", lora_r=8, lora_targets="q_proj,v_proj")),
+    ("PEFT T0_3B LoRA, A100", "t0-3b", 14.4, TrainSetup(method="lora", dtypes="fp32", batch_size=8, seq_len=100, target_len=5,
+                                                          attention="eager", options={"lora_r": 8, "target_modules": "q_proj,v_proj"})),
     ("torchtune 8B LoRA, 4090", "llama-3.1-8b", 16.2, TrainSetup(
-        method="lora", precision="bf16", batch_size=2, seq_len=2048, gradient_checkpointing=True, chunked_loss=True, lora_r=8,
-        lora_targets="q_proj,v_proj,o_proj,gate_proj,up_proj,down_proj")),
+        method="lora", dtypes="bf16", batch_size=2, seq_len=2048, gradient_checkpointing=True, chunked_loss=True,
+        options={"lora_r": 8, "target_modules": "q_proj,v_proj,o_proj,gate_proj,up_proj,down_proj"})),
     ("torchtune 8B QLoRA, 4090", "llama-3.1-8b", 7.4, TrainSetup(
-        method="qlora", precision="bf16", batch_size=2, seq_len=2048, gradient_checkpointing=True, chunked_loss=True, lora_r=8,
-        lora_targets="all-linear")),
+        method="qlora", dtypes="bf16", batch_size=2, seq_len=2048, gradient_checkpointing=True, chunked_loss=True,
+        options={"lora_r": 8, "target_modules": "all-linear"})),
 ]
 
 # (method, batch, seq, checkpointing, used to fit the CPU memory constants?, used to calibrate the speed?)
@@ -79,7 +80,7 @@ def measured(configs: list[tuple]) -> tuple[list[float], list[float]]:
         r = measure_in_subprocess(folder, method=method, batch_size=b, seq_len=s, steps=2, gradient_checkpointing=ckpt)
         est = cpu_memory(shape, TrainSetup(method=method, batch_size=b, seq_len=s, gradient_checkpointing=ckpt))
         m_err = est.total / r["peak_rss"] - 1
-        flops = train_flops_per_token(shape, method, s, ckpt) * b * s
+        flops = train_flops_per_token(shape, s, trains_base=method == "full", gradient_checkpointing=ckpt) * b * s
         if calibrates:  # two sizes per method calibrate FLOP/s and the fixed cost per step; the rest is predicted
             calib.setdefault(method, []).append((flops, r["cpu_seconds_per_step"]))
             predicted, t_err, tag = r["cpu_seconds_per_step"], None, "calib."

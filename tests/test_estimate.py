@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 
 from tailored.cli.main import main
-from tailored.estimate.memory import GIB, TrainSetup, estimate_memory, trainable_params
+from tailored.estimate.memory import GIB, TrainSetup, estimate_memory, footprint
 from tailored.estimate.report import cpu_memory, estimate
-from tailored.estimate.shapes import PRESETS, resolve_shape
+from tailored.estimate.shapes import resolve_shape
+from tailored.models.shapes import PRESETS
 
 # Published totals (config.json of each model / model cards).
 PUBLISHED_PARAMS = {"7b": 6.738e9, "13b": 13.016e9, "70b": 68.977e9, "8b": 8.030e9, "t0-3b": 2.85e9, "1b": 1.236e9}
@@ -32,18 +33,19 @@ def test_shape_from_a_real_folder_counts_exactly(tiny_model_dir: Path) -> None:
     assert shape.n_params == sum(p.numel() for p in model.parameters())
     peft_model = get_peft_model(model, LoraConfig(r=4, target_modules="all-linear"))
     trained = sum(p.numel() for p in peft_model.parameters() if p.requires_grad)
-    assert trainable_params(shape, TrainSetup(method="lora", lora_r=4)) == trained
+    assert footprint(shape, TrainSetup(method="lora", options={"lora_r": 4})).trainable == trained
 
 
 # Error bounds achieved by bench/estimate_accuracy.py (see docs/data-and-estimate.md): within 10%.
 PUBLISHED_MEMORY = [
-    ("t0-3b", 47.14, TrainSetup(method="full", precision="fp32", batch_size=8, seq_len=100, target_len=5, attention="eager")),
-    ("t0-3b", 14.4, TrainSetup(method="lora", precision="fp32", batch_size=8, seq_len=100, target_len=5, attention="eager",
-                               lora_r=8, lora_targets="q_proj,v_proj")),
-    ("llama-3.1-8b", 16.2, TrainSetup(method="lora", precision="bf16", batch_size=2, seq_len=2048, gradient_checkpointing=True,
-                                      chunked_loss=True, lora_r=8, lora_targets="q_proj,v_proj,o_proj,gate_proj,up_proj,down_proj")),
-    ("llama-3.1-8b", 7.4, TrainSetup(method="qlora", precision="bf16", batch_size=2, seq_len=2048, gradient_checkpointing=True,
-                                     chunked_loss=True, lora_r=8)),
+    ("t0-3b", 47.14, TrainSetup(method="full", dtypes="fp32", batch_size=8, seq_len=100, target_len=5, attention="eager")),
+    ("t0-3b", 14.4, TrainSetup(method="lora", dtypes="fp32", batch_size=8, seq_len=100, target_len=5, attention="eager",
+                               options={"lora_r": 8, "target_modules": "q_proj,v_proj"})),
+    ("llama-3.1-8b", 16.2, TrainSetup(method="lora", dtypes="bf16", batch_size=2, seq_len=2048, gradient_checkpointing=True,
+                                      chunked_loss=True,
+                                      options={"lora_r": 8, "target_modules": "q_proj,v_proj,o_proj,gate_proj,up_proj,down_proj"})),
+    ("llama-3.1-8b", 7.4, TrainSetup(method="qlora", dtypes="bf16", batch_size=2, seq_len=2048, gradient_checkpointing=True,
+                                     chunked_loss=True, options={"lora_r": 8})),
 ]
 
 
@@ -55,7 +57,7 @@ def test_memory_matches_published_figures(preset: str, gib: float, setup: TrainS
 
 def test_memory_moves_the_right_way() -> None:
     shape = PRESETS["llama-2-7b"]
-    base = TrainSetup(method="full", precision="bf16", batch_size=4, seq_len=2048)
+    base = TrainSetup(method="full", dtypes="bf16", batch_size=4, seq_len=2048)
     full, lora, qlora = (estimate_memory(shape, TrainSetup(**{**base.__dict__, "method": m})).total for m in ("full", "lora", "qlora"))
     assert full > lora > qlora
     ckpt = estimate_memory(shape, TrainSetup(**{**base.__dict__, "gradient_checkpointing": True}))
@@ -74,13 +76,55 @@ def test_fits_or_says_what_to_change() -> None:
     big = estimate(model="70b", method="full", device="h100")
     assert big.fits is False and any("qlora" in change for change, _ in big.fixes)
     assert all(total <= 80 * GIB for _, total in big.fixes)
-    long = estimate(model="8b", method="lora", device="rtx4090", batch_size=2, max_seq_length=1024)
+    long = estimate(model="3b", method="lora", device="rtx4090", max_seq_length=2048, micro_batch_tokens=2048)
     assert long.fits is False
     assert "--gradient-checkpointing" in [c for c, _ in long.fixes]
-    huge = estimate(model="8b", method="lora", device="rtx4090", batch_size=8, max_seq_length=8192)
-    assert len(huge.fixes) == 1 and huge.fixes[0][0].startswith("--gradient-checkpointing --batch-size 1")
+    # 8 examples of 8192 tokens in one forward pass (micro_batch_tokens allows it): only checkpointing plus
+    # one example per pass fits
+    huge = estimate(model="8b", method="lora", device="a100-80gb", batch_size=8, max_seq_length=8192, micro_batch_tokens=65536)
+    assert (huge.memory.setup.batch_size, huge.memory.setup.seq_len) == (8, 8192)
+    assert len(huge.fixes) == 1 and huge.fixes[0][0].startswith("--gradient-checkpointing --micro-batch-tokens 8192")
     ok = estimate(model="8b", method="qlora", device="a100-80gb")
     assert ok.fits is True and "FITS" in ok.render()
+
+
+def test_the_forward_pass_is_sized_as_training_batches() -> None:
+    """batch_size is examples per optimizer step (as in train); a forward pass holds at most micro_batch_tokens."""
+    default = estimate(model="8b", device="a100-80gb", batch_size=8, max_seq_length=8192)
+    assert (default.memory.setup.batch_size, default.memory.setup.seq_len) == (1, 8192)  # 1024 tokens per pass: one example
+    short = estimate(model="8b", device="a100-80gb", batch_size=8, max_seq_length=256)
+    assert short.memory.setup.batch_size == 4  # 1024 // 256 rows per pass
+    spread = estimate(model="8b", device="a100-80gb", batch_size=8, max_seq_length=128, devices=4)
+    assert spread.memory.setup.batch_size == 2  # each of 4 devices gets 2 of the step's 8 examples
+    packed = estimate(model="8b", device="a100-80gb", batch_size=8, max_seq_length=256, batching="pack")
+    assert packed.memory.setup.batch_size == 1
+    gpu = estimate(model="8b", device="a100-80gb")  # train's auto precision on CUDA: bf16 autocast over fp32 weights
+    assert gpu.memory.setup.dtypes == "mixed" and gpu.memory.weights == pytest.approx(4 * gpu.memory.total_params)
+
+
+def test_every_suggestion_is_a_train_flag() -> None:
+    """Each suggested change parses with the real `tailored train` parser (and changes something there)."""
+    import shlex
+
+    from tailored.cli.main import build_parser
+
+    parser = build_parser()
+    default = vars(parser.parse_args(["train", "--data", "x.jsonl"]))
+    cases = [dict(model="7b", method="full", device="rtx4090", precision="fp32", batch_size=8, max_seq_length=2048,
+                  micro_batch_tokens=16384),
+             dict(model="70b", method="full", device="h100"),
+             dict(model="3b", method="dora", device="rtx4090", max_seq_length=2048, micro_batch_tokens=2048),
+             dict(model="8b", method="lora", device="a100-80gb", batch_size=8, max_seq_length=8192, micro_batch_tokens=65536)]
+    labels = set()
+    for kw in cases:
+        est = estimate(**kw)
+        assert est.fits is False and est.fixes, kw
+        labels |= {label.split(" (")[0] for label, _ in est.fixes}
+    for label in sorted(labels):
+        args = vars(parser.parse_args(["train", "--data", "x.jsonl", *shlex.split(label)]))
+        assert args != default, label
+    assert any("--method qlora" in label for label in labels) and any("--micro-batch-tokens" in label for label in labels)
+    assert not any("optimizer" in label or "--batch-size" in label for label in labels)
 
 
 def test_tokens_time_and_money(tiny_model_dir: Path, chat_file: Path, tmp_path: Path) -> None:
@@ -116,8 +160,41 @@ def test_cli_estimate(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["estimate", "--model", "13b", "--gpu", "a100-40gb", "--method", "lora", "--batch-size", "4", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["params"] == PRESETS["llama-2-13b"].n_params and out["fits"] is False and out["fixes"]
+    assert out["settings"]["batch_size"] == 4 and "data" not in out["settings"]
     assert main(["estimate", "--model", "13b", "--gpu", "nope"]) != 0
     assert "not in the device table" in capsys.readouterr().err
+    assert main(["estimate", "--method", "lorra"]) == 2
+    err = capsys.readouterr().err
+    assert "did you mean 'lora'" in err and "Traceback" not in err
+
+
+def test_estimate_takes_train_settings(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """Same flags, names and meanings as `tailored train`, method options included; the same YAML too."""
+    from tailored.cli.main import build_parser
+
+    flags = ["--model", "8b", "--method", "adapter", "--bottleneck-size", "8", "--adapter-placement", "both",
+             "--batch-size", "8", "--micro-batch-tokens", "2048", "--max-seq-length", "512", "--precision", "fp16",
+             "--gradient-checkpointing", "--epochs", "2"]
+    parser = build_parser()
+    train, est = (parser.parse_args([cmd, "--data", "x.jsonl", *flags]) for cmd in ("train", "estimate"))
+    for name in ("model", "method", "bottleneck_size", "adapter_placement", "batch_size", "micro_batch_tokens",
+                 "max_seq_length", "precision", "gradient_checkpointing", "epochs"):
+        assert getattr(train, name) == getattr(est, name), name
+    assert main(["estimate", *flags, "--gpu", "h100", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    shape = PRESETS["llama-3.1-8b"]
+    assert out["memory"]["trainable_params"] == shape.layers * 2 * (2 * shape.hidden * 8 + 8 + shape.hidden)
+    assert out["memory"]["setup"]["batch_size"] == 4 and out["memory"]["setup"]["dtypes"] == "mixed"
+    config = tmp_path / "run.yaml"
+    config.write_text("model: 8b\nmethod: lora\nlora_r: 4\ntarget_modules: q_proj,v_proj\n")
+    assert main(["estimate", "--config", str(config), "--gpu", "h100", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["memory"]["trainable_params"] == shape.layers * 4 * ((shape.hidden + shape.q_dim) + (shape.hidden + shape.kv_dim))
+    assert main(["estimate", "--precision", "mixed"]) == 2  # train's choices only: auto, fp32, bf16, fp16
+    assert "precision" in capsys.readouterr().err
+    for bad in (["--optimizer", "adamw8bit"], ["--lora-targets", "q_proj"]):  # train has no such settings
+        with pytest.raises(SystemExit):
+            parser.parse_args(["estimate", *bad])
 
 
 @pytest.mark.slow
@@ -131,10 +208,10 @@ def test_cpu_memory_and_time_against_measured_steps(smollm2_dir: Path) -> None:
     points = []
     for seq in (32, 128):
         r = measure_in_subprocess(smollm2_dir, method="lora", batch_size=1, seq_len=seq, steps=2)
-        points.append((train_flops_per_token(shape, "lora", seq) * seq, r["cpu_seconds_per_step"]))
+        points.append((train_flops_per_token(shape, seq) * seq, r["cpu_seconds_per_step"]))
     run = measure_in_subprocess(smollm2_dir, method="lora", batch_size=2, seq_len=128, steps=2)
     est = cpu_memory(shape, TrainSetup(method="lora", batch_size=2, seq_len=128))
     assert est.total == pytest.approx(run["peak_rss"], rel=0.12)  # bench: held-out LoRA runs without checkpointing within ±3%
     rate, fixed = fit_step_time(points)
-    predicted = fixed + train_flops_per_token(shape, "lora", 128) * 256 / rate
+    predicted = fixed + train_flops_per_token(shape, 128) * 256 / rate
     assert predicted == pytest.approx(run["cpu_seconds_per_step"], rel=0.35)  # CPU time: robust to a busy machine

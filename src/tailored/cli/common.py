@@ -6,6 +6,7 @@ import argparse
 import logging
 import os
 import warnings
+from collections.abc import Collection, Mapping
 from typing import Any, get_args, get_origin
 
 from pydantic import BaseModel
@@ -66,20 +67,39 @@ def _parse_value(annotation: Any) -> Any:
     return convert
 
 
-def add_model_flags(parser: argparse.ArgumentParser, model: type[BaseModel], skip: set[str] = frozenset(), title: str | None = None) -> None:
-    """One ``--flag-name`` per field, with the field's description as help; defaults stay unset (None)."""
+def add_model_flags(parser: argparse.ArgumentParser, model: type[BaseModel], skip: Collection[str] = frozenset(),
+                    title: str | None = None, only: Collection[str] | None = None, more_help: Mapping[str, str] | None = None) -> None:
+    """One ``--flag-name`` per field, with the field's description as help; defaults stay unset (None).
+
+    ``only`` keeps just those fields; ``more_help`` appends a command's own words to a field's help.
+    """
     target = parser.add_argument_group(title) if title else parser
     for name, field in model.model_fields.items():
-        if name in skip:
+        if name in skip or (only is not None and name not in only):
             continue
         ann = field.annotation
-        help_text = (field.description or "") + (f" [default: {field.default}]" if field.default is not None and not callable(field.default) else "")
+        shown = field.default is not None and not field.is_required() and not callable(field.default)
+        help_text = (field.description or "") + (f" [default: {field.default}]" if shown else "")
+        if more_help and name in more_help:
+            help_text += " " + more_help[name]
         if ann is bool:
             target.add_argument(flag(name), dest=name, action=argparse.BooleanOptionalAction, default=None, help=help_text)
         elif get_origin(ann) is list or "list" in str(ann):
             target.add_argument(flag(name), dest=name, default=None, help=help_text + " (comma-separated)")
         else:
             target.add_argument(flag(name), dest=name, type=_parse_value(ann), default=None, help=help_text)
+
+
+def add_method_flags(parser: argparse.ArgumentParser) -> set[str]:
+    """The flags of every registered method's options, one group per method (a shared option once); their names."""
+    from tailored.methods import get_method, method_names
+
+    seen: set[str] = set()
+    for name in method_names():
+        opts = get_method(name).Options
+        add_model_flags(parser, opts, skip=seen, title=f"{name} options")
+        seen |= set(opts.model_fields)
+    return seen
 
 
 def settings_from(args: argparse.Namespace, names: set[str]) -> dict[str, Any]:

@@ -1,51 +1,51 @@
-"""``tailored estimate``: tokens, memory (fits or not, and what to change), time and money before training."""
+"""``tailored estimate``: tokens, memory (fits or not, and what to change), time and money before training.
+
+The run is described with ``tailored train``'s own settings (same flags, names and meanings, built from
+:class:`TrainConfig` and the methods' options by the same helper), plus the estimate's own: where it
+runs (``--gpu``/``--cpu``, ``--devices``, ``--sharding``), prices, calibration and output.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
 
-from tailored.estimate.memory import METHODS, OPTIMIZERS, SHARDING
+from tailored.cli.common import add_method_flags, add_model_flags, settings_from
+from tailored.config.schema import TrainConfig
+from tailored.estimate.memory import SHARDING
+from tailored.estimate.report import ESTIMATE_SETTINGS
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("estimate", help="Tokens, memory per device, time and cost of a fine-tuning run, before running it.",
-                       description="Estimate a fine-tuning run before starting it. Memory is computed from the model's "
-                                   "shape; time from FLOPs and the device's throughput (measured here for --cpu).")
-    p.add_argument("--data", default=None, help="Training file (JSONL, any supported format).")
-    p.add_argument("--model", default="smollm2", help="Size (7b, 13b, 70b, 8b), preset (llama-3.1-8b, t0-3b), model folder, or smollm2.")
-    p.add_argument("--method", default="lora", choices=METHODS)
-    p.add_argument("--epochs", type=int, default=None, help="Passes over the data [default: auto from the example count].")
-    where = p.add_mutually_exclusive_group()
-    where.add_argument("--gpu", default=None, help="GPU name from the price table (h100, a100-80gb, rtx4090, ...).")
-    where.add_argument("--cpu", action="store_true", help="This machine (the default): memory and speed measured here.")
-    p.add_argument("--devices", type=int, default=1, help="Devices sharing the run.")
-    p.add_argument("--sharding", default="auto", choices=("auto",) + SHARDING, help="auto: fsdp when --devices > 1.")
-    p.add_argument("--batch-size", dest="batch_size", type=int, default=1, help="Sequences per device per micro-batch.")
-    p.add_argument("--max-seq-length", dest="max_seq_length", type=int, default=1024)
-    p.add_argument("--gradient-checkpointing", dest="gradient_checkpointing", action=argparse.BooleanOptionalAction, default=False)
-    p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "mixed"))
-    p.add_argument("--optimizer", default="adamw", choices=OPTIMIZERS)
-    p.add_argument("--lora-r", dest="lora_r", type=int, default=16)
-    p.add_argument("--lora-targets", dest="lora_targets", default="all-linear", help="all-linear, attention, or q_proj,v_proj,...")
-    p.add_argument("--prices", default=None, help="YAML file overriding the shipped price/device table.")
-    p.add_argument("--calibrate", default="auto", choices=("auto", "model", "matmul", "none"),
-                   help="CPU speed: a few real steps of the model (auto/model), a matmul benchmark, or none.")
-    p.add_argument("--utilisation", type=float, default=None, help="Share of the GPU's peak throughput [default: price table].")
-    p.add_argument("--tokenizer", default=None, help="Model whose tokenizer counts tokens when --model is a size.")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=run_estimate)
+                       description="Estimate a fine-tuning run before starting it, from the settings `tailored train` "
+                                   "takes (same flags and meanings; --config FILE.yaml too). Memory is computed from "
+                                   "the model's shape; time from FLOPs and the device's throughput (measured here for --cpu).")
+    p.add_argument("--config", dest="config_file", default=None, help="YAML file of `tailored train` settings; flags override it.")
+    add_model_flags(p, TrainConfig, only=ESTIMATE_SETTINGS, more_help={
+        "data": "Without it, memory only.",
+        "model": "Estimates also take a size (7b, 13b, 70b, 8b) or a preset (llama-3.1-8b, t0-3b).",
+    })
+    where = p.add_argument_group("where it runs (estimate only)")
+    device = where.add_mutually_exclusive_group()
+    device.add_argument("--gpu", default=None, help="GPU name from the price table (h100, a100-80gb, rtx4090, ...).")
+    device.add_argument("--cpu", action="store_true", help="This machine (the default): memory and speed measured here.")
+    where.add_argument("--devices", type=int, default=1, help="Devices sharing the run.")
+    where.add_argument("--sharding", default="auto", choices=("auto",) + SHARDING, help="auto: fsdp when --devices > 1.")
+    where.add_argument("--prices", default=None, help="YAML file overriding the shipped price/device table.")
+    where.add_argument("--calibrate", default="auto", choices=("auto", "model", "matmul", "none"),
+                       help="CPU speed: a few real training steps of the model (auto/model), a matmul benchmark, or none.")
+    where.add_argument("--utilisation", type=float, default=None, help="Share of the GPU's peak throughput [default: price table].")
+    where.add_argument("--tokenizer", default=None, help="Model whose tokenizer counts tokens when --model is a size.")
+    where.add_argument("--json", action="store_true")
+    p.set_defaults(func=run_estimate, _option_names=add_method_flags(p))
 
 
 def run_estimate(args: argparse.Namespace) -> int:
-    from tailored.estimate.report import estimate
+    from tailored.estimate.report import estimate, estimate_config
 
-    result = estimate(
-        model=args.model, data=args.data, method=args.method, epochs=args.epochs, device=args.gpu or "cpu",
-        devices=args.devices, sharding=args.sharding, batch_size=args.batch_size, max_seq_length=args.max_seq_length,
-        gradient_checkpointing=args.gradient_checkpointing, precision=args.precision, optimizer=args.optimizer,
-        lora_r=args.lora_r, lora_targets=args.lora_targets, prices=args.prices, calibrate=args.calibrate,
-        utilisation=args.utilisation, tokenizer=args.tokenizer,
-    )
+    config = estimate_config(settings_from(args, set(ESTIMATE_SETTINGS) | args._option_names), args.config_file)
+    result = estimate(config, device=args.gpu or "cpu", devices=args.devices, sharding=args.sharding, prices=args.prices,
+                      calibrate=args.calibrate, utilisation=args.utilisation, tokenizer=args.tokenizer)
     print(json.dumps(result.to_dict(), indent=2) if args.json else result.render())
     return 0

@@ -5,14 +5,11 @@ from __future__ import annotations
 import argparse
 import os
 
-from tailored.cli.common import add_model_flags, settings_from
+from tailored.cli.common import add_method_flags, add_model_flags, settings_from
 from tailored.config.schema import TrainConfig
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from tailored.methods import method_names
-    from tailored.methods.base import get_method
-
     p = sub.add_parser("train", help="Fine-tune a model on your data.",
                        description="Fine-tune a model. Settings may come from --config FILE.yaml; flags override it.")
     p.add_argument("--config", dest="config_file", default=None, help="YAML file of settings (same names as the flags).")
@@ -24,12 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="With --provider openai: the service's URL [default: $TAILORED_URL, else http://127.0.0.1:8000/v1].")
     p.add_argument("--api-key", dest="api_key", default=None, help="With --provider openai: its key [default: $TAILORED_API_KEY].")
     add_model_flags(p, TrainConfig, skip={"method_options"})
-    seen: set[str] = set()
-    for name in method_names():
-        opts = get_method(name).Options
-        add_model_flags(p, opts, skip=seen, title=f"{name} options")
-        seen |= set(opts.model_fields)
-    p.set_defaults(func=run_train, _option_names=seen)
+    p.set_defaults(func=run_train, _option_names=add_method_flags(p))
 
 
 def run_train(args: argparse.Namespace) -> int:

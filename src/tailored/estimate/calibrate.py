@@ -1,8 +1,9 @@
 """Measure this machine: a few real forward/backward steps of a model, or a matmul benchmark.
 
-``measure_steps`` runs the actual training computation (random tokens, AdamW step) and reports the
-seconds per step, the achieved FLOP/s and the peak resident memory of the steps alone (the kernel's
-high-water mark is reset after loading, via ``/proc/self/clear_refs``). ``measure_in_subprocess``
+``measure_steps`` runs Tailored's own training step (random tokens, the method's ``prepare``, the
+training loop's loss on the labelled positions, AdamW) and reports the seconds per step, the achieved
+FLOP/s and the peak resident memory of the steps alone (the kernel's high-water mark is reset after
+loading, via ``/proc/self/clear_refs``). ``measure_in_subprocess``
 runs it in a fresh interpreter so that the peak is not polluted by whatever ran before.
 """
 
@@ -16,21 +17,25 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tailored.estimate.shapes import ModelShape
+from tailored.models.shapes import ModelShape
 
 
-def train_flops_per_token(shape: ModelShape, method: str, seq_len: int, gradient_checkpointing: bool = False) -> float:
-    """FLOPs per trained token: 6·N for full fine-tuning, ~4·N with a frozen base (+2·N with checkpointing).
+def train_flops_per_token(shape: ModelShape, seq_len: int, *, trains_base: bool = False, gradient_checkpointing: bool = False,
+                          label_share: float = 1.0) -> float:
+    """FLOPs per trained token: 6·N when the base trains (full), ~4·N with a frozen base (+2·N with checkpointing).
 
-    The attention score/value products (``12·L·s·q`` for forward and backward) are added on top.
+    N counts the matrix multiplications (the input embedding is a lookup; a tied output head is the
+    embedding matrix used as one). Training's loss projects only the labelled positions through the
+    output head (``tailored.train.forward.token_loss``), so the head counts ``label_share`` of the
+    tokens. The attention score/value products (``12·L·s·q`` for forward and backward) are added on top.
     """
-    n = shape.n_params - shape.vocab * shape.hidden * (0 if shape.tied else 1)  # the input embedding is a lookup
-    n += shape.vocab * shape.hidden if shape.tied else 0  # the tied output projection is a matmul
-    passes = 6 if method == "full" else 4
+    head = shape.vocab * shape.hidden
+    matmuls = shape.n_params - (0 if shape.tied else head)
+    passes = 6 if trains_base else 4
     if gradient_checkpointing:
         passes += 2
     attention = 2 * passes * shape.layers * seq_len * shape.q_dim / 2  # causal: half the scores
-    return passes * n + attention
+    return passes * (matmuls - head + head * label_share) + attention
 
 
 def _vm_hwm() -> int:
@@ -47,40 +52,46 @@ def _vm_rss() -> int:
     return 0
 
 
-def measure_steps(folder: str | Path, *, method: str = "lora", batch_size: int = 1, seq_len: int = 64, steps: int = 3,
-                  lora_r: int = 16, gradient_checkpointing: bool = False) -> dict[str, Any]:
-    """Run ``steps`` training steps of the model in ``folder`` on random tokens; time and memory.
+def measure_steps(folder: str | Path, *, method: str = "lora", options: dict[str, Any] | None = None, batch_size: int = 1,
+                  seq_len: int = 64, steps: int = 3, gradient_checkpointing: bool = False,
+                  label_share: float = 1.0) -> dict[str, Any]:
+    """Run ``steps`` of Tailored's training step of ``method`` on random tokens; time and memory.
+
+    The model is loaded and prepared as training does it (``tailored.train.run.trainable_model``: the
+    method's base loading, e.g. quantized, and its ``prepare``), and each step is the training loop's:
+    the token loss on the labelled positions (``tailored.train.forward.token_loss``), backward,
+    gradient clipping and an AdamW update. Methods with their own objective (DPO) are timed on the
+    token loss of their trainable model.
 
     Args:
         folder: a local model folder (safetensors).
-        method: ``full`` (every weight trained) or ``lora`` (rank ``lora_r`` on all linear layers).
+        method: any registered method.
+        options: its settings (flat names, as for ``tailored train``); defaults when None.
         batch_size: sequences per step.
         seq_len: tokens per sequence.
         steps: steps to run; the first is a warm-up and is not timed.
-        lora_r: LoRA rank.
         gradient_checkpointing: recompute activations in the backward pass.
+        label_share: share of each sequence's (last) positions that carry a label, like assistant tokens.
     """
     import torch
 
-    from tailored.models.load import load_model
+    from tailored.data.batching import micro_batches
+    from tailored.data.tokenize import IGNORE, Encoded
+    from tailored.methods import get_method
+    from tailored.methods.base import parse_options
+    from tailored.train.forward import token_loss
+    from tailored.train.run import trainable_model
 
+    chosen = get_method(method)
+    opts = parse_options(chosen, options or {})
     start_rss = _vm_rss()
-    model = load_model(folder)
-    if method == "lora":
-        from peft import LoraConfig, get_peft_model
-
-        model = get_peft_model(model, LoraConfig(r=lora_r, lora_alpha=2 * lora_r, target_modules="all-linear"))
-    elif method != "full":
-        raise ValueError(f"measure_steps supports full and lora, not {method}")
-    if gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        if method == "lora":
-            model.enable_input_require_grads()
+    model = trainable_model(Path(folder), chosen, opts, device="cpu", gradient_checkpointing=gradient_checkpointing)
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=1e-5)
     vocab = model.config.vocab_size
     gen = torch.Generator().manual_seed(0)
+    unlabelled = min(seq_len - 1, max(0, round(seq_len * (1 - label_share))))
     loaded_rss = _vm_rss()
     try:
         Path("/proc/self/clear_refs").write_text("5")  # reset the high-water mark: measure the steps only
@@ -88,10 +99,13 @@ def measure_steps(folder: str | Path, *, method: str = "lora", batch_size: int =
         pass
     times, cpu = [], []
     for _ in range(steps):
-        ids = torch.randint(0, vocab, (batch_size, seq_len), generator=gen)
+        ids = torch.randint(0, vocab, (batch_size, seq_len), generator=gen).tolist()
+        rows = [Encoded(i, row, [IGNORE] * unlabelled + row[unlabelled:]) for i, row in enumerate(ids)]
+        batch, = micro_batches(rows, pad_id=0, micro_batch_tokens=batch_size * seq_len)
         t0, c0 = time.perf_counter(), time.process_time()
-        loss = model(input_ids=ids, labels=ids).loss
-        loss.backward()
+        out = token_loss(model, batch, device="cpu")
+        (out.loss_sum / max(out.n_tokens, 1)).backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
         times.append(time.perf_counter() - t0)

@@ -10,8 +10,12 @@ a config (nothing is allocated). Assumptions, each checked against measurements 
 - gradient checkpointing keeps each layer's input and recomputes one layer at a time;
 - the loss keeps the logits, an fp32 copy, the log-softmax and its gradient (a chunked loss, as in
   torchtune, keeps the logits and their gradient only);
-- QLoRA stores the frozen linear layers in NF4 with double quantization (4.127 bits per weight);
-  embeddings and norms stay in 16 bits;
+- what a method trains, adds and quantizes is the method's own answer (``Method.footprint``): QLoRA's
+  frozen linear layers take its ``quantized_linear_bits`` (NF4 with double quantization: 4.127 bits per
+  weight), embeddings and norms stay at the weights' precision, the adapters in fp32;
+- ``dtypes``: ``fp32``; ``mixed`` is what ``tailored train --precision bf16|fp16`` does (fp32 weights,
+  gradients and AdamW states, 16-bit activations under autocast); ``bf16`` is pure bf16 training
+  (weights and states too, as torchtune does), kept to check against published figures;
 - FSDP / ZeRO-3 shard weights, gradients and optimizer states over the devices (plus one gathered
   layer); ZeRO-2 shards gradients and states; ZeRO-1 only states; activations are never sharded.
 """
@@ -19,34 +23,44 @@ a config (nothing is allocated). Assumptions, each checked against measurements 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any
+from typing import Any, Callable
 
+from tailored.config.schema import TrainConfig
 from tailored.errors import ConfigError
-from tailored.estimate.shapes import ModelShape
+from tailored.methods.base import Footprint, get_method, method_names, parse_options
+from tailored.models.shapes import ModelShape
 
 GIB = 1024**3
-METHODS = ("full", "lora", "qlora", "dora", "ia3", "adapter", "prefix", "prompt")
-PRECISIONS = ("fp32", "bf16", "mixed")  # mixed: fp32 weights and optimizer, bf16 activations (autocast)
-OPTIMIZERS = ("adamw", "adamw8bit", "sgd")
+DTYPES = ("fp32", "mixed", "bf16")
 SHARDING = ("none", "ddp", "zero1", "zero2", "zero3", "fsdp")
-NF4_BYTES = 4.127 / 8  # NF4 + double-quantized block scales (QLoRA paper, §2)
-ATTN_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj")
+
+
+def dtypes_for(precision: str, on_cpu: bool) -> str:
+    """The memory model's ``dtypes`` for ``tailored train --precision`` (auto: fp32 on CPU, bf16 on CUDA).
+
+    Training always loads the weights in fp32; bf16 and fp16 run the forward pass under autocast.
+    """
+    if precision == "auto":
+        precision = "fp32" if on_cpu else "bf16"
+    return "fp32" if precision == "fp32" else "mixed"
 
 
 @dataclass(frozen=True)
 class TrainSetup:
-    """What decides the memory of a training step (one name per setting, as on the command line)."""
+    """What decides the memory of a training step.
+
+    ``method`` and ``options`` are a registered method and its settings (flat names, as for ``tailored
+    train``); ``batch_size`` × ``seq_len`` is the largest forward pass on one device (rows × padded
+    width), which training's batching derives from ``micro_batch_tokens`` and the data (see
+    ``tailored.estimate.plan``); ``dtypes`` is fp32, mixed or bf16 (see the module docstring).
+    """
 
     method: str = "lora"
-    precision: str = "fp32"
-    optimizer: str = "adamw"
-    batch_size: int = 1  # per device, per micro-batch
-    seq_len: int = 512
+    options: dict[str, Any] = field(default_factory=dict)
+    dtypes: str = "fp32"
+    batch_size: int = 1  # rows of the largest forward pass, per device
+    seq_len: int = 512  # its padded width
     gradient_checkpointing: bool = False
-    lora_r: int = 16
-    lora_targets: str = "all-linear"  # or a comma list such as q_proj,v_proj
-    num_virtual_tokens: int = 20
-    bottleneck_size: int = 64
     attention: str = "sdpa"  # or "eager" (stores the s×s scores)
     target_len: int | None = None  # encoder-decoder models: decoder tokens (default: seq_len)
     chunked_loss: bool = False
@@ -55,14 +69,26 @@ class TrainSetup:
 
     def check(self) -> None:
         problems = []
-        for name, allowed in (("method", METHODS), ("precision", PRECISIONS), ("optimizer", OPTIMIZERS), ("sharding", SHARDING)):
+        for name, allowed in (("dtypes", DTYPES), ("sharding", SHARDING)):
             if getattr(self, name) not in allowed:
-                problems.append(f"--{name} {getattr(self, name)!r}: expected one of {', '.join(allowed)}")
-        for name in ("batch_size", "seq_len", "devices", "lora_r"):
+                problems.append(f"{name} {getattr(self, name)!r}: expected one of {', '.join(allowed)}")
+        for name in ("batch_size", "seq_len", "devices"):
             if getattr(self, name) < 1:
-                problems.append(f"--{name.replace('_', '-')} must be ≥ 1")
+                problems.append(f"{name} must be ≥ 1")
         if problems:
             raise ConfigError(problems)
+
+
+def footprint(shape: ModelShape, setup: TrainSetup) -> Footprint:
+    """What ``setup.method`` with ``setup.options`` trains and adds on ``shape`` (the method's own answer)."""
+    method = get_method(setup.method)
+    return method.footprint(shape, parse_options(method, setup.options))
+
+
+def with_method(setup: TrainSetup, name: str) -> TrainSetup:
+    """``setup`` with another method, keeping the options the two share (lora_r from lora to qlora)."""
+    fields = get_method(name).Options.model_fields
+    return replace(setup, method=name, options={k: v for k, v in setup.options.items() if k in fields})
 
 
 @dataclass
@@ -95,39 +121,6 @@ class MemoryEstimate:
                 "gib": {**gib, "tensors": round(self.tensors / GIB, 3), "total": round(self.total / GIB, 3)}, "notes": self.notes}
 
 
-def _targets(shape: ModelShape, spec: str) -> dict[str, tuple[int, int, int]]:
-    linears = shape.linear_shapes()
-    if spec in ("all-linear", "all"):
-        return linears
-    if spec == "attention":
-        return {k: v for k, v in linears.items() if k in ATTN_TARGETS}
-    names = {n.strip() for n in spec.split(",") if n.strip()}
-    alias = {"output_proj": "o_proj", "out_proj": "o_proj", "q": "q_proj", "k": "k_proj", "v": "v_proj", "o": "o_proj"}
-    names = {alias.get(n, n) for n in names}
-    unknown = names - set(linears)
-    if unknown:
-        raise ConfigError(f"--lora-targets {','.join(sorted(unknown))}: no such projection",
-                          hint=f"use all-linear, attention, or some of {', '.join(linears)}")
-    return {k: v for k, v in linears.items() if k in names}
-
-
-def trainable_params(shape: ModelShape, setup: TrainSetup) -> int:
-    """How many parameters ``setup.method`` trains on ``shape``."""
-    m, L = setup.method, shape.layers
-    if m == "full":
-        return shape.n_params
-    if m in ("lora", "qlora", "dora"):
-        extra = sum(o * n for _, o, n in _targets(shape, setup.lora_targets).values()) if m == "dora" else 0
-        return sum(setup.lora_r * (i + o) * n for i, o, n in _targets(shape, setup.lora_targets).values()) + extra
-    if m == "ia3":
-        return L * (2 * shape.kv_dim + shape.intermediate)
-    if m == "adapter":
-        return L * 2 * (2 * shape.hidden * setup.bottleneck_size + setup.bottleneck_size + shape.hidden)
-    if m == "prefix":
-        return setup.num_virtual_tokens * 2 * L * shape.kv_dim
-    return setup.num_virtual_tokens * shape.hidden  # prompt tuning
-
-
 def activation_elements_per_token(shape: ModelShape, seq_len: int, attention: str = "sdpa") -> float:
     """Elements one layer saves for backward, per token (see the module docstring)."""
     h, q, kv, inter = shape.hidden, shape.q_dim, shape.kv_dim, shape.intermediate
@@ -157,32 +150,31 @@ def _activations(shape: ModelShape, setup: TrainSetup, act_bytes: int) -> tuple[
 
 
 def estimate_memory(shape: ModelShape, setup: TrainSetup, *, runtime_bytes: float = 0.0) -> MemoryEstimate:
-    """Peak training memory per device.
+    """Peak training memory per device (AdamW, as ``tailored train`` uses).
 
     Args:
         shape: the model's shape.
-        setup: method, precision, optimizer, batch, sequence length, checkpointing, devices and sharding.
+        setup: method and options, dtypes, the largest forward pass, checkpointing, devices and sharding.
         runtime_bytes: memory outside PyTorch tensors (e.g. the Python process on CPU, the CUDA context).
     """
     setup.check()
-    n, t = shape.n_params, trainable_params(shape, setup)
-    act_bytes = 4 if setup.precision == "fp32" else 2
-    param_bytes = 2 if setup.precision == "bf16" else 4
+    fp = footprint(shape, setup)
+    n, t = shape.n_params, fp.trainable
+    act_bytes = 4 if setup.dtypes == "fp32" else 2
+    param_bytes = 2 if setup.dtypes == "bf16" else 4
     notes = []
-    if setup.method == "qlora":
-        weights = shape.linear_params * NF4_BYTES + (n - shape.linear_params) * 2 + t * 4
+    if fp.quantized_linear_bits is not None:
+        weights = shape.linear_params * fp.quantized_linear_bits / 8 + (n - shape.linear_params) * param_bytes + fp.added * 4
         train_bytes = 4
-        notes.append("QLoRA: linear layers in NF4 (4.127 bits), embeddings/norms bf16, adapters fp32")
-    elif setup.method == "full":
-        weights, train_bytes = n * param_bytes, param_bytes
+        notes.append(f"{setup.method}: linear layers in {fp.quantized_linear_bits:g} bits, embeddings/norms "
+                     f"{'bf16' if param_bytes == 2 else 'fp32'}, adapters fp32")
     else:
-        weights, train_bytes = n * param_bytes + t * param_bytes, param_bytes
+        weights, train_bytes = (n + fp.added) * param_bytes, param_bytes
     gradients = t * train_bytes
-    state_bytes = {"adamw": 2 * (4 if setup.precision != "bf16" else 2), "adamw8bit": 2, "sgd": 0}[setup.optimizer]
-    optimizer = t * state_bytes
-    if setup.precision == "mixed" and setup.method == "full":
-        weights += n * 2  # autocast keeps a bf16 copy of every trainable weight during the step
-        notes.append("mixed precision: fp32 master weights plus bf16 copies during the step")
+    optimizer = t * 2 * (4 if setup.dtypes != "bf16" else 2)  # AdamW: two states per trained weight
+    if setup.dtypes == "mixed" and fp.trains_base:
+        weights += n * 2  # autocast keeps a 16-bit copy of every trainable weight during the step
+        notes.append("mixed precision: fp32 master weights plus 16-bit copies during the step")
     # Sharding: what each device keeps of the model state.
     d = max(1, setup.devices)
     if d > 1 and setup.sharding in ("zero3", "fsdp"):
@@ -206,49 +198,88 @@ def estimate_memory(shape: ModelShape, setup: TrainSetup, *, runtime_bytes: floa
     else:
         activations = saved
     activations += tokens * shape.hidden * act_bytes * 2  # embedding output and final norm
-    if setup.method in ("prefix", "prompt"):
-        activations *= 1 + setup.num_virtual_tokens / setup.seq_len
-    return MemoryEstimate(setup, t, n, weights, gradients, optimizer, activations, logits, runtime_bytes, notes)
+    if fp.extra_positions:  # virtual tokens: more positions in every layer
+        activations *= 1 + fp.extra_positions / setup.seq_len
+    return MemoryEstimate(setup, t, n + fp.added, weights, gradients, optimizer, activations, logits, runtime_bytes, notes)
 
 
-def suggestions(shape: ModelShape, setup: TrainSetup, capacity: float, memory: Any = None) -> list[tuple[str, MemoryEstimate]]:
-    """Changes that would make training fit in ``capacity`` bytes, most conservative first.
+def _flags(changes: dict[str, Any]) -> str:
+    """``tailored train`` flags for changed settings (the flag of a setting is its name with dashes)."""
+    out = []
+    for name, value in changes.items():
+        flag = "--" + name.replace("_", "-")
+        out.append(flag if value is True else f"--no-{flag[2:]}" if value is False else f"{flag} {value}")
+    return " ".join(out)
+
+
+def _lighter_methods(config: TrainConfig, shape: ModelShape) -> list[str]:
+    """Methods to suggest instead of ``config.method``, asked of the contract (never by name).
+
+    A method that trains the base gives way to the default method (LoRA); then, when the base is not
+    quantized yet, the methods that take all of that method's options on a quantized base with the same
+    kind of objective (LoRA → QLoRA).
+    """
+    current = get_method(config.method)
+    options = parse_options(current, config.method_options)
+    out, start = [], current
+    if current.footprint(shape, options).trains_base:
+        start = get_method(str(TrainConfig.model_fields["method"].default))
+        if start is not current:
+            out.append(start.name)
+    if current.quantization(options) is None:
+        fields, token_loss = set(start.Options.model_fields), current.objective(options) is None
+        for name in method_names():
+            other = get_method(name)
+            defaults = other.Options()
+            if (other is not start and fields <= set(other.Options.model_fields) and other.quantization(defaults) is not None
+                    and (other.objective(defaults) is None) == token_loss):
+                out.append(name)
+    return out
+
+
+def suggestions(config: TrainConfig, shape: ModelShape, setup: TrainSetup, capacity: float,
+                memory_of: Callable[[TrainConfig], MemoryEstimate]) -> list[tuple[str, MemoryEstimate]]:
+    """Changes of ``tailored train`` settings that would make training fit in ``capacity`` bytes, most conservative first.
+
+    Every change is a setting of :class:`TrainConfig` (or a method's option), so each label is a set of
+    flags that ``tailored train`` accepts.
 
     Args:
+        config: the settings that do not fit.
         shape: the model's shape.
-        setup: the settings that do not fit.
+        setup: the memory setup ``config`` leads to (its largest forward pass).
         capacity: bytes available on one device.
-        memory: ``memory(shape, setup) -> MemoryEstimate`` (default: :func:`estimate_memory`).
+        memory_of: the memory estimate of a changed config (re-deriving the forward passes from the data).
     """
-    memory = memory or estimate_memory
-    options: list[tuple[str, TrainSetup]] = []
-    if not setup.gradient_checkpointing:
-        options.append(("--gradient-checkpointing", replace(setup, gradient_checkpointing=True)))
+    changes: list[tuple[dict[str, Any], str]] = []  # (settings, why)
+    if not config.gradient_checkpointing:
+        changes.append(({"gradient_checkpointing": True}, ""))
     if setup.batch_size > 1:
-        options.append((f"--batch-size 1 (with gradient accumulation {setup.batch_size})", replace(setup, batch_size=1)))
-    if setup.method == "full":
-        options.append(("--method lora", replace(setup, method="lora")))
-    if setup.method in ("full", "lora", "dora"):
-        options.append(("--method qlora", replace(setup, method="qlora")))
-    if setup.optimizer == "adamw":
-        options.append(("--optimizer adamw8bit", replace(setup, optimizer="adamw8bit")))
+        changes.append(({"micro_batch_tokens": setup.seq_len}, "one example per forward pass; the step's batch stays"))
+    for name in _lighter_methods(config, shape):
+        changes.append(({"method": name}, ""))
     if setup.seq_len > 256:
-        options.append((f"--max-seq-length {setup.seq_len // 2}", replace(setup, seq_len=setup.seq_len // 2)))
-    if setup.precision == "fp32":
-        options.append(("--precision bf16", replace(setup, precision="bf16")))
+        changes.append(({"max_seq_length": setup.seq_len // 2}, f"longer examples: --overlength {config.overlength}"))
+    if setup.dtypes == "fp32":
+        changes.append(({"precision": "bf16"}, ""))
+
+    def changed(base: TrainConfig, settings: dict[str, Any]) -> TrainConfig:
+        if "method" in settings:
+            fields = get_method(settings["method"]).Options.model_fields
+            settings = {**settings, "method_options": {k: v for k, v in base.method_options.items() if k in fields}}
+        return base.model_copy(update=settings)
+
     out = []
-    for label, alt in options:
-        est = memory(shape, alt)
+    for settings, why in changes:
+        est = memory_of(changed(config, settings))
         if est.total <= capacity:
-            out.append((label, est))
+            out.append((_flags(settings) + (f" ({why})" if why else ""), est))
     if not out:  # no single change is enough: apply them one after another until it fits
-        combined, labels = setup, []
-        for label, alt in options:
-            changed = {k: v for k, v in alt.__dict__.items() if v != getattr(setup, k)}
-            combined = replace(combined, **changed)
-            labels.append(label.split(" (")[0])
-            est = memory(shape, combined)
+        combined, applied = config, {}
+        for settings, _ in changes:
+            combined, applied = changed(combined, settings), {**applied, **settings}
+            est = memory_of(combined)
             if est.total <= capacity:
-                out.append((" ".join(labels), est))
+                out.append((_flags(applied), est))
                 break
     return out

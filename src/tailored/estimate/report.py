@@ -7,12 +7,20 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel
+
+from tailored.config.load import load_train_config, read_yaml
+from tailored.config.schema import TrainConfig
 from tailored.data.check import format_seconds
 from tailored.errors import ConfigError
 from tailored.estimate.calibrate import matmul_flops, measure_steps, train_flops_per_token
-from tailored.estimate.memory import GIB, METHODS, MemoryEstimate, TrainSetup, estimate_memory, suggestions
+from tailored.estimate.memory import (GIB, SHARDING, MemoryEstimate, TrainSetup, dtypes_for, estimate_memory, footprint,
+                                      suggestions, with_method)
+from tailored.estimate.plan import DataPlan, DataTokens, largest_pass
 from tailored.estimate.prices import device_entry, load_prices
-from tailored.estimate.shapes import ModelShape, resolve_shape
+from tailored.estimate.shapes import resolve_shape
+from tailored.methods.base import get_method, method_names, method_options, parse_options
+from tailored.models.shapes import ModelShape
 
 # This machine's Python + torch + transformers process before any model is loaded (VmRSS measured by
 # bench/estimate_accuracy.py), and what a CUDA context plus allocator slack takes outside the tensors.
@@ -29,19 +37,9 @@ CPU_OPTIMIZER_TEMP = 1.3  # × trained weights' bytes during the step
 # Training FLOP/s achieved per matmul FLOP/s on this kind of CPU (used when no model run calibrates):
 # a 128-token LoRA step of SmolLM2 ran at 49 GFLOP/s where a 512² fp32 matmul ran at 83 (CPU time).
 CPU_MATMUL_EFFICIENCY = 0.6
-# QLoRA dequantizes every frozen weight on each use: torchtune's table (Llama 3.1 8B, one RTX 4090)
-# shows 2413 vs 3083 tokens/s for QLoRA vs LoRA.
-QLORA_SPEED = 2413 / 3083
-
-
-@dataclass
-class DataTokens:
-    examples: int
-    tokens: int  # real tokens per epoch (after truncation to max_seq_length)
-    padded_tokens: int  # tokens processed per epoch with batches padded to their longest example
-    trained_tokens: int  # assistant tokens that carry a loss
-    longest: int
-    tokenizer: str
+# A quantized base is dequantized on every use of each frozen weight: torchtune's table (Llama 3.1 8B,
+# one RTX 4090) shows 2413 vs 3083 tokens/s for QLoRA vs LoRA.
+QUANTIZED_SPEED = 2413 / 3083
 
 
 @dataclass
@@ -50,6 +48,7 @@ class Estimate:
     params: int
     device: str
     devices: int
+    config: TrainConfig
     data: DataTokens | None
     epochs: int
     memory: MemoryEstimate
@@ -71,8 +70,10 @@ class Estimate:
     def to_dict(self) -> dict[str, Any]:
         return {
             "model": self.model, "params": self.params, "device": self.device, "devices": self.devices,
+            "settings": self.config.model_dump(exclude={"data"} if not self.config.data else set()),
             "data": asdict(self.data) if self.data else None, "epochs": self.epochs,
-            "total_tokens": self.data.padded_tokens * self.epochs if self.data else None,
+            "steps": self.data.steps if self.data else None,
+            "total_tokens": round(self.data.run_padded_tokens) if self.data else None,
             "memory": self.memory.to_dict(), "capacity_gib": round(self.capacity_bytes / GIB, 2) if self.capacity_bytes else None,
             "fits": self.fits, "memory_by_method_gib": {k: round(v / GIB, 2) for k, v in self.per_method.items()},
             "fixes": [{"change": c, "total_gib": round(b / GIB, 2)} for c, b in self.fixes],
@@ -81,14 +82,16 @@ class Estimate:
         }
 
     def render(self) -> str:
-        m, s = self.memory, self.memory.setup
-        out = [f"model {self.model} ({self.params / 1e6:,.0f}M parameters), method {s.method}, {s.precision}, "
-               f"batch {s.batch_size} × {s.seq_len} tokens{', gradient checkpointing' if s.gradient_checkpointing else ''}"]
+        m, s, c = self.memory, self.memory.setup, self.config
+        out = [f"model {self.model} ({self.params / 1e6:,.0f}M parameters), method {s.method}, precision {c.precision} "
+               f"({s.dtypes}), largest forward pass {s.batch_size} × {s.seq_len} tokens per device (micro_batch_tokens "
+               f"{c.micro_batch_tokens}, {c.batching}){', gradient checkpointing' if s.gradient_checkpointing else ''}"]
         if self.data:
             d = self.data
             out.append(f"tokens: {d.examples} examples, {d.tokens:,} tokens per epoch ({d.padded_tokens:,} with padding, "
-                       f"{d.trained_tokens:,} trained) × {self.epochs} epochs = {d.padded_tokens * self.epochs:,} "
+                       f"{d.trained_tokens:,} trained) × {self.epochs} epochs = {round(d.run_padded_tokens):,} "
                        f"[tokenizer: {d.tokenizer}]")
+            out.append(f"steps: {d.steps} of {d.batch_size} examples ({d.passes_per_epoch} forward passes per epoch)")
         where = f"{self.device}" + (f" × {self.devices} ({s.sharding})" if self.devices > 1 else "")
         out.append(f"memory per device on {where}: {m.total / GIB:.2f} GiB = weights {m.weights / GIB:.2f} + gradients "
                    f"{m.gradients / GIB:.2f} + optimizer {m.optimizer / GIB:.2f} + activations {m.activations / GIB:.2f} "
@@ -112,21 +115,6 @@ class Estimate:
         out.extend(f"note: {n}" for n in self.notes)
         return "\n".join(out)
 
-
-
-def count_tokens(path: str | Path, tokenizer: Any, *, max_seq_length: int, batch_size: int, name: str) -> DataTokens:
-    """Token counts of a data file through the model's chat template (padding simulated per batch)."""
-    from tailored.data.readers import read_records
-    from tailored.data.tokenize import encode_example
-
-    read = read_records(path)
-    if not read.examples:
-        raise ConfigError(f"--data {path}: no valid examples", hint="run `tailored data check` on it")
-    encoded = [encode_example(tokenizer, ex) for ex in read.examples]
-    lengths = [min(len(e), max_seq_length) for e in encoded]
-    padded = sum(len(lengths[i : i + batch_size]) * max(lengths[i : i + batch_size]) for i in range(0, len(lengths), batch_size))
-    trained = sum(e.n_labels for e in encoded)
-    return DataTokens(len(encoded), sum(lengths), padded, trained, max(lengths), name)
 
 
 def _available_ram() -> float:
@@ -162,108 +150,143 @@ def fit_step_time(points: list[tuple[float, float]]) -> tuple[float, float]:
     return 1.0 / slope, max(0.0, t1 - f1 * slope)
 
 
-def cpu_throughput(shape: ModelShape, folder: Path | None, setup: TrainSetup, calibrate: str) -> tuple[float, float, str]:
+def cpu_throughput(shape: ModelShape, folder: Path | None, setup: TrainSetup, calibrate: str,
+                   label_share: float = 1.0) -> tuple[float, float, str]:
     """Achieved training FLOP/s and fixed seconds per step on this CPU.
 
-    From real steps of the model at two sizes (CPU time, so that other processes sharing the cores
-    now do not slow the prediction), or a matmul benchmark.
+    From Tailored's training step of the setup's method on the model at two sizes (CPU time, so that
+    other processes sharing the cores now do not slow the prediction), or a matmul benchmark.
     """
     import torch
 
     if calibrate in ("auto", "model") and folder is not None and shape.n_params < 2e9:
-        kind = "full" if setup.method == "full" else "lora"
+        trains_base = footprint(shape, setup).trains_base
         points = []
         for seq in sorted({min(32, setup.seq_len), min(128, setup.seq_len)}):
-            r = measure_steps(folder, method=kind, batch_size=1, seq_len=seq, steps=3)
-            points.append((train_flops_per_token(shape, kind, seq) * seq, r["cpu_seconds_per_step"]))
+            r = measure_steps(folder, method=setup.method, options=setup.options, batch_size=1, seq_len=seq, steps=3,
+                              label_share=label_share)
+            flops = train_flops_per_token(shape, seq, trains_base=trains_base, label_share=label_share) * seq
+            points.append((flops, r["cpu_seconds_per_step"]))
         rate, fixed = fit_step_time(points)
         threads = torch.get_num_threads()
-        return rate * threads, fixed / threads, f"measured: training steps of the model here at 2 sizes (CPU time), {threads} thread(s)"
+        return (rate * threads, fixed / threads,
+                f"measured: {setup.method} training steps of the model here at 2 sizes (CPU time), {threads} thread(s)")
     if calibrate == "none":
         return 20e9, 0.0, "assumed 20 GFLOP/s (no calibration)"
     rate = matmul_flops() * CPU_MATMUL_EFFICIENCY
     return rate, 0.0, f"matmul benchmark × {CPU_MATMUL_EFFICIENCY} efficiency, {torch.get_num_threads()} thread(s)"
 
 
+# TrainConfig settings that decide an estimate; `tailored estimate` takes them with train's names and meanings.
+ESTIMATE_SETTINGS = ("data", "format", "model", "method", "epochs", "batch_size", "max_steps", "max_seq_length", "overlength",
+                     "batching", "micro_batch_tokens", "precision", "gradient_checkpointing")
+
+
+def estimate_config(settings: dict[str, Any], yaml_path: str | Path | None = None) -> TrainConfig:
+    """A TrainConfig from ``tailored train``'s settings (YAML lowest, then ``settings``); ``data`` may be left out."""
+    merged = read_yaml(yaml_path) if yaml_path else {}
+    merged.update({k: str(v) if isinstance(v, Path) else v for k, v in settings.items() if v is not None})
+    merged.setdefault("data", "")  # no data: memory only
+    return load_train_config(merged, methods=method_options())
+
+
 def estimate(
-    *, model: str = "smollm2", data: str | Path | None = None, method: str = "lora", epochs: int | None = None,
-    device: str = "cpu", devices: int = 1, sharding: str = "auto", batch_size: int = 1, max_seq_length: int = 1024,
-    gradient_checkpointing: bool = False, precision: str = "auto", optimizer: str = "adamw", lora_r: int = 16,
-    lora_targets: str = "all-linear", prices: str | Path | None = None, calibrate: str = "auto",
-    utilisation: float | None = None, tokenizer: str | None = None,
+    config: TrainConfig | None = None, options: BaseModel | None = None, *, device: str = "cpu", devices: int = 1,
+    sharding: str = "auto", prices: str | Path | None = None, calibrate: str = "auto", utilisation: float | None = None,
+    tokenizer: str | None = None, **settings: Any,
 ) -> Estimate:
     """Estimate a fine-tuning run: tokens, memory per device (and whether it fits), time and money.
 
+    The run is described by the settings of ``tailored train`` (a :class:`TrainConfig` and the method's
+    parsed options, or the same settings as keywords: ``model=``, ``method=``, ``batch_size=``,
+    ``micro_batch_tokens=``, ``lora_r=`` ...), with the same meanings: ``batch_size`` is examples per
+    optimizer step, ``micro_batch_tokens`` bounds the padded tokens of one forward pass, ``precision``
+    is train's (auto, fp32, bf16, fp16). Without ``data`` (an empty ``config.data``) only the memory
+    is estimated. ``model`` may also be a size (``7b``) or a preset (``llama-3.1-8b``).
+
     Args:
-        model: a size (``7b``), a preset (``llama-3.1-8b``), a model folder, or ``smollm2``.
-        data: a training file; without it, tokens/time/money are left out.
-        method: one of full, lora, qlora, dora, ia3, adapter, prefix, prompt.
-        epochs: passes over the data (default: the auto rule from the number of examples).
+        config: the run's settings (default: built from ``settings``).
+        options: the method's options (default: parsed from ``config.method_options``).
         device: ``cpu`` (this machine, measured) or a GPU name from the price table (``a100-80gb``).
         devices: how many devices share the run.
         sharding: none, ddp, zero1, zero2, zero3, fsdp (auto: fsdp when devices > 1).
-        batch_size: sequences per device per micro-batch.
-        max_seq_length: longest example in tokens (the memory peak is the longest batch).
-        gradient_checkpointing: recompute activations in the backward pass.
-        precision: fp32, bf16 or mixed (auto: fp32 on CPU, bf16 on GPUs).
-        optimizer: adamw, adamw8bit or sgd.
-        lora_r: LoRA rank (lora, qlora, dora).
-        lora_targets: all-linear, attention, or names such as q_proj,v_proj.
         prices: a YAML file replacing entries of the shipped price table.
         calibrate: auto/model (a few real steps here), matmul, or none (CPU only).
         utilisation: share of the GPU's peak throughput reached (default: from the price table).
         tokenizer: model whose tokenizer counts tokens when ``model`` is a size (default: the embedded one).
     """
-    from tailored.config.auto import auto_epochs
     from tailored.models.load import load_tokenizer, local_folder
 
+    if config is None:
+        config = estimate_config(settings)
+    elif settings:
+        raise TypeError(f"estimate() takes a config or settings, not both (got {', '.join(settings)})")
+    method = get_method(config.method)
+    options = options if options is not None else parse_options(method, config.method_options)
+    if devices < 1:
+        raise ConfigError(f"--devices {devices}: must be ≥ 1")
+    if sharding != "auto" and sharding not in SHARDING:
+        raise ConfigError(f"--sharding {sharding!r}: expected auto or one of {', '.join(SHARDING)}")
     table = load_prices(prices)
-    shape, folder = resolve_shape(model)
+    shape, folder = resolve_shape(config.model)
     dev = device_entry(table, device)
     on_cpu = dev["name"] == "cpu"
     notes: list[str] = []
-    tokens = None
-    if data is not None:
+    plan = None
+    if config.data:
         tok_folder = folder or local_folder(tokenizer or "smollm2")
         name = str(tokenizer or (shape.name if folder else "smollm2 (a proxy: pass --tokenizer for the model's own)"))
-        tokens = count_tokens(data, load_tokenizer(tok_folder), max_seq_length=max_seq_length, batch_size=batch_size, name=name)
-    n_epochs = epochs or (auto_epochs(tokens.examples) if tokens else 1)
-    seq_len = min(max_seq_length, tokens.longest) if tokens else max_seq_length
-    setup = TrainSetup(method=method, precision=precision if precision != "auto" else ("fp32" if on_cpu else "bf16"),
-                       optimizer=optimizer, batch_size=batch_size, seq_len=seq_len, gradient_checkpointing=gradient_checkpointing,
-                       lora_r=lora_r, lora_targets=lora_targets, devices=devices,
-                       sharding=sharding if sharding != "auto" else ("fsdp" if devices > 1 else "none"))
-    def memory(shape: ModelShape, setup: TrainSetup) -> MemoryEstimate:
+        plan = DataPlan(config.data, load_tokenizer(tok_folder), name, method, options, format=config.format)
+    mode = sharding if sharding != "auto" else ("fsdp" if devices > 1 else "none")
+
+    def memory(setup: TrainSetup) -> MemoryEstimate:
         return cpu_memory(shape, setup) if on_cpu else estimate_memory(shape, setup, runtime_bytes=GPU_RUNTIME_BYTES)
 
-    mem = memory(shape, setup)
+    def plan_of(cfg: TrainConfig) -> tuple[TrainSetup, DataTokens | None]:
+        tokens = plan.tokens(cfg, devices) if plan is not None else None
+        rows, width = largest_pass(cfg, devices, tokens)
+        setup = TrainSetup(method=cfg.method, options=dict(cfg.method_options) if cfg is not config else options.model_dump(),
+                           dtypes=dtypes_for(cfg.precision, on_cpu), batch_size=rows, seq_len=width,
+                           gradient_checkpointing=cfg.gradient_checkpointing, devices=devices, sharding=mode)
+        return setup, tokens
+
+    setup, tokens = plan_of(config)
+    mem = memory(setup)
     capacity = _available_ram() if on_cpu else (dev["memory_gib"] * GIB if dev.get("memory_gib") else None)
-    per_method = {m: memory(shape, replace(setup, method=m)).total for m in METHODS}
+    per_method = {m: memory(with_method(setup, m)).total for m in method_names()}
     fixes = []
     if capacity is not None and mem.total > capacity:
-        fixes = [(label, est.total) for label, est in suggestions(shape, setup, capacity, memory)]
-    per_token = train_flops_per_token(shape, method, seq_len, gradient_checkpointing)
-    flops = per_token * (tokens.padded_tokens * n_epochs if tokens else 0)
+        fixes = [(label, est.total) for label, est in
+                 suggestions(config, shape, setup, capacity, lambda cfg: memory(plan_of(cfg)[0]))]
+    fp = footprint(shape, setup)
+    share = tokens.trained_tokens / tokens.padded_tokens if tokens else 1.0
+    per_token = train_flops_per_token(shape, setup.seq_len, trains_base=fp.trains_base,
+                                      gradient_checkpointing=setup.gradient_checkpointing, label_share=share)
+    flops = per_token * (tokens.run_padded_tokens if tokens else 0)
     fixed = 0.0
     if on_cpu and not flops:
         throughput, source = 0.0, "not measured (no --data)"
     elif on_cpu:
-        throughput, fixed, source = cpu_throughput(shape, folder, setup, calibrate)
+        throughput, fixed, source = cpu_throughput(shape, folder, setup, calibrate, share)
     else:
         util = utilisation if utilisation is not None else float(table.get("utilisation", 0.35))
-        throughput = dev["tflops"] * 1e12 * util * (QLORA_SPEED if method == "qlora" else 1.0)
-        source = f"{dev['tflops']} TFLOPS peak × {util:.0%} utilisation" + (" × QLoRA dequantization cost" if method == "qlora" else "")
-    steps = -(-tokens.examples // (batch_size * max(1, devices))) * n_epochs if tokens else 0
-    seconds = flops / (throughput * max(1, devices)) + steps * fixed if flops else 0.0
+        quantized = fp.quantized_linear_bits is not None
+        throughput = dev["tflops"] * 1e12 * util * (QUANTIZED_SPEED if quantized else 1.0)
+        source = f"{dev['tflops']} TFLOPS peak × {util:.0%} utilisation" + (
+            f" × {QUANTIZED_SPEED:.2f} for dequantizing the {fp.quantized_linear_bits:g}-bit base" if quantized else "")
+    steps = tokens.steps if tokens else 0
+    seconds = flops / (throughput * devices) + steps * fixed if flops else 0.0
     money: dict[str, float] = {}
+    epochs = tokens.epochs if tokens else (config.epochs if config.epochs != "auto" else 1)
     if tokens:
-        hours = seconds / 3600 * max(1, devices)
+        hours = seconds / 3600 * devices
         money[f"{dev['name']} ({hours:.2f} device-hours)"] = round(hours * float(dev.get("usd_per_hour") or 0), 2)
-        billed = tokens.tokens * n_epochs
+        billed = tokens.tokens * tokens.epochs
         for name, row in table.get("hosted", {}).items():
             money[f"hosted {name}"] = round(billed / 1e6 * float(row["usd_per_million_training_tokens"]), 2)
         notes.append("hosted prices count every token of every example per epoch; their tokenizers differ slightly from this one")
     if not tokens:
-        notes.append("no --data: memory only (tokens, time and money need a data file)")
-    return Estimate(shape.name, shape.n_params, dev["name"], devices, tokens, n_epochs, mem, capacity, per_method, fixes,
+        notes.append("no --data: memory only (tokens, time and money need a data file); the largest forward pass is "
+                     "max_seq_length wide with as many rows as micro_batch_tokens allows")
+    return Estimate(shape.name, shape.n_params, dev["name"], devices, config, tokens, epochs, mem, capacity, per_method, fixes,
                     flops, throughput, source, seconds, money, str(table.get("prices_date", "?")), notes + mem.notes)

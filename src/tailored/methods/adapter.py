@@ -9,7 +9,10 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from tailored.methods import bottleneck
-from tailored.methods.base import MethodBase, register
+from tailored.methods.base import Footprint, MethodBase, register
+from tailored.models.shapes import ModelShape
+
+SITES_PER_LAYER = {"mlp": 1, "attention": 1, "both": 2}
 
 
 class AdapterOptions(BaseModel):
@@ -33,6 +36,12 @@ class Adapter(MethodBase):
     merge_refusal: ClassVar[str | None] = "each adapter is a nonlinear MLP, which no weight matrix of the base can absorb"
     base_learning_rate: ClassVar[float] = 1e-3
     Options: ClassVar[type[BaseModel]] = AdapterOptions
+
+    def footprint(self, shape: ModelShape, options: BaseModel) -> Footprint:
+        # Each adapter: down (hidden → b, with bias) and up (b → hidden, with bias); see bottleneck.inject.
+        h, b = shape.hidden, options.bottleneck_size  # type: ignore[attr-defined]
+        n = shape.layers * SITES_PER_LAYER[options.adapter_placement] * (2 * h * b + b + h)  # type: ignore[attr-defined]
+        return Footprint(trainable=n, added=n)
 
     def prepare(self, model: torch.nn.Module, options: BaseModel) -> torch.nn.Module:
         for p in model.parameters():

@@ -7,8 +7,10 @@ field names are the flat setting names used in YAML, on the CLI and in the Pytho
 
 Everything other layers need to know about a method they ask the contract (never its name): whether
 the base is loaded quantized (``quantization``), how a run is served (``serving``), whether and why not
-it merges (``merge_refusal``), what its weights folder holds (``weights_format``) and what it trains
-towards (``objective``). :class:`MethodBase` gives the defaults; a plug-in overrides what differs.
+it merges (``merge_refusal``), what its weights folder holds (``weights_format``), what it trains
+towards (``objective``) and what it trains and adds on a model of a given shape (``footprint``, which
+``tailored methods`` and ``tailored estimate`` report). :class:`MethodBase` gives the defaults; a
+plug-in overrides what differs and always states its own ``footprint``.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import torch
 from pydantic import BaseModel, ValidationError
 
 from tailored.errors import ConfigError, TailoredError
+from tailored.models.shapes import ModelShape
 
 WeightsFormat = Literal["peft", "model", "custom"]  # a peft adapter folder, a whole transformers model, the method's own
 ServingMode = Literal["shared_lora", "standalone", "unservable"]
@@ -38,6 +41,29 @@ class Serving:
 
     mode: ServingMode
     reason: str = ""
+
+
+@dataclass(frozen=True)
+class Footprint:
+    """What a method trains and adds on a model of a given shape, with given options (no weights needed).
+
+    ``trainable``: parameters that require grad after ``prepare``; ``added``: parameters ``prepare`` adds
+    to the base (adapters, virtual tokens); ``quantized_linear_bits``: bits per frozen weight of the
+    blocks' linear layers when the base is loaded quantized (NF4 with double quantization ≈ 4.127,
+    LLM.int8 = 8), None at full precision; ``extra_positions``: sequence positions the method adds to
+    every forward pass (virtual tokens); ``trains_base``: whether the base's own weights are trained.
+    """
+
+    trainable: int
+    added: int
+    quantized_linear_bits: float | None = None
+    extra_positions: int = 0
+    trains_base: bool = False
+
+
+# A small shape on which register() checks every method's footprint (Llama-like, grouped-query attention).
+_CHECK_SHAPE = ModelShape("contract-check", hidden=64, layers=2, heads=4, kv_heads=2, head_dim=16, intermediate=128,
+                          vocab=256, tied=True)
 
 
 @runtime_checkable
@@ -67,6 +93,9 @@ class Method(Protocol):
         """None for the next-token loss on labelled tokens; else an ``Objective`` (see tailored.methods.objective)
         that encodes, batches and scores the data itself (DPO's preference pairs)."""
 
+    def footprint(self, shape: ModelShape, options: BaseModel) -> Footprint:
+        """What :meth:`prepare` with ``options`` trains and adds on a model of this ``shape`` (exact counts)."""
+
     def prepare(self, model: torch.nn.Module, options: BaseModel) -> torch.nn.Module:
         """Wrap/modify a freshly loaded base so exactly the method's parameters require grad."""
 
@@ -92,7 +121,10 @@ def refuse_merge(method: str, why: str) -> TailoredError:
 
 
 class MethodBase:
-    """The contract's defaults: full-precision base, served standalone, mergeable, token-loss objective."""
+    """The contract's defaults: full-precision base, served standalone, mergeable, token-loss objective.
+
+    There is no default ``footprint``: what a method trains is the method's own to state.
+    """
 
     merge_refusal: ClassVar[str | None] = None
     weights_format: ClassVar[WeightsFormat] = "custom"
@@ -124,7 +156,7 @@ def register(method: Method) -> Method:
     """Add a method after checking it against the contract.
 
     Names must be unique and lower-case, options must not clash with other settings, and the declared
-    answers (serving, merge, weights format) must be consistent for the default options.
+    answers (serving, merge, weights format, footprint) must be consistent for the default options.
     """
     name = getattr(method, "name", None)
     if not isinstance(method, Method):
@@ -148,6 +180,7 @@ def register(method: Method) -> Method:
         raise ValueError(f"method {name!r}: an unservable method must say why (Serving.reason)")
     if serving.mode == "shared_lora" and method.weights_format != "peft":
         raise ValueError(f"method {name!r}: shared-base LoRA serving needs peft weights")
+    _check_footprint(method)
     from tailored.config.schema import TrainConfig
 
     clash = set(method.Options.model_fields) & set(TrainConfig.model_fields)
@@ -157,8 +190,29 @@ def register(method: Method) -> Method:
     return method
 
 
+def _check_footprint(method: Method) -> None:
+    """The footprint of the default options on a small shape is well-formed and agrees with ``quantization``."""
+    name, options = method.name, method.Options()
+    fp = method.footprint(_CHECK_SHAPE, options)
+    if not isinstance(fp, Footprint):
+        raise ValueError(f"method {name!r}: footprint() must return a Footprint")
+    counts = (fp.trainable, fp.added, fp.extra_positions)
+    if not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in counts) or fp.trainable < 1:
+        raise ValueError(f"method {name!r}: footprint counts must be integers ≥ 0 and something must be trained, got {fp}")
+    if not fp.trains_base and fp.trainable > fp.added:
+        raise ValueError(f"method {name!r}: footprint trains {fp.trainable} parameters but adds only {fp.added} "
+                         "and does not train the base")
+    bits = fp.quantized_linear_bits
+    if bits is not None and not 0 < bits < 16:
+        raise ValueError(f"method {name!r}: quantized_linear_bits must be between 0 and 16, got {bits}")
+    if (bits is None) != (method.quantization(options) is None):
+        raise ValueError(f"method {name!r}: footprint().quantized_linear_bits ({bits}) disagrees with quantization() "
+                         f"({method.quantization(options)!r})")
+
+
 _CONTRACT = ("name", "summary", "when", "base_learning_rate", "Options", "merge_refusal", "weights_format", "mergeable",
-             "quantization", "base_load_kwargs", "serving", "objective", "prepare", "save", "load", "load_state", "merge")
+             "quantization", "base_load_kwargs", "serving", "objective", "footprint", "prepare", "save", "load",
+             "load_state", "merge")
 
 
 def method_names() -> list[str]:

@@ -1,7 +1,8 @@
 """What each registered method would train on a given model: counts, adapter size and memory, without weights.
 
-The model is built from its config on the ``meta`` device (no weights are read or allocated), each
-method's ``prepare`` runs on it with default options, and the parameters are counted. Memory is the
+The model's shape comes from its ``config.json`` (nothing is loaded or allocated) and each method
+states what it trains and adds on that shape with its default options (``Method.footprint``, which
+``tests/test_methods_footprint.py`` holds to the counts of a really prepared model). Memory is the
 training footprint of weights + gradients + AdamW state; activations come on top and depend on the
 batch.
 """
@@ -12,9 +13,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from tailored.methods.base import Method, count_parameters, get_method, method_names
+from tailored.methods.base import Method, get_method, method_names
+from tailored.models.shapes import ModelShape, shape_of_folder
 
 FP32 = 4  # bytes per trained weight; AdamW keeps two more fp32 tensors and there is one gradient
 
@@ -35,48 +35,23 @@ class MethodInfo:
         return asdict(self)
 
 
-def meta_model(folder: str | Path) -> torch.nn.Module:
-    """The model of ``folder`` with parameters on the meta device (shapes only)."""
-    from transformers import AutoConfig, AutoModelForCausalLM
-
-    config = AutoConfig.from_pretrained(str(folder), trust_remote_code=False)
-    with torch.device("meta"):
-        return AutoModelForCausalLM.from_config(config, trust_remote_code=False)
-
-
-def _quantized_bytes(model: torch.nn.Module, bits: int) -> int:
-    """Base weights in bytes when the decoder's linear layers hold ``bits``-bit weights (the rest stays fp32)."""
-    seen: set[int] = set()
-    total = 0
-    head = model.get_output_embeddings()
-    for module in model.modules():
-        for p in module.parameters(recurse=False):
-            if id(p) in seen:
-                continue
-            seen.add(id(p))
-            quantized = isinstance(module, torch.nn.Linear) and module is not head and p.dim() == 2
-            total += p.numel() * bits // 8 if quantized else p.numel() * FP32
-    return total
-
-
-def describe(method: Method, folder: str | Path) -> MethodInfo:
-    """Counts for one method on the model in ``folder``."""
+def describe(method: Method, shape: ModelShape) -> MethodInfo:
+    """Counts for one method, with its default options, on a model of this shape."""
     options = method.Options()
-    base = meta_model(folder)
-    base_total = sum(p.numel() for p in base.parameters())
-    bits = getattr(options, "quant_bits", None)
-    base_bytes = _quantized_bytes(base, bits) if bits else base_total * FP32
-    model = method.prepare(base, options)
-    trainable, total = count_parameters(model)
-    extra = total - base_total  # parameters the method added (adapters, virtual tokens)
+    fp = method.footprint(shape, options)
+    bits = fp.quantized_linear_bits
+    # A quantized base keeps its blocks' linear layers in ``bits`` per weight; embeddings and norms stay fp32.
+    base_bytes = (shape.linear_params * bits / 8 + (shape.n_params - shape.linear_params) * FP32 if bits is not None
+                  else shape.n_params * FP32)
     return MethodInfo(
         name=method.name, summary=method.summary, when=method.when, mergeable=method.mergeable,
-        trainable=trainable, total=total, adapter_bytes=trainable * FP32,
-        train_memory_bytes=base_bytes + extra * FP32 + trainable * 3 * FP32,
+        trainable=fp.trainable, total=shape.n_params + fp.added, adapter_bytes=fp.trainable * FP32,
+        train_memory_bytes=int(base_bytes + fp.added * FP32 + fp.trainable * 3 * FP32),
         defaults=options.model_dump(),
     )
 
 
 def catalog(folder: str | Path) -> list[MethodInfo]:
-    """Every registered method on the model in ``folder``."""
-    return [describe(get_method(name), folder) for name in method_names()]
+    """Every registered method on the model in ``folder`` (its config.json)."""
+    shape = shape_of_folder(folder)
+    return [describe(get_method(name), shape) for name in method_names()]

@@ -6,9 +6,10 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel
 
-from tailored.methods.base import register
-from tailored.methods.lora import LoraOptions, lora_config
+from tailored.methods.base import Footprint, register
+from tailored.methods.lora import LoraOptions, lora_config, lora_footprint
 from tailored.methods.peft_common import PeftMethod
+from tailored.models.shapes import ModelShape
 
 
 class Dora(PeftMethod):
@@ -20,6 +21,9 @@ class Dora(PeftMethod):
 
     def peft_config(self, options: BaseModel) -> Any:
         return lora_config(options, use_dora=True)  # type: ignore[arg-type]
+
+    def footprint(self, shape: ModelShape, options: BaseModel) -> Footprint:
+        return lora_footprint(shape, options, magnitude=True)  # type: ignore[arg-type]
 
 
 register(Dora())

@@ -32,10 +32,11 @@ from tailored.data.tokenize import (
     encode_example,
 )
 from tailored.errors import DataError
-from tailored.methods.base import Serving, register
-from tailored.methods.lora import LoraOptions, lora_config
+from tailored.methods.base import Footprint, Serving, register
+from tailored.methods.lora import LoraOptions, lora_config, lora_footprint
 from tailored.methods.objective import ObjectiveLoss
 from tailored.methods.peft_common import PeftMethod
+from tailored.models.shapes import ModelShape
 
 
 class DpoOptions(LoraOptions):
@@ -161,6 +162,9 @@ class Dpo(PeftMethod):
 
     def peft_config(self, options: BaseModel) -> Any:
         return lora_config(options)  # type: ignore[arg-type]
+
+    def footprint(self, shape: ModelShape, options: BaseModel) -> Footprint:
+        return lora_footprint(shape, options)  # type: ignore[arg-type]  # the policy's LoRA; the reference is the base
 
 
 register(Dpo())

@@ -9,7 +9,8 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from tailored.errors import CheckpointError
-from tailored.methods.base import MethodBase, register
+from tailored.methods.base import Footprint, MethodBase, register
+from tailored.models.shapes import ModelShape
 
 
 class FullOptions(BaseModel):
@@ -32,6 +33,11 @@ class Full(MethodBase):
     weights_format: ClassVar[str] = "model"  # a complete transformers model folder; nothing to merge
     base_learning_rate: ClassVar[float] = 2e-5
     Options: ClassVar[type[BaseModel]] = FullOptions
+
+    def footprint(self, shape: ModelShape, options: BaseModel) -> Footprint:
+        # Without the embeddings, a tied output head (the same tensor) is frozen too; an untied one still trains.
+        frozen = 0 if options.train_embeddings else shape.vocab * shape.hidden  # type: ignore[attr-defined]
+        return Footprint(trainable=shape.n_params - frozen, added=0, trains_base=True)
 
     def prepare(self, model: torch.nn.Module, options: BaseModel) -> torch.nn.Module:
         for p in model.parameters():

@@ -6,8 +6,13 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from tailored.methods.base import register
+from tailored.methods.base import Footprint, register
 from tailored.methods.peft_common import PeftMethod
+from tailored.models.shapes import ModelShape
+
+# peft's defaults for Llama-like decoders (TRANSFORMERS_MODELS_TO_IA3_*_MAPPING; T5's k, v, wo are the same layers).
+_AUTO_TARGETS = ["k_proj", "v_proj", "down_proj"]
+_AUTO_FEEDFORWARD = ["down_proj"]
 
 
 def _names(value: list[str] | str) -> list[str] | None:
@@ -39,6 +44,13 @@ class Ia3(PeftMethod):
 
         return IA3Config(task_type=TaskType.CAUSAL_LM, target_modules=_names(options.ia3_target_modules),  # type: ignore[attr-defined]
                          feedforward_modules=_names(options.ia3_feedforward_modules))  # type: ignore[attr-defined]
+
+    def footprint(self, shape: ModelShape, options: BaseModel) -> Footprint:
+        # One vector per adapted layer: over its outputs, or over its inputs for a feed-forward layer.
+        targets = shape.select_linears(_names(options.ia3_target_modules) or _AUTO_TARGETS)  # type: ignore[attr-defined]
+        feedforward = shape.select_linears(_names(options.ia3_feedforward_modules) or _AUTO_FEEDFORWARD)  # type: ignore[attr-defined]
+        n = sum((i if name in feedforward else o) * count for name, (i, o, count) in targets.items())
+        return Footprint(trainable=n, added=n)
 
 
 register(Ia3())

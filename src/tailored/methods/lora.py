@@ -6,8 +6,9 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from tailored.methods.base import Serving, register
+from tailored.methods.base import Footprint, Serving, register
 from tailored.methods.peft_common import PeftMethod
+from tailored.models.shapes import ModelShape
 
 
 class LoraOptions(BaseModel):
@@ -21,20 +22,36 @@ class LoraOptions(BaseModel):
     )
 
 
+def target_names(options: LoraOptions) -> str | list[str]:
+    """``target_modules`` as peft takes it: "all-linear" or a list of module names."""
+    targets = options.target_modules
+    if isinstance(targets, str) and targets != "all-linear":
+        return [t.strip() for t in targets.split(",") if t.strip()]
+    return targets
+
+
 def lora_config(options: LoraOptions, **extra: Any) -> Any:
     from peft import LoraConfig, TaskType
 
-    targets = options.target_modules
-    if isinstance(targets, str) and targets != "all-linear":
-        targets = [t.strip() for t in targets.split(",") if t.strip()]
     return LoraConfig(
         task_type=TaskType.CAUSAL_LM,
         r=options.lora_r,
         lora_alpha=options.lora_alpha,
         lora_dropout=options.lora_dropout,
-        target_modules=targets,
+        target_modules=target_names(options),
         **extra,
     )
+
+
+def lora_footprint(shape: ModelShape, options: LoraOptions, *, magnitude: bool = False,
+                   quantized_linear_bits: float | None = None) -> Footprint:
+    """A (r × in) and a (out × r) matrix per targeted linear layer; DoRA (``magnitude``) adds one magnitude per
+    output row. Everything trained is added; the base stays frozen."""
+    linears = shape.select_linears(target_names(options)).values()
+    n = sum(options.lora_r * (i + o) * count for i, o, count in linears)
+    if magnitude:
+        n += sum(o * count for _, o, count in linears)
+    return Footprint(trainable=n, added=n, quantized_linear_bits=quantized_linear_bits)
 
 
 class Lora(PeftMethod):
@@ -46,6 +63,9 @@ class Lora(PeftMethod):
 
     def peft_config(self, options: BaseModel) -> Any:
         return lora_config(options)  # type: ignore[arg-type]
+
+    def footprint(self, shape: ModelShape, options: BaseModel) -> Footprint:
+        return lora_footprint(shape, options)  # type: ignore[arg-type]
 
     def serving(self, options: BaseModel) -> Serving:
         return Serving("shared_lora")

@@ -16,8 +16,9 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from tailored.errors import CheckpointError
-from tailored.methods.base import Serving, register
+from tailored.methods.base import Footprint, Serving, register
 from tailored.methods.peft_common import PeftMethod
+from tailored.models.shapes import ModelShape
 
 
 class PromptLearning(PeftMethod):
@@ -77,6 +78,14 @@ class Prefix(PromptLearning):
         return PrefixTuningConfig(task_type=TaskType.CAUSAL_LM, num_virtual_tokens=options.num_virtual_tokens,  # type: ignore[attr-defined]
                                   prefix_projection=options.prefix_projection)  # type: ignore[attr-defined]
 
+    def footprint(self, shape: ModelShape, options: BaseModel) -> Footprint:
+        # peft sizes each virtual token's keys and values by the key/value width (kv_heads · head_dim, for
+        # grouped-query attention too): one embedding of n × (layers · 2 · kv), or with prefix_projection an
+        # n × kv embedding through kv → kv → layers · 2 · kv linear layers (encoder_hidden_size = kv).
+        n, kv, out = options.num_virtual_tokens, shape.kv_dim, shape.layers * 2 * shape.kv_dim  # type: ignore[attr-defined]
+        count = n * kv + (kv * kv + kv) + (kv * out + out) if options.prefix_projection else n * out  # type: ignore[attr-defined]
+        return Footprint(trainable=count, added=count, extra_positions=n)
+
 
 class Prompt(PromptLearning):
     name: ClassVar[str] = "prompt"
@@ -92,6 +101,10 @@ class Prompt(PromptLearning):
         init = PromptTuningInit.SAMPLE_VOCAB if options.prompt_init == "sample_vocab" else PromptTuningInit.RANDOM  # type: ignore[attr-defined]
         return PromptTuningConfig(task_type=TaskType.CAUSAL_LM, num_virtual_tokens=options.num_virtual_tokens,  # type: ignore[attr-defined]
                                   prompt_tuning_init=init)
+
+    def footprint(self, shape: ModelShape, options: BaseModel) -> Footprint:
+        n = options.num_virtual_tokens * shape.hidden  # type: ignore[attr-defined]  # one input embedding per virtual token
+        return Footprint(trainable=n, added=n, extra_positions=options.num_virtual_tokens)  # type: ignore[attr-defined]
 
 
 register(Prefix())

@@ -14,9 +14,10 @@ import torch
 from pydantic import BaseModel, Field, field_validator
 
 from tailored.errors import ModelError, TailoredError
-from tailored.methods.base import Serving, register
-from tailored.methods.lora import LoraOptions, lora_config
+from tailored.methods.base import Footprint, Serving, register
+from tailored.methods.lora import LoraOptions, lora_config, lora_footprint
 from tailored.methods.peft_common import PeftMethod
+from tailored.models.shapes import ModelShape
 
 _QUANTIZED_LAYERS = ("Linear4bit", "Linear8bitLt", "Params4bit", "Int8Params")
 
@@ -32,6 +33,18 @@ class QloraOptions(LoraOptions):
         if v not in (4, 8):
             raise ValueError("must be 4 or 8")
         return v
+
+
+def stored_bits(options: QloraOptions) -> float:
+    """Bits per quantized weight, block scales included (QLoRA paper, §2).
+
+    NF4/FP4: 4 bits plus one fp32 absmax per 64 weights (0.5 bit); double quantization stores those
+    scales in 8 bits with one fp32 scale per 256 of them (0.127 bit). LLM.int8: 8 bits (its per-row
+    scales are negligible).
+    """
+    if options.quant_bits == 8:
+        return 8.0
+    return 4 + (8 / 64 + 32 / (64 * 256) if options.double_quant else 32 / 64)
 
 
 def is_quantized(model: torch.nn.Module) -> bool:
@@ -67,6 +80,9 @@ class Qlora(PeftMethod):
 
     def serving(self, options: BaseModel) -> Serving:
         return Serving("standalone", "served as trained: alone, on its quantized base")
+
+    def footprint(self, shape: ModelShape, options: BaseModel) -> Footprint:
+        return lora_footprint(shape, options, quantized_linear_bits=round(stored_bits(options), 3))  # type: ignore[arg-type]
 
     def base_load_kwargs(self, options: BaseModel, device: str) -> dict[str, Any]:
         try:

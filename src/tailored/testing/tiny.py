@@ -100,3 +100,13 @@ def write_chat_dataset(path: str | Path, n: int = 40, seed: int = 0) -> Path:
     path = Path(path)
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path
+
+
+def meta_model(folder: str | Path) -> Any:
+    """The model of ``folder`` built from its config with parameters on the meta device (shapes only, no weights)."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = AutoConfig.from_pretrained(str(folder), trust_remote_code=False)
+    with torch.device("meta"):
+        return AutoModelForCausalLM.from_config(config, trust_remote_code=False)

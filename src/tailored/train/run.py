@@ -84,6 +84,17 @@ def configure_threads(threads: int | str, world_size: int = 1) -> int:
     return n
 
 
+def trainable_model(folder: Path, method: Any, options: Any, *, device: str | torch.device = "cpu",
+                    gradient_checkpointing: bool = False) -> torch.nn.Module:
+    """The base in ``folder`` loaded as ``method`` needs it (quantized or not) and prepared for training."""
+    device = torch.device(device)
+    model = load_model(folder, device=device, **method.base_load_kwargs(options, device.type))
+    if gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+        model.enable_input_require_grads()
+    return method.prepare(model, options)
+
+
 def _default_output(cfg: TrainConfig) -> str:
     name = resolve_model(cfg.model).name.split("/")[-1]
     return str(Path("runs") / f"{name}-{cfg.method}-{time.strftime('%Y%m%d-%H%M%S')}")
@@ -163,11 +174,8 @@ def train(config: TrainConfig | None = None, *, config_file: str | None = None, 
 
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
-    model = load_model(folder, device=accelerator.device, **method.base_load_kwargs(options, accelerator.device.type))
-    if cfg.gradient_checkpointing:
-        model.gradient_checkpointing_enable()
-        model.enable_input_require_grads()
-    model = method.prepare(model, options)
+    model = trainable_model(folder, method, options, device=accelerator.device,
+                            gradient_checkpointing=cfg.gradient_checkpointing)
     trainable, total = count_parameters(model)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=hp.learning_rate, weight_decay=cfg.weight_decay)
