@@ -8,7 +8,7 @@ import pytest
 from pydantic import BaseModel, ConfigDict
 
 from tailored.methods import get_method, method_names
-from tailored.methods.base import Serving, register
+from tailored.methods.base import Serving, default_method, register
 from tailored.methods.lora import Lora
 
 EXPECTED = {  # method: (serving mode, weights format, mergeable, quantization of the default options)
@@ -34,8 +34,10 @@ def test_every_method_answers_the_contract():
         assert method.quantization(options) == quantization, name
         assert (method.merge_refusal is None) is mergeable, name
         assert (method.objective(options) is not None) is (name == "dpo"), name
+        assert method.trains_on == ("preference" if name == "dpo" else "chat"), name
     assert get_method("qlora").quantization(get_method("qlora").Options(quant_bits=8)) == "8-bit"
     assert "tailored chat" in get_method("prefix").serving(get_method("prefix").Options()).reason
+    assert default_method("chat") == "lora" and default_method("preference") == "dpo"
 
 
 class _Options(BaseModel):

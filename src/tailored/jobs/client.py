@@ -34,13 +34,20 @@ def connect(url: str | None = None, api_key: str | None = None) -> Any:
 def job_request(*, model: str, training_file: str, validation_file: str | None = None, method: str = "lora",
                 epochs: int | str = "auto", batch_size: int | str = "auto", learning_rate_multiplier: float | str = "auto",
                 suffix: str | None = None, seed: int | None = None, settings: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The create-job body for Tailored's names: ``dpo`` is OpenAI's dpo type, any other method supervised."""
-    kind = "dpo" if method == "dpo" else "supervised"
+    """The create-job body for Tailored's names: a method that trains on preference pairs makes a dpo job.
+
+    The method travels in the ``tailored`` extension only when it is not the default for its data, so a
+    plain LoRA or DPO job is exactly what OpenAI's own service accepts.
+    """
+    from tailored.methods.base import default_method, get_method
+
+    trains_on = get_method(method).trains_on
+    kind = "dpo" if trains_on == "preference" else "supervised"
     hp: dict[str, Any] = {"n_epochs": epochs, "batch_size": batch_size, "learning_rate_multiplier": learning_rate_multiplier}
     extension = dict(settings or {})
-    if settings and "dpo_beta" in extension:
+    if "dpo_beta" in extension:
         hp["beta"] = extension.pop("dpo_beta")
-    if method not in ("lora", "dpo"):
+    if method != default_method(trains_on):
         extension["method"] = method
     body: dict[str, Any] = {"model": model, "training_file": training_file, "method": {"type": kind, kind: {"hyperparameters": hp}}}
     if validation_file:

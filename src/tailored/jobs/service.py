@@ -21,6 +21,7 @@ from tailored.jobs.requests import CreateJob, parse_create
 from tailored.jobs.store import Store, new_id, now, page
 
 TERMINAL = ("succeeded", "failed", "cancelled")
+TRAINS_ON = {"supervised": "chat", "dpo": "preference"}  # OpenAI's job types and the data each trains on
 ACTIVE = ("validating_files", "queued", "running")
 
 
@@ -73,7 +74,8 @@ class Jobs:
         job_id, created = new_id("ftjob-", 24), now()
         seed = request.seed if request.seed is not None else random.randint(0, 2**31 - 1)
         hyper = {"n_epochs": hp.n_epochs, "batch_size": hp.batch_size, "learning_rate_multiplier": hp.learning_rate_multiplier}
-        method_hp = dict(hyper, **({"beta": hp.beta if hp.beta is not None else "auto"} if request.type == "dpo" else {}))
+        method_hp = dict(hyper, **({"beta": hp.beta if hp.beta is not None else "auto"} if hp.beta is not None
+                                   or TRAINS_ON[request.type] == "preference" else {}))
         job = {
             "id": job_id, "object": "fine_tuning.job", "created_at": created, "model": request.model,
             "organization_id": project, "status": "validating_files", "training_file": request.training_file,
@@ -120,26 +122,29 @@ class Jobs:
         if n < minimum:
             raise RequestError(f"{param} {file_id} has {n} examples, minimum is {minimum}", param=param,
                                code="invalid_n_examples")
-        if (fmt == "preference") != (kind == "dpo"):
-            want = "preference pairs (input, preferred_output, non_preferred_output)" if kind == "dpo" else "chat examples"
+        if (fmt == "preference") != (TRAINS_ON[kind] == "preference"):
+            want = "preference pairs (input, preferred_output, non_preferred_output)" if fmt != "preference" else "chat examples"
             raise RequestError(f"invalid {param}: {file_id} holds {fmt} data; a {kind} job needs {want}", param=param,
                                code="invalid_file_format")
 
     def _settings(self, request: CreateJob) -> dict[str, Any]:
-        """The ``tailored train`` settings of the job's extension field, checked like the CLI checks them."""
+        """The ``tailored train`` settings of the job's extension field, checked like the CLI checks them.
+
+        The job's type says what the method trains on (supervised: chat examples, dpo: preference pairs);
+        without ``tailored.method`` the default method for that data trains it.
+        """
         from tailored.methods import method_options
+        from tailored.methods.base import default_method, get_method
 
         extra = dict(request.tailored or {})
-        if request.type == "dpo":
-            if extra.get("method", "dpo") != "dpo":
-                raise RequestError(f"tailored.method {extra['method']!r} does not train preference pairs; a dpo job "
-                                   "uses method dpo", param="tailored.method", code="invalid_value")
-            extra["method"] = "dpo"
-            beta = request.resolved_hyperparameters().beta
-            if beta not in (None, "auto"):
-                extra["dpo_beta"] = beta
-        elif extra.get("method") == "dpo":
-            raise RequestError("tailored.method 'dpo' needs method.type 'dpo'", param="tailored.method", code="invalid_value")
+        wants = TRAINS_ON[request.type]
+        extra.setdefault("method", default_method(wants))
+        if extra["method"] in method_options() and get_method(extra["method"]).trains_on != wants:
+            raise RequestError(f"tailored.method {extra['method']!r} does not train on {wants} data, which a "
+                               f"{request.type} job needs", param="tailored.method", code="invalid_value")
+        beta = request.resolved_hyperparameters().beta
+        if beta not in (None, "auto"):
+            extra["dpo_beta"] = beta
         try:
             cfg = load_train_config({"data": "-", **extra}, methods=method_options())
         except ConfigError as exc:

@@ -28,6 +28,7 @@ from tailored.models.shapes import ModelShape
 
 WeightsFormat = Literal["peft", "model", "custom"]  # a peft adapter folder, a whole transformers model, the method's own
 ServingMode = Literal["shared_lora", "standalone", "unservable"]
+TrainsOn = Literal["chat", "preference"]
 
 
 @dataclass(frozen=True)
@@ -75,6 +76,7 @@ class Method(Protocol):
     Options: ClassVar[type[BaseModel]]
     merge_refusal: ClassVar[str | None]  # why the weights cannot be merged into the base; None: they can
     weights_format: ClassVar[WeightsFormat]
+    trains_on: ClassVar[TrainsOn]  # the examples it learns from: chat conversations or preference pairs
 
     @property
     def mergeable(self) -> bool:
@@ -128,6 +130,7 @@ class MethodBase:
 
     merge_refusal: ClassVar[str | None] = None
     weights_format: ClassVar[WeightsFormat] = "custom"
+    trains_on: ClassVar[TrainsOn] = "chat"
 
     @property
     def mergeable(self) -> bool:
@@ -171,6 +174,8 @@ def register(method: Method) -> Method:
         raise ValueError(f"method {name!r}: Options must be a pydantic model")
     if method.weights_format not in get_args(WeightsFormat):
         raise ValueError(f"method {name!r}: weights_format must be one of {get_args(WeightsFormat)}")
+    if method.trains_on not in get_args(TrainsOn):
+        raise ValueError(f"method {name!r}: trains_on must be one of {get_args(TrainsOn)}")
     if not method.base_learning_rate > 0:
         raise ValueError(f"method {name!r}: base_learning_rate must be positive")
     serving = method.serving(method.Options())
@@ -210,7 +215,8 @@ def _check_footprint(method: Method) -> None:
                          f"({method.quantization(options)!r})")
 
 
-_CONTRACT = ("name", "summary", "when", "base_learning_rate", "Options", "merge_refusal", "weights_format", "mergeable",
+_CONTRACT = ("name", "summary", "when", "base_learning_rate", "Options", "merge_refusal", "weights_format", "trains_on",
+             "mergeable",
              "quantization", "base_load_kwargs", "serving", "objective", "footprint", "prepare", "save", "load",
              "load_state", "merge")
 
@@ -226,6 +232,19 @@ def get_method(name: str) -> Method:
         close = difflib.get_close_matches(str(name), list(_REGISTRY), n=1)
         raise ConfigError(f"method {name!r} is not known" + (f" (did you mean {close[0]!r}?)" if close else ""),
                           hint=f"choose one of: {', '.join(_REGISTRY)}") from None
+
+
+def default_method(trains_on: TrainsOn = "chat") -> str:
+    """The method trained when none is named: TrainConfig's default for chat data, the first preference method else."""
+    from tailored.config.schema import TrainConfig
+
+    default = str(TrainConfig.model_fields["method"].default)
+    if _REGISTRY[default].trains_on == trains_on:
+        return default
+    found = [name for name, m in _REGISTRY.items() if m.trains_on == trains_on]
+    if not found:
+        raise ConfigError(f"no registered method trains on {trains_on} data")
+    return found[0]
 
 
 def method_options() -> dict[str, type[BaseModel]]:

@@ -153,6 +153,7 @@ class Dpo(PeftMethod):
     when: ClassVar[str] = "you have pairs of better/worse answers (after SFT), to steer tone, safety or format"
     base_learning_rate: ClassVar[float] = 5e-5
     Options: ClassVar[type[BaseModel]] = DpoOptions
+    trains_on: ClassVar[str] = "preference"
 
     def serving(self, options: BaseModel) -> Serving:
         return Serving("shared_lora")  # a plain LoRA once trained
