@@ -19,6 +19,7 @@ from tailored.errors import ConfigError, NotFound, RequestError
 from tailored.jobs.files import Files
 from tailored.jobs.requests import CreateJob, parse_create
 from tailored.jobs.store import Store, new_id, now, page
+from tailored.models.registry import sanitise
 
 TERMINAL = ("succeeded", "failed", "cancelled")
 TRAINS_ON = {"supervised": "chat", "dpo": "preference"}  # OpenAI's job types and the data each trains on
@@ -44,12 +45,6 @@ def open_jobs(base: BaseModelInfo, home: Path | None = None) -> Jobs:
     home = Path(home) if home is not None else tailored_home() / "service"
     store = Store(home / "jobs.sqlite")
     return Jobs(store, Files(store, home / "files"), home / "jobs", base)
-
-
-def sanitise(name: str) -> str:
-    import re
-
-    return re.sub(r"[^a-z0-9._-]+", "-", name.lower()).strip("-")
 
 
 class Jobs:
@@ -237,7 +232,8 @@ class Jobs:
 
     def model_name(self, job: dict[str, Any], state: dict[str, Any]) -> str:
         """``ft:{base}:{org}:{suffix}:{shortid}`` (OpenAI's shape; the suffix may be empty)."""
-        return f"ft:{sanitise(self.base.id)}:{sanitise(job['organization_id'])}:{sanitise(state['suffix'])}:{state['shortid']}"
+        return (f"ft:{sanitise(self.base.id)}:{sanitise(job['organization_id'])}:{sanitise(state['suffix'], empty='')}:"
+                f"{state['shortid']}")
 
 
 def _limit(limit: int) -> int:

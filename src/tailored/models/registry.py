@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -81,3 +82,8 @@ def resolve_model(spec: str | os.PathLike | None) -> ModelSource:
         f"--model {text}: not an alias, a folder, a .gguf file or a hub id",
         hint=f"known aliases: {', '.join(EMBEDDED_ALIASES[:3])}",
     )
+
+
+def sanitise(name: str, empty: str = "model") -> str:
+    """A model id part: lower-case, anything outside ``[a-z0-9._-]`` replaced by ``-`` (never ``/`` or ``:``)."""
+    return re.sub(r"[^a-z0-9._-]+", "-", name.lower()).strip("-") or empty

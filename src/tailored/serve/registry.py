@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import threading
 import time
 from collections.abc import Callable
@@ -22,6 +21,7 @@ from tailored.config.files import folder_sha256
 from tailored.config.manifest import Manifest, RunFolder
 from tailored.errors import TailoredError
 from tailored.methods.runs import run_method
+from tailored.models.registry import sanitise
 from tailored.serve.lora_bank import BASE, plain_lora_problem
 
 BASE_ADAPTER = BASE
@@ -32,11 +32,6 @@ class UnknownModel(TailoredError):
     """The requested model id is not served (HTTP 404)."""
 
     http_status, error_type, code = 404, "invalid_request_error", "model_not_found"
-
-
-def sanitise(name: str) -> str:
-    """Lower-case, with anything outside ``[a-z0-9._-]`` replaced by ``-`` (ids never hold ``/`` or ``:``)."""
-    return re.sub(r"[^a-z0-9._-]+", "-", name.lower()).strip("-") or "model"
 
 
 def weights_hash(folder: Path) -> str:
