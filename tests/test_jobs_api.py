@@ -244,3 +244,14 @@ def test_a_dpo_job(server: Any, data: dict[str, Path]) -> None:
     answer = c.chat.completions.create(model=done.fine_tuned_model, messages=[{"role": "user", "content": "say apple"}],
                                        max_tokens=3)
     assert answer.model == done.fine_tuned_model
+
+
+def test_a_job_that_cannot_train_fails_with_a_clear_error(server: Any, data: dict[str, Path]) -> None:
+    c = client(server)
+    train = c.files.create(file=data["train"], purpose="fine-tune")
+    job = c.fine_tuning.jobs.create(model="model", training_file=train.id,  # every example is longer than 8 tokens
+                                    extra_body={"tailored": {"max_seq_length": 8, "overlength": "error"}})
+    done = wait(c, job.id)
+    assert done.status == "failed" and done.fine_tuned_model is None and done.finished_at
+    assert done.error.code and "max_seq_length" in done.error.message, done.error
+    assert messages(c, job.id)[-1].startswith("Fine-tuning job failed: ")

@@ -3,7 +3,8 @@
 Training writes ``metrics.jsonl`` (a line per step and per validation) and ``checkpoints/step-N``;
 nothing else is needed to follow it, whatever launched it. The cursor ``(step, 0 train | 1
 validation)`` marks the last line reported, so a resumed run (whose log is cut back to its
-checkpoint and written again) reports each step exactly once.
+checkpoint and written again) reports each step exactly once; each metrics event also carries that
+key, which the store records once, so not even a crash between an event and its cursor repeats it.
 """
 
 from __future__ import annotations
@@ -88,7 +89,7 @@ class Follower:
             message = f"Step {of}: validation loss={record['loss']:.4f}{when}"
             data = {"step": step, "total_steps": total, "valid_loss": record["loss"],
                     "valid_mean_token_accuracy": record.get("token_accuracy")}
-        return {"message": message, "data": data}
+        return {"message": message, "data": data, "key": f"{record['split']}:{step}"}
 
     def metrics_at(self, step: int) -> dict[str, Any]:
         """The checkpoint metrics of ``step``: its training loss and accuracy, and validation when it ran there."""

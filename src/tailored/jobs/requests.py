@@ -130,6 +130,7 @@ def parse_create(body: Any) -> CreateJob:
         raise RequestError(f"method.type {kind!r} is not supported: Tailored trains supervised and dpo jobs",
                            param="method.type", code="unsupported_method")
     extra = set((request.method.model_extra or {}) if request.method else ())
+    extra |= {other for other in ("supervised", "dpo") if other != kind and getattr(request.method, other, None) is not None}
     if extra:
         raise RequestError(f"method.{sorted(extra)[0]} is not supported for method.type {kind!r}",
                            param=f"method.{sorted(extra)[0]}", code="unsupported_parameter")

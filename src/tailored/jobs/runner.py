@@ -58,16 +58,32 @@ class Runner:
         self._thread = threading.Thread(target=self._loop, name="tailored-jobs", daemon=True)
         jobs.wake = self._wake.set
 
-    def start(self) -> None:
+    def start(self) -> bool:
+        """Take this home's runner lock, resume what the last runner left, and start; False when another holds it.
+
+        One runner per ``$TAILORED_HOME``: a second server on the same home serves the same jobs (they
+        are in the same store) while the first one trains them.
+        """
+        import fcntl
+
+        self._lock_file = open(self.store.path.with_suffix(".runner.lock"), "a")  # noqa: SIM115 - held while running
+        try:
+            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            log.warning("another server runs the jobs of %s; this one serves them only", self.store.path.parent)
+            self._lock_file.close()
+            return False
         self.recover()
         self._thread.start()
+        return True
 
     def stop(self) -> None:
         """Stop following; running jobs are checkpointed and resumed when a server starts again."""
         self._stop.set()
         self._wake.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout=30)
+        if not self._thread.is_alive():
+            return
+        self._thread.join(timeout=30)
         for attempt in list(self.running.values()):
             self._signal(attempt, signal.SIGINT)  # finish the step, checkpoint
         for attempt in list(self.running.values()):
@@ -78,6 +94,7 @@ class Runner:
             self._requeue(attempt.job_id, "the server stopped")
             attempt.log_file.close()
         self.running.clear()
+        self._lock_file.close()  # releases the lock
 
     # ---- the loop --------------------------------------------------------------------------
     def _loop(self) -> None:
@@ -114,7 +131,7 @@ class Runner:
                                      level="warn")
                 follower = Follower(run, tuple(self.jobs.state(job_id)["cursor"]))
                 for event in follower.new_events():
-                    self.store.add_event(job_id, event["message"], type="metrics", data=event["data"])
+                    self.store.add_event(job_id, event["message"], type="metrics", data=event["data"], key=event["key"])
                 self._succeed(job_id, run)
             else:
                 self._requeue(job_id, "the server was stopped while it trained")
@@ -209,7 +226,8 @@ class Runner:
         follower = attempt.follower
         name = self.jobs.model_name(job, self.jobs.state(attempt.job_id))
         for event in follower.new_events():
-            self.store.add_event(attempt.job_id, event["message"], type="metrics", data=event["data"])
+            self.store.add_event(attempt.job_id, event["message"], type="metrics", data=event["data"],
+                                 key=event["key"])
             step = event["data"]["step"]
             if "train_loss" in event["data"] and (follower.run.checkpoints / f"step-{step:06d}").is_dir():
                 self._checkpoint(attempt.job_id, step, name, follower)  # right after its step, in the events too
@@ -220,9 +238,8 @@ class Runner:
             update.update(self._resolved(job, follower.hyperparameters))
         if follower.eta is not None:
             update["estimated_finish"] = int(now() + follower.eta)
-        if update:
-            self.store.update_job(attempt.job_id, update)
-        self.store.update_job(attempt.job_id, state={"cursor": list(follower.cursor)})
+        if update or list(follower.cursor) != self.jobs.state(attempt.job_id)["cursor"]:
+            self.store.update_job(attempt.job_id, update, {"cursor": list(follower.cursor)})
         gone = [c["step_number"] for c in self.store.checkpoints(attempt.job_id)
                 if not (follower.run.checkpoints / f"step-{c['step_number']:06d}").is_dir()]
         self.store.remove_checkpoints(attempt.job_id, gone)  # pruned by keep_checkpoints

@@ -30,7 +30,8 @@ CREATE TABLE IF NOT EXISTS jobs (
 );
 CREATE TABLE IF NOT EXISTS events (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT UNIQUE NOT NULL, job_id TEXT NOT NULL,
-    created_at INTEGER NOT NULL, level TEXT NOT NULL, message TEXT NOT NULL, type TEXT NOT NULL, data TEXT
+    created_at INTEGER NOT NULL, level TEXT NOT NULL, message TEXT NOT NULL, type TEXT NOT NULL, data TEXT,
+    key TEXT, UNIQUE (job_id, key)
 );
 CREATE TABLE IF NOT EXISTS checkpoints (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT UNIQUE NOT NULL, job_id TEXT NOT NULL,
@@ -146,12 +147,14 @@ class Store:
 
     # ---- events and checkpoints ------------------------------------------------------------
     def add_event(self, job_id: str, message: str, *, level: str = "info", type: str = "message",
-                  data: dict[str, Any] | None = None) -> dict[str, Any]:
+                  data: dict[str, Any] | None = None, key: str | None = None) -> dict[str, Any]:
+        """Append an event; one with a ``key`` (a metrics line's split and step) is recorded once, however often sent."""
         event = {"id": new_id("ftevent-", 24), "object": "fine_tuning.job.event", "created_at": now(), "level": level,
                  "message": message, "type": type, "data": data}
         with self.transaction() as db:
-            db.execute("INSERT INTO events (id, job_id, created_at, level, message, type, data) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                       (event["id"], job_id, event["created_at"], level, message, type, json.dumps(data)))
+            db.execute("INSERT OR IGNORE INTO events (id, job_id, created_at, level, message, type, data, key) "
+                       "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                       (event["id"], job_id, event["created_at"], level, message, type, json.dumps(data), key))
         return event
 
     def events(self, job_id: str) -> list[dict[str, Any]]:
@@ -176,6 +179,8 @@ class Store:
                  "metrics": json.loads(r["metrics"])} for r in rows]
 
     def remove_checkpoints(self, job_id: str, steps: list[int]) -> None:
+        if not steps:
+            return
         with self.transaction() as db:
             db.executemany("DELETE FROM checkpoints WHERE job_id = ? AND step = ?", [(job_id, s) for s in steps])
 
