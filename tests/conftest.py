@@ -11,6 +11,26 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
+
+def _private_home() -> None:
+    """Tests never see the user's state (jobs, eval caches): a fresh ``$TAILORED_HOME`` for each test process.
+
+    Its ``models/`` is the user's model cache, so the embedded model is converted once per machine.
+    """
+    import atexit
+    import shutil
+    import tempfile
+
+    real = Path(os.environ.get("TAILORED_HOME") or Path.home() / ".cache" / "tailored")
+    (real / "models").mkdir(parents=True, exist_ok=True)
+    home = Path(tempfile.mkdtemp(prefix="tailored-test-home-"))
+    (home / "models").symlink_to(real / "models", target_is_directory=True)
+    os.environ["TAILORED_HOME"] = str(home)
+    atexit.register(shutil.rmtree, home, ignore_errors=True)
+
+
+_private_home()
+
 import torch  # noqa: E402
 
 torch.set_num_threads(int(os.environ.get("TAILORED_TEST_THREADS", "1")))
