@@ -120,7 +120,7 @@ class Runner:
         """Jobs the last server left running (it was killed): stop any stray process, resume from the checkpoint."""
         for job_id in self.store.job_ids(status=("running",)):
             pid = self.jobs.state(job_id).get("pid")
-            if pid and _is_ours(pid):
+            if pid and _is_ours(pid, job_id):
                 try:
                     os.killpg(pid, signal.SIGKILL)
                 except ProcessLookupError:
@@ -324,10 +324,10 @@ def _newest_checkpoint(run: RunFolder) -> int | None:
     return int(found[-1].name.split("-")[1]) if found else None
 
 
-def _is_ours(pid: int) -> bool:
-    """Whether ``pid`` is a Tailored training process (never signal a recycled pid)."""
+def _is_ours(pid: int, job_id: str) -> bool:
+    """Whether ``pid`` is this job's training process (its command names the job's folder): never signal a recycled pid."""
     try:
-        return b"tailored" in Path(f"/proc/{pid}/cmdline").read_bytes()
+        return job_id.encode() in Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return False
 
