@@ -205,6 +205,8 @@ def test_cancel_a_running_job(server: Any, data: dict[str, Path]) -> None:
     deadline = time.monotonic() + 60
     while not any("training loss" in m for m in messages(c, job.id)) and time.monotonic() < deadline:
         time.sleep(0.2)
+    running = c.fine_tuning.jobs.retrieve(job.id)
+    assert running.status == "running" and running.estimated_finish and running.estimated_finish >= running.created_at
     c.fine_tuning.jobs.cancel(job.id)
     done = wait(c, job.id)
     assert done.status == "cancelled" and done.fine_tuned_model is None and done.finished_at
