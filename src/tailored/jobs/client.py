@@ -63,6 +63,8 @@ def job_request(*, model: str, training_file: str, validation_file: str | None =
 
 def upload(client: Any, path: str | Path) -> Any:
     """Upload a fine-tune file and wait until the service has checked it (raises with its report on errors)."""
+    if not Path(path).is_file():
+        raise TailoredError(f"{path}: no such file", hint="pass the path of a JSONL file")
     with open(path, "rb") as f:
         uploaded = client.files.create(file=(Path(path).name, f), purpose="fine-tune")
     deadline = time.monotonic() + 600

@@ -59,6 +59,9 @@ def build(settings: ServeSettings | None = None, **overrides: Any) -> Built:
     source = resolve_model(spec)
     folder = local_folder(source)
     registry = Registry(folder, source.name, content_hash(folder), runs, base_aliases=(spec, folder.name))
+    jobs = runner = None
+    if s.jobs:  # before the engine loads the model: a bad jobs setting is said at once
+        jobs, runner = _jobs(s, registry, spec, folder)
     if s.engine == "vllm":
         from tailored.serve.vllm_engine import VllmEngine
 
@@ -67,9 +70,6 @@ def build(settings: ServeSettings | None = None, **overrides: Any) -> Built:
         from tailored.serve.engine import Engine
 
         engine = Engine(registry, s)
-    jobs = runner = None
-    if s.jobs:
-        jobs, runner = _jobs(s, registry, spec, folder)
     built = Built(s, registry, engine, create_app(engine, registry, keys, jobs), runner)
     if runner is not None:
         runner.start()
