@@ -73,7 +73,7 @@ def _check_messages(messages: Any, line: int, problems: list[Problem], *, need_a
             ok = False
         elif m["role"] not in ROLES:
             problems.append(
-                Problem(line, "unrecognized_role", f"{where} has role {m['role']!r}; expected one of {', '.join(ROLES)}")
+                Problem(line, "unrecognized_role", f"{where} has role {_short(m['role'])}; expected one of {', '.join(ROLES)}")
             )
             ok = False
         extra = set(m) - MESSAGE_KEYS
@@ -81,14 +81,17 @@ def _check_messages(messages: Any, line: int, problems: list[Problem], *, need_a
             problems.append(Problem(line, "message_unrecognized_key", f"{where} has unknown key(s) {sorted(extra)}"))
             ok = False
         content = m.get("content")
+        bad_part = _bad_part(content) if isinstance(content, list) else None
         if "content" not in m and not m.get("tool_calls") and not m.get("function_call"):
             problems.append(Problem(line, "message_missing_key", f"{where} has no 'content'"))
             ok = False
-        elif content is not None and not isinstance(content, str):
-            if not (isinstance(content, list) and all(isinstance(p, dict) and p.get("type") == "text" for p in content)):
-                problems.append(Problem(line, "missing_content", f"{where}.content must be a string"))
-                ok = False
-        elif (content is None or not str(content).strip()) and not m.get("tool_calls"):
+        elif bad_part:
+            problems.append(Problem(line, "missing_content", f"{where}.{bad_part}"))
+            ok = False
+        elif content is not None and not isinstance(content, (str, list)):
+            problems.append(Problem(line, "missing_content", f"{where}.content must be a string or a list of text parts"))
+            ok = False
+        elif not _content_text(content).strip() and not m.get("tool_calls"):
             problems.append(Problem(line, "missing_content", f"{where}.content is empty"))
             ok = False
         if "weight" in m:
@@ -104,12 +107,35 @@ def _check_messages(messages: Any, line: int, problems: list[Problem], *, need_a
     return ok
 
 
+def _short(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _bad_part(parts: list[Any]) -> str | None:
+    """What is wrong with a list of content parts (only text parts are supported), or None."""
+    for j, p in enumerate(parts):
+        if not isinstance(p, dict) or p.get("type") != "text":
+            return f'content[{j}] is not a text part: only text parts ({{"type": "text", "text": "..."}}) are supported'
+        if not isinstance(p.get("text"), str):
+            got = "nothing" if "text" not in p else "null" if p["text"] is None else type(p["text"]).__name__
+            return f"content[{j}].text must be a string, got {got}"
+    return None
+
+
+def _content_text(content: str | list[dict[str, Any]] | None) -> str:
+    """A message's text: the string, or its (already checked) text parts joined."""
+    if isinstance(content, list):
+        return "".join(p["text"] for p in content)
+    return content or ""
+
+
 def _flatten_content(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
     out = []
     for m in messages:
         m = dict(m)
         if isinstance(m.get("content"), list):
-            m["content"] = "".join(p.get("text", "") for p in m["content"])
+            m["content"] = _content_text(m["content"])
         out.append(m)
     return out
 
