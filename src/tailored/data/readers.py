@@ -11,7 +11,9 @@ Formats (auto-detected from the keys of the first valid line, or forced with ``f
 
 Problem categories follow OpenAI's fine-tuning validation (``invalid_json``, ``missing_messages_list``,
 ``message_missing_key``, ``message_unrecognized_key``, ``unrecognized_role``, ``missing_content``,
-``no_assistant_message``, ``bad_weight``) plus ``not_an_object``, ``format_mismatch`` and ``empty_file``.
+``no_assistant_message``, ``bad_weight``) plus ``not_an_object``, ``format_mismatch`` and ``empty_file``, and
+those of :mod:`tailored.data.jsonl` for lines that cannot be read at all (``not_utf8``, ``line_too_long``,
+``invalid_unicode``). A file is read line by line (lines end at ``\\n`` only), so one bad line never costs another.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tailored.data.jsonl import DEFAULT_MAX_LINE_BYTES, iter_json
 from tailored.data.records import FORMATS, ROLES, Example, Problem
 from tailored.errors import DataError
 
@@ -207,27 +210,18 @@ def parse_line(obj: dict[str, Any], fmt: str, line: int, problems: list[Problem]
     raise DataError(f"unknown format {fmt!r}", hint=f"use one of: {', '.join(FORMATS)}")
 
 
-def read_records(path: str | Path, format: str = "auto") -> ReadResult:
-    """Read a JSONL file. Never raises for bad lines: they become :class:`Problem` entries."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: no such file", hint="check the path given to --data / --validation")
+def read_records(path: str | Path, format: str = "auto", *, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES) -> ReadResult:
+    """Read a JSONL file, streamed. Never raises for bad lines: they become :class:`Problem` entries.
+
+    Raises :class:`DataError` only for the file as a whole: missing, a folder, unreadable, or UTF-16.
+    """
     if format != "auto" and format not in FORMATS:
         raise DataError(f"--format {format!r} is not supported", hint=f"use auto or one of: {', '.join(FORMATS)}")
     result = ReadResult(format=format)
-    with open(path, encoding="utf-8", errors="strict") as f:
-        try:
-            lines = f.read().splitlines()
-        except UnicodeDecodeError as exc:
-            raise DataError(f"{path}: not UTF-8 text ({exc})", hint="re-save the file as UTF-8") from exc
-    for n, raw in enumerate(lines, start=1):
-        if not raw.strip():
-            continue
+    for n, obj, problem in iter_json(path, max_line_bytes=max_line_bytes):
         result.n_lines += 1
-        try:
-            obj = json.loads(raw)
-        except json.JSONDecodeError as exc:
-            result.problems.append(Problem(n, "invalid_json", f"not valid JSON: {exc.msg} at column {exc.colno}"))
+        if problem is not None:
+            result.problems.append(problem)
             continue
         if not isinstance(obj, dict):
             result.problems.append(Problem(n, "not_an_object", f"expected a JSON object, got {type(obj).__name__}"))
@@ -235,7 +229,7 @@ def read_records(path: str | Path, format: str = "auto") -> ReadResult:
         looks = detect_format(obj)
         if result.format == "auto":
             if looks is None:
-                result.problems.append(Problem(n, "missing_messages_list", f"unknown format (keys {sorted(obj)}); expected 'messages'"))
+                result.problems.append(Problem(n, "missing_messages_list", f"unknown format (keys {_short(sorted(obj))}); expected 'messages'"))
                 continue
             result.format = looks
         elif looks is not None and looks != result.format and not (result.format == "text" and looks == "text"):
