@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -49,3 +51,23 @@ def test_errors_exit_non_zero_with_a_hint(tmp_path, tiny_model_dir):
     assert done.returncode != 0
     done = tailored("train", "--data", str(bad), "--model", str(tmp_path / "nope"))
     assert done.returncode == 1 and "no such file or folder" in done.stderr
+
+
+def test_an_unexpected_error_is_one_line_and_a_log_file(tmp_path, monkeypatch, capsys):
+    import tailored.train.preflight
+    from tailored.cli.main import main
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("something nobody expected\nsecond line")
+
+    monkeypatch.setenv("TAILORED_HOME", str(tmp_path / "home"))
+    monkeypatch.setattr(tailored.train.preflight, "check_data", boom)
+    assert main(["data", "check", "x.jsonl", "--model", "none"]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "RuntimeError: something nobody expected" in err and "second line" not in err
+    [log] = (tmp_path / "home" / "logs").glob("crash-*.txt")
+    assert str(log) in err and "--debug" in err
+    text = log.read_text()
+    assert "Traceback" in text and "boom" in text and "second line" in text and "data check x.jsonl" in text
+    with pytest.raises(RuntimeError, match="nobody expected"):
+        main(["--debug", "data", "check", "x.jsonl", "--model", "none"])

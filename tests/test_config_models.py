@@ -8,7 +8,7 @@ from tailored.config import dump_yaml, load_train_config
 from tailored.errors import ConfigError, ModelError
 from tailored.methods import method_options
 from tailored.models.load import load_model
-from tailored.models.registry import resolve_model
+from tailored.models.registry import ModelSource, resolve_model
 
 
 def test_yaml_cli_and_api_share_names(tmp_path):
@@ -50,6 +50,28 @@ def test_model_resolution(tmp_path, monkeypatch):
         resolve_model("someone/some-model")
     monkeypatch.delenv("HF_HUB_OFFLINE")
     assert resolve_model("someone/some-model").kind == "hub"
+
+
+def test_relative_model_paths_are_not_hub_ids(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    (tmp_path / "models" / "foo").mkdir(parents=True)
+    (tmp_path / "models" / "foo" / "config.json").write_text("{}")
+    assert resolve_model("models/foo") == ModelSource("hf_dir", "foo", str(tmp_path / "models" / "foo"))
+    with pytest.raises(ModelError) as err:
+        resolve_model("models/bar")
+    assert "no local folder models/bar" in err.value.message and "hub" in err.value.message
+    for path in ("./bar", "../bar", "models/foo/bar", str(tmp_path / "bar"), "models/bar.gguf"):
+        with pytest.raises(ModelError, match="no such file or folder") as err:
+            resolve_model(path)
+        assert "hub" not in err.value.message, path
+    (tmp_path / "weights.bin").write_text("x")
+    with pytest.raises(ModelError, match="is a file"):
+        resolve_model("weights.bin")
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    assert resolve_model("someone/some-model").kind == "hub"
+    with pytest.raises(ModelError, match="no such file or folder"):
+        resolve_model("models/has space")  # not a valid hub id either
 
 
 def test_pickled_weights_are_refused(tmp_path):

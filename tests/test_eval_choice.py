@@ -79,6 +79,28 @@ def test_probe_file_reading(tmp_path: Path) -> None:
         read_choice_file(f)
 
 
+def test_bad_probe_lines_are_named(tmp_path: Path) -> None:
+    from tailored.eval.choice import is_choice_file
+
+    item = {"question": "q\u2028still the question", "choices": ["x", "y\u2029z"], "answer_index": 0}
+    f = tmp_path / "p.jsonl"
+    f.write_text(json.dumps(item, ensure_ascii=False) + "\n", encoding="utf-8")
+    [read] = read_choice_file(f)
+    assert read.question == item["question"] and read.choices == item["choices"] and is_choice_file(f)
+    for content, says in (("[1, 2]", "line 2: expected a JSON object"), ("{oops", "line 2: not valid JSON"),
+                          ('{"question": "q", "choices": "xy", "answer_index": 0}', "line 2: choices must be a list")):
+        f.write_text(json.dumps(item) + "\n" + content + "\n")
+        with pytest.raises(DataError, match=says):
+            read_choice_file(f)
+    f.write_bytes(b"\xe9t\xe9\n")
+    with pytest.raises(DataError, match="line 1: not UTF-8"):
+        read_choice_file(f)
+    f.write_text("{oops\n")
+    assert not is_choice_file(f)
+    with pytest.raises(DataError, match="no such probe file"):
+        read_choice_file(tmp_path / "missing.jsonl")
+
+
 def test_default_probe_is_sound() -> None:
     items = read_choice_file(DEFAULT_PROBE)
     assert 40 <= len(items) <= 60

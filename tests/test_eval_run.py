@@ -54,6 +54,37 @@ def test_task_detection_without_shared_data(tmp_path: Path) -> None:
         read_test_set(_write(tmp_path / "bad.jsonl", [{"nope": 1}]))
 
 
+def test_bad_test_files_are_clear_errors(tmp_path: Path) -> None:
+    from tailored.eval.run import evaluate
+    from tailored.eval.tasks import read_labels
+
+    missing = tmp_path / "missing.jsonl"
+    with pytest.raises(DataError, match="missing.jsonl: no such file"):
+        detect_task(missing)
+    with pytest.raises(DataError, match="missing.jsonl: no such file"):
+        evaluate("smollm2", missing, baseline=None, probe=None, collapse=False, progress=False, save=False)
+    rows = _cls_rows(6)
+    bad_first = tmp_path / "bad_first.jsonl"
+    bad_first.write_text("{oops\n" + "".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(DataError, match="line 1: not valid JSON"):
+        detect_task(bad_first)
+    with pytest.raises(DataError, match="line 1"):
+        read_test_set(bad_first)
+    with pytest.raises(DataError, match="labels.txt: no such file"):
+        read_labels(tmp_path / "labels.txt")
+    (tmp_path / "labels.txt").write_text("refund\u2028billing\nlogin\n", encoding="utf-8")
+    assert read_labels(tmp_path / "labels.txt") == ["refund\u2028billing", "login"]  # one label per \n-ended line
+
+
+def test_test_sets_with_unicode_line_separators(tmp_path: Path) -> None:
+    rows = [{"messages": [{"role": "user", "content": f"message {i}\u2028about\u2029this\u0085one"},
+                          {"role": "assistant", "content": ["refund", "billing", "login"][i % 3]}]} for i in range(9)]
+    path = tmp_path / "sep.jsonl"
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    assert detect_task(path) == "classification"
+    assert len(read_test_set(path).references) == 9
+
+
 def test_evaluate_base_vs_tuned_and_cache(run: dict[str, Path]) -> None:
     from tailored.eval.run import evaluate
 

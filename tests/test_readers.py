@@ -79,3 +79,42 @@ def test_mixed_formats_are_flagged_not_dropped(tmp_path):
     result = read_records(write(tmp_path / "mixed.jsonl", [GOOD, {"prompt": "p", "completion": "c"}]))
     assert result.format == "chat" and [p.line for p in result.problems] == [2]
     assert result.problems[0].category == "format_mismatch"
+
+
+def _with(user: object, answer: object = "fine") -> dict:
+    return {"messages": [{"role": "user", "content": user}, {"role": "assistant", "content": answer}]}
+
+
+def test_content_parts_must_hold_text(tmp_path):
+    result = read_records(write(tmp_path / "parts.jsonl", [
+        _with([{"type": "text", "text": "hello "}, {"type": "text", "text": "there"}]),  # 1 ok
+        _with([{"type": "text", "text": None}]),                                        # 2
+        _with([{"type": "text"}]),                                                      # 3
+        _with([{"type": "text", "text": 5}]),                                           # 4
+        _with([{"type": "image_url", "image_url": {"url": "x"}}]),                      # 5
+        _with(["just a string"]),                                                       # 6
+    ]))
+    assert [ex.line for ex in result.examples] == [1] and result.examples[0].messages[0]["content"] == "hello there"
+    by_line = {p.line: p.message for p in result.problems}
+    assert sorted(by_line) == [2, 3, 4, 5, 6]
+    assert by_line[2] == "messages[0].content[0].text must be a string, got null"
+    assert by_line[3].endswith("got nothing") and by_line[4].endswith("got int")
+    assert "only text parts" in by_line[5] and "only text parts" in by_line[6]
+
+
+def test_empty_assistant_content_lists_are_refused(tmp_path):
+    from tailored.data.clean import clean_file
+
+    rows = [_with(f"question {i}", f"answer {i}") for i in range(10)] + [
+        _with("Tell me something.", []),                                                       # 11
+        _with("Tell me something.", [{"type": "text", "text": ""}]),                           # 12
+        _with("Tell me something.", [{"type": "text", "text": "  "}, {"type": "text", "text": "\n"}]),  # 13
+        _with("Tell me something.", [{"type": "text", "text": "Real answer."}]),               # 14 ok
+    ]
+    path = write(tmp_path / "empty.jsonl", rows)
+    report = check_file(path)
+    assert {p.line: p.message for p in report.problems if p.severity == "error"} == {
+        n: "messages[1].content is empty" for n in (11, 12, 13)}
+    assert [ex.line for ex in report.examples] == list(range(1, 11)) + [14]
+    clean = clean_file(path, tmp_path / "c.jsonl", near_threshold=1.0)
+    assert [(f.line, f.reason) for f in clean.flags] == [(n, "empty_answer") for n in (11, 12, 13)]

@@ -43,6 +43,16 @@ def test_overfitting_verdicts_from_curves(tmp_path: Path) -> None:
     assert overfitting(_curves(tmp_path / "e", falling, [])).verdict == "skipped"
 
 
+def test_curves_of_a_killed_run_are_read(tmp_path: Path) -> None:
+    from tailored.eval.redflags import read_curves
+
+    run = _curves(tmp_path / "killed", [3.0, 2.5, 2.0], [(2, 2.6)])
+    with open(run / "metrics.jsonl", "a", encoding="utf-8") as f:
+        f.write('{"step": 4, "split": "tra')  # the line being written when the run was killed
+    train, val = read_curves(run)
+    assert [r["step"] for r in train] == [1, 2, 3] and [r["step"] for r in val] == [2]
+
+
 def test_forgetting_respects_noise() -> None:
     base = {"accuracy": 0.7, "correct": [1.0] * 7 + [0.0] * 3, "chance": 0.25}
     small = forgetting(base, {"accuracy": 0.6, "correct": [1.0] * 6 + [0.0] * 4})

@@ -68,6 +68,8 @@ def test_the_manifest_round_trips_and_updates_atomically(run: RunFolder) -> None
 
 @pytest.mark.parametrize("content, says", [
     ("{not json", "not valid JSON"),
+    ("[" * 100_000 + "]" * 100_000, "not valid JSON"),
+    ('{"tailored_manifest": ' + "1" * 5000 + "}", "not valid JSON"),
     ("[]", "expected a JSON object"),
     ('{"tailored_manifest": 2}', "manifest version 2; this Tailored reads version 1"),
     ('{"status": "completed"}', "manifest version None"),

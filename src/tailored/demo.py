@@ -40,6 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     from rich.table import Table
 
     import tailored
+    from tailored.data.jsonl import read_json_rows
     from tailored.data.readers import read_records
     from tailored.eval.generate import GenerationSettings
 
@@ -79,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     console.print(f"valid JSON in the required format: base {ok_base}/{len(prompts)} · tuned {ok_tuned}/{len(prompts)} "
                   f"(exactly right: {exact}/{len(prompts)})")
 
-    history = [json.loads(line) for line in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
+    history = read_json_rows(result.run_dir / "metrics.jsonl")
     val = [h["loss"] for h in history if h["split"] == "validation"]
     first_val = result.manifest.metrics.initial_validation_loss if result.manifest.metrics else None
     console.rule("[bold]4. result")

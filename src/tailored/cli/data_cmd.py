@@ -6,6 +6,7 @@ import argparse
 import json
 
 from tailored.cli.common import group
+from tailored.data.jsonl import DEFAULT_MAX_LINE_BYTES, MAX_LINE_BYTES_HELP
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -16,6 +17,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--format", default="auto", help="Force a format instead of auto-detecting it.")
     p.add_argument("--max-seq-length", dest="max_seq_length", type=int, default=1024)
     p.add_argument("--epochs", type=int, default=None, help="Epochs for the total-token and time estimate (default: auto).")
+    p.add_argument("--max-line-bytes", dest="max_line_bytes", type=int, default=DEFAULT_MAX_LINE_BYTES, help=MAX_LINE_BYTES_HELP)
     p.add_argument("--json", action="store_true", help="Print the report as JSON.")
     p.set_defaults(func=run_check)
 
@@ -24,6 +26,6 @@ def run_check(args: argparse.Namespace) -> int:
     from tailored.train.preflight import check_data
 
     report = check_data(args.file, model=None if args.model == "none" else args.model, format=args.format,
-                        max_seq_length=args.max_seq_length, epochs=args.epochs)
+                        max_seq_length=args.max_seq_length, epochs=args.epochs, max_line_bytes=args.max_line_bytes)
     print(json.dumps(report.to_dict(), indent=2) if args.json else report.render())
     return 1 if report.has_errors else 0

@@ -6,6 +6,7 @@ import argparse
 import json
 
 from tailored.cli.common import group
+from tailored.data.jsonl import DEFAULT_MAX_LINE_BYTES, MAX_LINE_BYTES_HELP
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -23,6 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-seq-length", dest="max_seq_length", type=int, default=None)
     p.add_argument("--format", default="auto")
     p.add_argument("--json", action="store_true", help="Print the summary as JSON.")
+    p.add_argument("--max-line-bytes", dest="max_line_bytes", type=int, default=DEFAULT_MAX_LINE_BYTES, help=MAX_LINE_BYTES_HELP)
     p.set_defaults(func=run_clean)
 
     p = data.add_parser("split", help="Stratified train/validation/test split with leakage check.")
@@ -36,6 +38,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="Most distinct answers for the data to count as labels [default: auto].")
     p.add_argument("--format", default="auto")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--max-line-bytes", dest="max_line_bytes", type=int, default=DEFAULT_MAX_LINE_BYTES, help=MAX_LINE_BYTES_HELP)
     p.set_defaults(func=run_split)
 
     p = data.add_parser("convert", help="Convert between chat, alpaca, prompt-completion and sharegpt.")
@@ -52,6 +55,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--html", default=None, help="Write a self-contained HTML report with plots here.")
     p.add_argument("--format", default="auto")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--max-line-bytes", dest="max_line_bytes", type=int, default=DEFAULT_MAX_LINE_BYTES, help=MAX_LINE_BYTES_HELP)
     p.set_defaults(func=run_stats)
 
 
@@ -70,7 +74,8 @@ def run_clean(args: argparse.Namespace) -> int:
     if args.max_seq_length and args.model == "none":
         raise ConfigError("--max-seq-length needs a tokenizer", hint="add --model smollm2 (or your model's folder)")
     report = clean_file(args.file, args.output, removed_path=args.removed, keep=args.keep, near_threshold=args.near_threshold,
-                        tokenizer=_tokenizer(args.model), max_seq_length=args.max_seq_length, format=args.format)
+                        tokenizer=_tokenizer(args.model), max_seq_length=args.max_seq_length, format=args.format,
+                        max_line_bytes=args.max_line_bytes)
     print(json.dumps(report.to_dict(), indent=2) if args.json else report.render())
     return 0
 
@@ -79,7 +84,8 @@ def run_split(args: argparse.Namespace) -> int:
     from tailored.data.split import split_file
 
     report = split_file(args.file, args.output, validation=args.validation, test=args.test, seed=args.seed,
-                        stratify=args.stratify, max_labels=args.max_labels, format=args.format)
+                        stratify=args.stratify, max_labels=args.max_labels, format=args.format,
+                        max_line_bytes=args.max_line_bytes)
     print(json.dumps(report.to_dict(), indent=2) if args.json else report.render())
     return 0
 
@@ -95,7 +101,7 @@ def run_convert(args: argparse.Namespace) -> int:
 def run_stats(args: argparse.Namespace) -> int:
     from tailored.data.stats import compute_stats, write_html
 
-    stats = compute_stats(args.file, tokenizer=_tokenizer(args.model), format=args.format)
+    stats = compute_stats(args.file, tokenizer=_tokenizer(args.model), format=args.format, max_line_bytes=args.max_line_bytes)
     if args.html:
         write_html(stats, args.html)
     print(json.dumps(stats.to_dict(), indent=2) if args.json else stats.render())

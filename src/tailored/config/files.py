@@ -1,7 +1,7 @@
 """Writing files so that nothing is ever half-written, and hashing them: one implementation of each.
 
 Every file or folder Tailored writes (manifests, checkpoints, cleaned data, converted models,
-exports, cache entries) goes through :func:`atomic_write`, :func:`write_json` or
+exports, cache entries) goes through :func:`atomic_write`, :func:`atomic_open`, :func:`write_json` or
 :func:`atomic_folder`: the content is written beside its target under a hidden temporary name and
 renamed into place, so a killed process leaves the old content or the new one, never a mix.
 """
@@ -16,17 +16,24 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 
 def atomic_write(path: str | Path, data: str | bytes) -> None:
     """Write ``data`` (text as UTF-8) to ``path`` atomically, creating its folder."""
+    with atomic_open(path) as f:
+        f.write(data.encode("utf-8") if isinstance(data, str) else data)
+
+
+@contextmanager
+def atomic_open(path: str | Path) -> Iterator[BinaryIO]:
+    """A binary file to stream ``path``'s new content into; it replaces ``path`` when the block succeeds."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data.encode("utf-8") if isinstance(data, str) else data)
+            yield f
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private; the result is an ordinary file
         os.replace(tmp, path)
     except BaseException:

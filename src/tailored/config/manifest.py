@@ -196,8 +196,8 @@ class RunFolder:
             raise CheckpointError(f"{self.path} is not a run folder (no {MANIFEST})", hint="pass the folder `tailored train` printed")
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise CheckpointError(f"{path} is damaged (not valid JSON: {exc})",
+        except (ValueError, RecursionError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+            raise CheckpointError(f"{path} is damaged (not valid JSON: {str(exc).split('; ')[0]})",
                                   hint="restore it from a backup, or train the run again") from None
         if not isinstance(data, dict):
             raise CheckpointError(f"{path} is damaged (expected a JSON object)", hint="train the run again")

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from tailored.config.auto import auto_epochs
+from tailored.data.jsonl import DEFAULT_MAX_LINE_BYTES
 from tailored.data.readers import read_records
 from tailored.data.records import Example, Problem
 
@@ -118,9 +119,10 @@ def check_file(
     min_examples: int = MIN_EXAMPLES,
     epochs: int | None = None,
     tokens_per_second: float | None = None,
+    max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
 ) -> CheckReport:
     """Validate ``path``; with a tokenizer, add token statistics and context-length checks."""
-    read = read_records(path, format=format)
+    read = read_records(path, format=format, max_line_bytes=max_line_bytes)
     report = CheckReport(str(path), read.format, read.n_lines, read.examples, list(read.problems))
     n = len(read.examples)
     if read.n_lines and n < min_examples:

@@ -11,8 +11,10 @@ Reasons, checked in this order (an example is removed for the first that applies
 - ``exact_duplicate``: the same conversation as an earlier line.
 - ``near_duplicate``: an edited copy of an earlier kept line (MinHash/LSH, see :mod:`near_dup`).
 
-Kept lines are copied byte for byte (the file keeps its format). ``keep`` names reasons to report but
-not remove. Nothing disappears without a trace: each removal is one row of the side file.
+Kept lines are copied byte for byte (the file keeps its format; line ends become ``\\n``). ``keep`` names
+reasons to report but not remove. Nothing disappears without a trace: each removal is one row of the side
+file, with the line as it was (undecodable bytes as ``\\xNN``; a line over ``max_line_bytes`` by its size only).
+The input is streamed: memory grows with the examples, and no line costs more than ``max_line_bytes``.
 """
 
 from __future__ import annotations
@@ -24,9 +26,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tailored.config.files import atomic_open
+from tailored.data.jsonl import DEFAULT_MAX_LINE_BYTES, UNREADABLE, copy_line, iter_lines
 from tailored.data.near_dup import DEFAULT_THRESHOLD, NearDupIndex
 from tailored.data.readers import read_records, write_jsonl
-from tailored.data.records import Example
+from tailored.data.records import Example, Problem
 from tailored.data.text_quality import garbage_reason, normalize
 from tailored.errors import DataError
 
@@ -42,11 +46,14 @@ class Removal:
     detail: str
     kept: bool = False  # flagged, but its reason was in ``keep``
 
-    def to_row(self, raw: str) -> dict[str, Any]:
-        try:
-            record: Any = json.loads(raw)
-        except json.JSONDecodeError:
-            record = raw
+    def to_row(self, raw: str | None, readable: bool = True) -> dict[str, Any]:
+        """The side-file row: the record parsed when the line is ``readable`` JSON, else its text (None: too long)."""
+        record: Any = raw
+        if readable and raw is not None:
+            try:
+                record = json.loads(raw)
+            except (ValueError, RecursionError):
+                record = raw
         return {"line": self.line, "reason": self.reason, "detail": self.detail, "kept": self.kept, "record": record}
 
 
@@ -91,7 +98,7 @@ def _classify_problem(category: str, message: str, raw: str) -> str:
                 i -= 1  # the reader put the sharegpt system prompt first
             role = msgs[i].get("role") or msgs[i].get("from")
             return "empty_answer" if str(role).lower() in ("assistant", "gpt", "model") else "empty_turn"
-        except (ValueError, IndexError, AttributeError, TypeError):
+        except (ValueError, IndexError, AttributeError, TypeError, KeyError, RecursionError):
             return "empty_turn"
     return "empty_answer" if any(repr(k) in message for k in _ANSWER_KEYS) else "empty_turn"
 
@@ -138,6 +145,7 @@ def clean_file(
     tokenizer: Any = None,
     max_seq_length: int | None = None,
     format: str = "auto",
+    max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
 ) -> CleanReport:
     """Clean ``path`` into ``output``; write every removal to ``removed_path`` (default ``OUTPUT.removed.jsonl``).
 
@@ -151,6 +159,7 @@ def clean_file(
         tokenizer: with ``max_seq_length``, examples longer than the context are removed.
         max_seq_length: the context length in tokens.
         format: force the input format instead of auto-detecting it.
+        max_line_bytes: longest line read; a longer one is removed as ``invalid``.
     """
     unknown = set(keep) - set(REASONS)
     if unknown:
@@ -159,13 +168,12 @@ def clean_file(
     if path.resolve() == output.resolve():
         raise DataError(f"--output {output} is the input file", hint="write the cleaned data to a new file")
     removed_path = Path(removed_path) if removed_path else output.with_name(output.stem + ".removed.jsonl")
-    raw_lines = path.read_text(encoding="utf-8").splitlines()
-    read = read_records(path, format=format)
-    flagged: dict[int, Removal] = {}
+    read = read_records(path, format=format, max_line_bytes=max_line_bytes)
+    problems: dict[int, Problem] = {}
     for p in read.problems:
-        if p.line and p.line not in flagged and p.severity == "error":
-            reason = _classify_problem(p.category, p.message, raw_lines[p.line - 1])
-            flagged[p.line] = Removal(p.line, reason, f"{p.category}: {p.message}")
+        if p.line and p.severity == "error":
+            problems.setdefault(p.line, p)
+    flagged: dict[int, Removal] = {}
     exact: dict[str, int] = {}
     index = NearDupIndex(near_threshold) if near_threshold < 1.0 else None
     for ex in read.examples:
@@ -183,12 +191,24 @@ def clean_file(
         exact.setdefault(ex.key(), ex.line)
         if index is not None and ex.line not in index:
             index.add(ex.line, dedupe_text(ex))
-    for f in flagged.values():
-        f.kept = f.reason in keep
-    drop = {line for line, f in flagged.items() if not f.kept}
-    kept_lines = [raw for n, raw in enumerate(raw_lines, start=1) if raw.strip() and n not in drop]
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text("".join(line + "\n" for line in kept_lines), encoding="utf-8")
+    rows, n_kept = [], 0
+    with atomic_open(output) as out:  # a second pass, in file order: classify unreadable lines, copy kept ones
+        for raw in iter_lines(path, max_line_bytes=max_line_bytes):
+            if raw.blank:
+                continue
+            problem = problems.get(raw.number)
+            if problem is not None:
+                reason = _classify_problem(problem.category, problem.message, raw.text())
+                flagged[raw.number] = Removal(raw.number, reason, f"{problem.category}: {problem.message}")
+            flag = flagged.get(raw.number)
+            if flag is not None:
+                flag.kept = flag.reason in keep
+                readable = problem is None or problem.category not in UNREADABLE
+                rows.append(flag.to_row(None if raw.data is None else raw.text(), readable))
+                if not flag.kept:
+                    continue
+            copy_line(path, raw, out)
+            n_kept += 1
+    write_jsonl(removed_path, rows)
     flags = sorted(flagged.values(), key=lambda f: f.line)
-    write_jsonl(removed_path, [f.to_row(raw_lines[f.line - 1]) for f in flags])
-    return CleanReport(str(path), str(output), str(removed_path), read.n_lines, len(kept_lines), flags)
+    return CleanReport(str(path), str(output), str(removed_path), read.n_lines, n_kept, flags)

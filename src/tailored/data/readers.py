@@ -11,7 +11,9 @@ Formats (auto-detected from the keys of the first valid line, or forced with ``f
 
 Problem categories follow OpenAI's fine-tuning validation (``invalid_json``, ``missing_messages_list``,
 ``message_missing_key``, ``message_unrecognized_key``, ``unrecognized_role``, ``missing_content``,
-``no_assistant_message``, ``bad_weight``) plus ``not_an_object``, ``format_mismatch`` and ``empty_file``.
+``no_assistant_message``, ``bad_weight``) plus ``not_an_object``, ``format_mismatch`` and ``empty_file``, and
+those of :mod:`tailored.data.jsonl` for lines that cannot be read at all (``not_utf8``, ``line_too_long``,
+``invalid_unicode``). A file is read line by line (lines end at ``\\n`` only), so one bad line never costs another.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tailored.data.jsonl import DEFAULT_MAX_LINE_BYTES, iter_json
 from tailored.data.records import FORMATS, ROLES, Example, Problem
 from tailored.errors import DataError
 
@@ -73,7 +76,7 @@ def _check_messages(messages: Any, line: int, problems: list[Problem], *, need_a
             ok = False
         elif m["role"] not in ROLES:
             problems.append(
-                Problem(line, "unrecognized_role", f"{where} has role {m['role']!r}; expected one of {', '.join(ROLES)}")
+                Problem(line, "unrecognized_role", f"{where} has role {_short(m['role'])}; expected one of {', '.join(ROLES)}")
             )
             ok = False
         extra = set(m) - MESSAGE_KEYS
@@ -81,14 +84,17 @@ def _check_messages(messages: Any, line: int, problems: list[Problem], *, need_a
             problems.append(Problem(line, "message_unrecognized_key", f"{where} has unknown key(s) {sorted(extra)}"))
             ok = False
         content = m.get("content")
+        bad_part = _bad_part(content) if isinstance(content, list) else None
         if "content" not in m and not m.get("tool_calls") and not m.get("function_call"):
             problems.append(Problem(line, "message_missing_key", f"{where} has no 'content'"))
             ok = False
-        elif content is not None and not isinstance(content, str):
-            if not (isinstance(content, list) and all(isinstance(p, dict) and p.get("type") == "text" for p in content)):
-                problems.append(Problem(line, "missing_content", f"{where}.content must be a string"))
-                ok = False
-        elif (content is None or not str(content).strip()) and not m.get("tool_calls"):
+        elif bad_part:
+            problems.append(Problem(line, "missing_content", f"{where}.{bad_part}"))
+            ok = False
+        elif content is not None and not isinstance(content, (str, list)):
+            problems.append(Problem(line, "missing_content", f"{where}.content must be a string or a list of text parts"))
+            ok = False
+        elif not _content_text(content).strip() and not m.get("tool_calls"):
             problems.append(Problem(line, "missing_content", f"{where}.content is empty"))
             ok = False
         if "weight" in m:
@@ -104,12 +110,35 @@ def _check_messages(messages: Any, line: int, problems: list[Problem], *, need_a
     return ok
 
 
+def _short(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _bad_part(parts: list[Any]) -> str | None:
+    """What is wrong with a list of content parts (only text parts are supported), or None."""
+    for j, p in enumerate(parts):
+        if not isinstance(p, dict) or p.get("type") != "text":
+            return f'content[{j}] is not a text part: only text parts ({{"type": "text", "text": "..."}}) are supported'
+        if not isinstance(p.get("text"), str):
+            got = "nothing" if "text" not in p else "null" if p["text"] is None else type(p["text"]).__name__
+            return f"content[{j}].text must be a string, got {got}"
+    return None
+
+
+def _content_text(content: str | list[dict[str, Any]] | None) -> str:
+    """A message's text: the string, or its (already checked) text parts joined."""
+    if isinstance(content, list):
+        return "".join(p["text"] for p in content)
+    return content or ""
+
+
 def _flatten_content(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
     out = []
     for m in messages:
         m = dict(m)
         if isinstance(m.get("content"), list):
-            m["content"] = "".join(p.get("text", "") for p in m["content"])
+            m["content"] = _content_text(m["content"])
         out.append(m)
     return out
 
@@ -181,27 +210,18 @@ def parse_line(obj: dict[str, Any], fmt: str, line: int, problems: list[Problem]
     raise DataError(f"unknown format {fmt!r}", hint=f"use one of: {', '.join(FORMATS)}")
 
 
-def read_records(path: str | Path, format: str = "auto") -> ReadResult:
-    """Read a JSONL file. Never raises for bad lines: they become :class:`Problem` entries."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: no such file", hint="check the path given to --data / --validation")
+def read_records(path: str | Path, format: str = "auto", *, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES) -> ReadResult:
+    """Read a JSONL file, streamed. Never raises for bad lines: they become :class:`Problem` entries.
+
+    Raises :class:`DataError` only for the file as a whole: missing, a folder, unreadable, or UTF-16.
+    """
     if format != "auto" and format not in FORMATS:
         raise DataError(f"--format {format!r} is not supported", hint=f"use auto or one of: {', '.join(FORMATS)}")
     result = ReadResult(format=format)
-    with open(path, encoding="utf-8", errors="strict") as f:
-        try:
-            lines = f.read().splitlines()
-        except UnicodeDecodeError as exc:
-            raise DataError(f"{path}: not UTF-8 text ({exc})", hint="re-save the file as UTF-8") from exc
-    for n, raw in enumerate(lines, start=1):
-        if not raw.strip():
-            continue
+    for n, obj, problem in iter_json(path, max_line_bytes=max_line_bytes):
         result.n_lines += 1
-        try:
-            obj = json.loads(raw)
-        except json.JSONDecodeError as exc:
-            result.problems.append(Problem(n, "invalid_json", f"not valid JSON: {exc.msg} at column {exc.colno}"))
+        if problem is not None:
+            result.problems.append(problem)
             continue
         if not isinstance(obj, dict):
             result.problems.append(Problem(n, "not_an_object", f"expected a JSON object, got {type(obj).__name__}"))
@@ -209,7 +229,7 @@ def read_records(path: str | Path, format: str = "auto") -> ReadResult:
         looks = detect_format(obj)
         if result.format == "auto":
             if looks is None:
-                result.problems.append(Problem(n, "missing_messages_list", f"unknown format (keys {sorted(obj)}); expected 'messages'"))
+                result.problems.append(Problem(n, "missing_messages_list", f"unknown format (keys {_short(sorted(obj))}); expected 'messages'"))
                 continue
             result.format = looks
         elif looks is not None and looks != result.format and not (result.format == "text" and looks == "text"):

@@ -13,11 +13,14 @@ from __future__ import annotations
 
 import random
 from collections import Counter, defaultdict
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tailored.config.files import atomic_open
 from tailored.data.clean import dedupe_text
+from tailored.data.jsonl import DEFAULT_MAX_LINE_BYTES, iter_lines
 from tailored.data.near_dup import DEFAULT_THRESHOLD, cross_duplicates
 from tailored.data.readers import read_records
 from tailored.data.records import Example
@@ -167,6 +170,7 @@ def split_examples(
 def split_file(
     path: str | Path, output_dir: str | Path, *, validation: float = 0.1, test: float = 0.1, seed: int = 0,
     stratify: str = "auto", max_labels: int | None = None, format: str = "auto", leakage_threshold: float = DEFAULT_THRESHOLD,
+    max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
 ) -> SplitReport:
     """Split ``path`` into ``output_dir/{train,validation,test}.jsonl`` (lines copied unchanged).
 
@@ -180,23 +184,25 @@ def split_file(
         max_labels: most distinct answers for ``auto`` to treat them as labels.
         format: force the input format.
         leakage_threshold: Jaccard similarity from which cross-split pairs are reported as near-duplicates.
+        max_line_bytes: longest line read; a longer one is skipped as invalid.
     """
-    read = read_records(path, format=format)
+    read = read_records(path, format=format, max_line_bytes=max_line_bytes)
     if not read.examples:
         raise DataError(f"{path}: no valid examples to split", hint="run `tailored data check` on it")
     splits, by = split_examples(read.examples, validation=validation, test=test, seed=seed, stratify=stratify,
                                 max_labels=max_labels)
-    raw = Path(path).read_text(encoding="utf-8").splitlines()
     out_dir = Path(output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    files = {}
-    for name, exs in splits.items():
-        target = out_dir / f"{name}.jsonl"
-        if exs:
-            target.write_text("".join(raw[ex.line - 1] + "\n" for ex in exs), encoding="utf-8")
-            files[name] = str(target)
-        else:
-            target.unlink(missing_ok=True)
+    files = {name: out_dir / f"{name}.jsonl" for name, exs in splits.items() if exs}
+    where = {ex.line: name for name, exs in splits.items() for ex in exs}
+    with ExitStack() as stack:  # one streamed pass; each split keeps the file's order
+        outs = {name: stack.enter_context(atomic_open(target)) for name, target in files.items()}
+        for raw in iter_lines(path, max_line_bytes=max_line_bytes):
+            if raw.number in where and raw.data is not None:
+                outs[where[raw.number]].write(raw.data + b"\n")
+    for name in splits:
+        if name not in files:
+            (out_dir / f"{name}.jsonl").unlink(missing_ok=True)
     dist: dict[str, dict[str, int]] = defaultdict(dict)
     if by == "label":
         for name, exs in splits.items():
@@ -210,4 +216,4 @@ def split_file(
                 dist[f"length q{q + 1}"][name] = c
     return SplitReport(str(path), str(out_dir), by, {s: len(v) for s, v in splits.items()}, dict(dist),
                        find_leakage(splits, leakage_threshold), skipped_invalid=len({p.line for p in read.problems if p.line}),
-                       files=files)
+                       files={name: str(target) for name, target in files.items()})

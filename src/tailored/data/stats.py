@@ -18,6 +18,7 @@ from typing import Any
 
 from tailored.data.check import exact_duplicate_groups, percentile
 from tailored.data.clean import dedupe_text
+from tailored.data.jsonl import DEFAULT_MAX_LINE_BYTES
 from tailored.data.near_dup import clusters
 from tailored.data.readers import read_records
 from tailored.data.split import label_of, looks_like_labels
@@ -87,7 +88,8 @@ class DataStats:
         return "\n".join(out)
 
 
-def compute_stats(path: str | Path, *, tokenizer: Any = None, format: str = "auto", near_threshold: float = 0.8) -> DataStats:
+def compute_stats(path: str | Path, *, tokenizer: Any = None, format: str = "auto", near_threshold: float = 0.8,
+                  max_line_bytes: int = DEFAULT_MAX_LINE_BYTES) -> DataStats:
     """Describe a dataset.
 
     Args:
@@ -95,8 +97,9 @@ def compute_stats(path: str | Path, *, tokenizer: Any = None, format: str = "aut
         tokenizer: counts tokens per turn and per example (chat template included); None counts words.
         format: force the input format.
         near_threshold: Jaccard similarity from which examples count as near-duplicates.
+        max_line_bytes: longest line read; a longer one counts as invalid.
     """
-    read = read_records(path, format=format)
+    read = read_records(path, format=format, max_line_bytes=max_line_bytes)
     exs = read.examples
     unit = "tokens" if tokenizer is not None else "words"
 

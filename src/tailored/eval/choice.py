@@ -11,7 +11,6 @@ normalised accuracy is reported too (``accuracy_norm``), as it does not favour s
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -20,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from tailored.data.batching import pad_rows
+from tailored.data.jsonl import iter_json
 from tailored.data.tokenize import IGNORE, Encoded
 from tailored.errors import DataError
 from tailored.train.forward import labelled_logits
@@ -41,19 +41,23 @@ def read_choice_file(path: str | Path) -> list[ChoiceItem]:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: no such probe file", hint="pass a JSONL file of {question, choices, answer_index}")
+    hint = 'each line needs {"question": ..., "choices": [...], "answer_index": N}'
     items = []
-    for n, raw in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not raw.strip():
-            continue
+    for n, obj, problem in iter_json(path):
+        if problem is not None:
+            raise DataError(f"{path} line {n}: {problem.message}", hint=hint)
+        if not isinstance(obj, dict):
+            raise DataError(f"{path} line {n}: expected a JSON object, got {type(obj).__name__}", hint=hint)
+        if not isinstance(obj.get("choices"), list):
+            got = type(obj["choices"]).__name__ if "choices" in obj else "nothing"
+            raise DataError(f"{path} line {n}: choices must be a list, got {got}", hint=hint)
         try:
-            obj = json.loads(raw)
             idx = obj.get("answer_index")
             if idx is None and isinstance(obj.get("answer"), str):
                 idx = "ABCDEFGH".index(obj["answer"].strip().upper())
             item = ChoiceItem(str(obj["question"]), [str(c) for c in obj["choices"]], int(idx))
-        except (ValueError, KeyError, TypeError) as exc:
-            raise DataError(f"{path} line {n}: not a multiple-choice item ({exc})",
-                            hint='each line needs {"question": ..., "choices": [...], "answer_index": N}') from exc
+        except (ValueError, KeyError, TypeError, OverflowError) as exc:
+            raise DataError(f"{path} line {n}: not a multiple-choice item ({exc!r})", hint=hint) from None
         if not 0 <= item.answer_index < len(item.choices) or len(item.choices) < 2:
             raise DataError(f"{path} line {n}: answer_index {item.answer_index} is outside the {len(item.choices)} choices",
                             hint="answer_index counts from 0")
@@ -64,12 +68,11 @@ def read_choice_file(path: str | Path) -> list[ChoiceItem]:
 
 
 def is_choice_file(path: str | Path) -> bool:
-    """True when the first line looks like a multiple-choice item."""
-    with open(path, encoding="utf-8") as f:
-        for raw in f:
-            if raw.strip():
-                obj = json.loads(raw)
-                return isinstance(obj, dict) and "choices" in obj and "question" in obj
+    """True when the first non-blank line is a multiple-choice item (False too when it cannot be read)."""
+    if not Path(path).is_file():
+        return False
+    for _, obj, _ in iter_json(path):
+        return isinstance(obj, dict) and "choices" in obj and "question" in obj
     return False
 
 

@@ -12,11 +12,12 @@ Verdicts: ``ok``, ``warning``, ``red`` (and ``skipped`` when the evidence is mis
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from tailored.data.jsonl import read_json_rows
 
 VERDICTS = ("ok", "warning", "red", "skipped")
 
@@ -46,7 +47,7 @@ class Flag:
 def read_curves(run_dir: str | Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """(train records, validation records) from a run's ``metrics.jsonl``, in step order."""
     path = Path(run_dir) / "metrics.jsonl"
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
+    rows = [r for r in read_json_rows(path) if isinstance(r, dict)]
     train = sorted((r for r in rows if r.get("split") == "train" and r.get("loss") is not None), key=lambda r: r["step"])
     val = sorted((r for r in rows if r.get("split") == "validation" and r.get("loss") is not None), key=lambda r: r["step"])
     return train, val

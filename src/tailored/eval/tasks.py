@@ -71,11 +71,17 @@ def detect_task(path: str | Path, test: TestSet | None = None) -> str:
 
 def read_labels(path: str | Path) -> list[str]:
     """A label list: a JSON array, or one label per line."""
-    text = Path(path).read_text(encoding="utf-8")
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: no such file", hint="--labels takes a JSON list or a file with one label per line")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise DataError(f"{path}: not UTF-8 text", hint="re-save the label file as UTF-8") from None
     try:
         labels = json.loads(text)
-    except json.JSONDecodeError:
-        labels = [line.strip() for line in text.splitlines() if line.strip()]
+    except (ValueError, RecursionError):
+        labels = [line.strip() for line in text.split("\n") if line.strip()]  # lines end at \n only
     if not isinstance(labels, list) or not labels:
         raise DataError(f"{path}: expected a JSON list of labels or one label per line", hint='e.g. ["refund", "billing"]')
     return [str(x) for x in labels]

@@ -73,14 +73,17 @@ def local_folder(source: ModelSource | str | None = None) -> Path:
         return target
     if src.kind == "hub":
         if is_offline():
-            raise ModelError(f"{src.name}: offline, cannot download", hint="pass a local folder")
+            raise ModelError(f"{src.name}: no local folder {src.name}, and it is not available from the hub offline",
+                             hint="pass the path of a local model folder")
         try:
             from huggingface_hub import snapshot_download
 
             return Path(snapshot_download(src.path, allow_patterns=["*.json", "*.safetensors", "*.txt", "*.model", "*.jinja"]))
         except Exception as exc:  # network errors come in many types
+            first = str(exc).strip().split("\n")[0]
             raise ModelError(
-                f"could not download {src.name}: {exc}", hint="check the id and your connection, or pass a local folder"
+                f"{src.name}: no local folder {src.name}, and it could not be downloaded from the hub ({first})",
+                hint="check the path or the hub id and your connection, or pass a local model folder",
             ) from exc
     raise ModelError(f"unknown model kind {src.kind}")
 

@@ -54,14 +54,31 @@ def is_offline() -> bool:
     ).lower() in ("1", "true", "yes")
 
 
+# A hub id is ``owner/name``: letters, digits, ``-``, ``_`` and ``.``, not starting with ``.`` (how the hub names repos).
+HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]{0,95}/[A-Za-z0-9_][\w.-]{0,95}")
+
+
+def looks_like_path(text: str) -> bool:
+    """Only a path can be this: absolute, ``~``, ``./`` or ``../``, a backslash, more than one slash, or a ``.gguf`` name."""
+    return (os.path.isabs(text) or text.startswith(("~", "./", "../", ".\\")) or "\\" in text or text.count("/") > 1
+            or text.endswith(".gguf") or text in (".", ".."))
+
+
 def resolve_model(spec: str | os.PathLike | None) -> ModelSource:
-    """Turn a ``--model`` value into a :class:`ModelSource`, or fail with a clear message."""
+    """Turn a ``--model`` value into a :class:`ModelSource`, or fail with a clear message.
+
+    What exists on disk wins (``models/foo`` is a folder when there is one); what does not exist is a
+    hub id only when it has the hub's ``owner/name`` form and could not be a path (see :func:`looks_like_path`).
+    """
     text = str(spec) if spec is not None else DEFAULT_MODEL
     if text.lower() in EMBEDDED_ALIASES:
         return ModelSource("embedded", EMBEDDED_NAME, str(embedded_gguf()))
     path = Path(text).expanduser()
-    if path.is_file() and path.suffix == ".gguf":
-        return ModelSource("gguf", path.stem, str(path.resolve()))
+    if path.is_file():
+        if path.suffix == ".gguf":
+            return ModelSource("gguf", path.stem, str(path.resolve()))
+        raise ModelError(f"--model {text} is a file, but not a .gguf file",
+                         hint="pass a model folder (with config.json), a .gguf file, a run folder, or 'smollm2'")
     if path.is_dir():
         if (path / "config.json").is_file():
             return ModelSource("hf_dir", path.resolve().name, str(path.resolve()))
@@ -69,13 +86,14 @@ def resolve_model(spec: str | os.PathLike | None) -> ModelSource:
             f"--model {text}: the folder has no config.json, so it is not a Hugging Face model folder",
             hint="pass a folder saved with save_pretrained, a .gguf file, a run folder, or 'smollm2'",
         )
-    if path.suffix == ".gguf" or os.sep in text and not text.count("/") == 1:
-        raise ModelError(f"--model {text}: no such file or folder", hint="check the path")
-    if text.count("/") == 1 and not text.startswith((".", "/")):
+    if looks_like_path(text) or ("/" in text and not HUB_ID.fullmatch(text)):
+        raise ModelError(f"--model {text}: no such file or folder",
+                         hint="check the path" if path.is_absolute() else f"check the path; relative paths start at {Path.cwd()}")
+    if "/" in text:
         if is_offline():
             raise ModelError(
-                f"--model {text} looks like a hub id, but HF_HUB_OFFLINE is set",
-                hint="download it elsewhere and pass the local folder, or use the embedded model 'smollm2'",
+                f"--model {text}: no local folder {text}, and it is not available from the hub offline (HF_HUB_OFFLINE is set)",
+                hint="pass the path of a local model folder, download it where there is a network, or use 'smollm2'",
             )
         return ModelSource("hub", text, text)
     raise ModelError(

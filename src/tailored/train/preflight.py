@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from tailored.data.check import CheckReport, check_file
+from tailored.data.jsonl import DEFAULT_MAX_LINE_BYTES
 from tailored.models.load import load_tokenizer, local_folder
 
 # Real (non-pad) training tokens per second of a LoRA step of a 135M-parameter model on one core of the
@@ -26,7 +27,7 @@ def estimated_tokens_per_second(folder: Path) -> float | None:
 
 
 def check_data(path: str | Path, *, model: str | None = "smollm2", format: str = "auto", max_seq_length: int = 1024,
-               epochs: int | None = None) -> CheckReport:
+               epochs: int | None = None, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES) -> CheckReport:
     """Validate a data file; with ``model``, add token statistics, context checks and a time estimate.
 
     Args:
@@ -35,6 +36,7 @@ def check_data(path: str | Path, *, model: str | None = "smollm2", format: str =
         format: force a format instead of auto-detection.
         max_seq_length: examples longer than this are reported.
         epochs: epochs for the total-token estimate (default: the auto rule).
+        max_line_bytes: longest line read; a longer one is an error naming its line.
     """
     tokenizer = tps = None
     if model is not None:
@@ -42,4 +44,4 @@ def check_data(path: str | Path, *, model: str | None = "smollm2", format: str =
         tokenizer = load_tokenizer(folder)
         tps = estimated_tokens_per_second(folder)
     return check_file(path, tokenizer=tokenizer, max_seq_length=max_seq_length, format=format, epochs=epochs,
-                      tokens_per_second=tps)
+                      tokens_per_second=tps, max_line_bytes=max_line_bytes)
