@@ -182,8 +182,18 @@ def parse_line(obj: dict[str, Any], fmt: str, line: int, problems: list[Problem]
 
 
 def read_records(path: str | Path, format: str = "auto") -> ReadResult:
-    """Read a JSONL file. Never raises for bad lines: they become :class:`Problem` entries."""
+    """Read a JSONL file. Never raises for bad lines: they become :class:`Problem` entries.
+
+    Spreadsheets, tables, dataset folders and labelling-tool exports (CSV/TSV, XLSX, Parquet, Arrow,
+    ``datasets.save_to_disk`` folders, Label Studio, Prodigy) are read by :mod:`tailored.data.imports`,
+    detected by extension and content, with the same kind of per-row problems.
+    """
+    from tailored.data.imports import import_layout, read_import
+
     path = Path(path)
+    layout = import_layout(path, format)
+    if layout is not None:
+        return read_import(path, layout)
     if not path.is_file():
         raise DataError(f"{path}: no such file", hint="check the path given to --data / --validation")
     if format != "auto" and format not in FORMATS:
