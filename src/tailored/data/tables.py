@@ -130,7 +130,7 @@ class Columns:
             cols.system_column = find_column(columns, opts.system_column)
             if cols.system_column is None:
                 raise _unknown(path, "system prompt", opts.system_column, columns)
-        elif not opts.system:
+        else:
             cols.system_column = next((c for c in (find_column(columns, n) for n in SYSTEM_COLUMNS) if c), None)
         if need_answer and cols.answer is None:
             cols.answer = next((c for c in (find_column(columns, n) for n in answer_defaults) if c), None)
@@ -180,7 +180,10 @@ class Columns:
             values = {name: cell_text(cells.get(col)) for name, col in self.fields.items()}
             empty = [self.fields[n] for n, v in values.items() if not v.strip()]
             if values and len(empty) == len(values):
-                say("empty: the prompt has no text", column=empty[0] if len(empty) == 1 else None)
+                if len(empty) == 1:
+                    say("empty: the prompt has no text", column=empty[0])
+                else:
+                    say(f"the prompt's columns {', '.join(map(repr, empty))} are all empty")
                 return None
             for col in empty:
                 say("empty: the prompt was rendered without it", column=col, severity="warning")
@@ -247,10 +250,7 @@ def read_table_file(path: Path, layout: str, opts: ImportOptions) -> ImportResul
         "csv": read_csv, "tsv": read_csv, "xlsx": read_xlsx, "parquet": read_parquet, "arrow": read_arrow,
         "datasets": read_datasets_folder, "json-rows": read_json_rows, "jsonl-rows": read_jsonl_rows,
     }
-    table = readers[layout](path, opts)
-    if layout == "csv" and "delimiter '\\t'" in table.detail:
-        table.kind = "tsv"
-    return table_examples(path, table, opts)
+    return table_examples(path, readers[layout](path, opts), opts)
 
 
 def table_examples(path: Path, table: Table, opts: ImportOptions) -> ImportResult:
@@ -394,7 +394,7 @@ def read_csv(path: Path, opts: ImportOptions) -> Table:
     text, shown = decode(path.read_bytes(), opts.encoding, path)
     delimiter = _delimiter(opts.delimiter) if opts.delimiter else sniff_delimiter(text, path.suffix.lower())
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
-    table = Table(kind="csv", columns=[], rows=[], detail=f"delimiter {delimiter!r}, {shown}")
+    table = Table(kind="tsv" if delimiter == "\t" else "csv", columns=[], rows=[], detail=f"delimiter {delimiter!r}, {shown}")
     header: list[str] | None = None
     number, last_line = 0, 0
     while True:
