@@ -152,7 +152,7 @@ def print_problems(problems: list, title: str, limit: int = 20) -> None:
     if not problems:
         return
     print(f"{title} ({len(problems)}):")
-    for p in problems[:limit]:
+    for p in sorted(problems, key=lambda p: p.line)[:limit]:
         print(f"  {p.where}: {p.message}" if p.line else f"  {p.message}")
     if len(problems) > limit:
         print(f"  ... and {len(problems) - limit} more")
@@ -168,7 +168,7 @@ def run_convert(args: argparse.Namespace) -> int:
     prepared = prepare(args.file, to=args.to, system=args.system, format=args.format, options=import_options(args))
     if prepared.layout is not None:
         print(prepared.layout.describe())
-    print_problems(prepared.warnings, "not converted or worth a look (warnings)")
+    print_problems(prepared.warnings, "warnings: not converted, or worth a look")
     prepared.refuse_errors()
     if args.dry_run:
         for row in prepared.rows[: max(0, args.show)]:
