@@ -1,7 +1,7 @@
 """``POST /v1/files`` (purpose fine-tune) converts tables and labelling exports on the server, through the SDK.
 
-A CSV with default column names becomes chat JSONL that a job trains on; XLSX, Parquet and Prodigy
-uploads convert the same way; a file with bad rows is ``error`` with the rows and columns named in
+A CSV with default column names becomes chat JSONL that a job trains on; XLSX, Parquet, Prodigy and
+Label Studio uploads convert the same way; a file with bad rows is ``error`` with the rows and columns named in
 ``status_details``; the uploaded bytes are kept beside the converted file.
 """
 
@@ -91,7 +91,12 @@ def test_xlsx_parquet_and_prodigy_uploads(server: Any, tmp_path: Path) -> None:
     prodigy = "".join(json.dumps({"text": f"say {w}", "label": w, "answer": "reject" if i == 0 else "accept",
                                   "_input_hash": i, "_task_hash": 100 + i}) + "\n" for i, w in enumerate(WORDS))
     (tmp_path / "w.jsonl").write_text(prodigy)
-    for name, n in (("w.xlsx", 12), ("w.parquet", 12), ("w.jsonl", 11)):
+    studio = [{"id": i, "data": {"text": f"say {w}"}, "annotations": [
+        {"id": i, "completed_by": 1, "was_cancelled": False, "result": [
+            {"from_name": "label", "to_name": "text", "type": "choices", "value": {"choices": [w]}}]}]}
+        for i, w in enumerate(WORDS, start=1)]
+    (tmp_path / "w.json").write_text(json.dumps(studio))
+    for name, n in (("w.xlsx", 12), ("w.parquet", 12), ("w.jsonl", 11), ("w.json", 12)):
         up = c.files.create(file=tmp_path / name, purpose="fine-tune")
         assert up.status == "processed", up.status_details
         lines = c.files.content(up.id).text.splitlines()
