@@ -294,3 +294,15 @@ def test_data_check_on_a_table(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert code == 1 and report["layout"]["kind"] == "csv" and report["valid_examples"] == 3
     assert report["problems"]["empty_cell"][0] == {"line": 3, "message": report["problems"]["empty_cell"][0]["message"],
                                                    "severity": "error", "unit": "row", "column": "reply"}
+
+
+def test_clean_and_split_ask_for_a_conversion_first(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """They copy JSONL lines unchanged, so a table would come out as CSV lines in a .jsonl: refused, with the fix."""
+    path = tmp_path / "qa.csv"
+    path.write_text("question,answer\n" + "".join(f"q{i},a{i}\n" for i in range(20)), encoding="utf-8")
+    assert main(["data", "split", str(path), "-o", str(tmp_path / "splits")]) == 1
+    assert "tailored data convert" in capsys.readouterr().err and not (tmp_path / "splits").exists()
+    assert main(["data", "clean", str(path), "-o", str(tmp_path / "c.jsonl")]) == 1 and not (tmp_path / "c.jsonl").exists()
+    capsys.readouterr()
+    assert main(["data", "stats", str(path), "--model", "none", "--json"]) == 0  # reads examples only: fine
+    assert json.loads(capsys.readouterr().out)["examples"] == 20

@@ -85,9 +85,23 @@ def _tokenizer(model: str | None):  # noqa: ANN202
     return load_tokenizer(local_folder(model))
 
 
+def refuse_tables(args: argparse.Namespace, command: str) -> None:
+    """``clean`` and ``split`` copy the input's lines unchanged: a table or an export has to be converted first."""
+    from tailored.data.imports import import_layout
+    from tailored.errors import DataError
+
+    layout = import_layout(args.file, args.format)
+    if layout is not None:
+        raise DataError(f"{args.file}: data {command} copies JSONL lines as they are; this is a {layout} file",
+                        hint=f"convert it first: tailored data convert {args.file} -o data.jsonl --to chat "
+                             f"(then: tailored data {command} data.jsonl ...)")
+
+
 def run_clean(args: argparse.Namespace) -> int:
     from tailored.data.clean import clean_file
     from tailored.errors import ConfigError
+
+    refuse_tables(args, "clean")
 
     if args.max_seq_length and args.model == "none":
         raise ConfigError("--max-seq-length needs a tokenizer", hint="add --model smollm2 (or your model's folder)")
@@ -99,6 +113,8 @@ def run_clean(args: argparse.Namespace) -> int:
 
 def run_split(args: argparse.Namespace) -> int:
     from tailored.data.split import split_file
+
+    refuse_tables(args, "split")
 
     report = split_file(args.file, args.output, validation=args.validation, test=args.test, seed=args.seed,
                         stratify=args.stratify, max_labels=args.max_labels, format=args.format)
