@@ -138,6 +138,9 @@ def test_broken_quotes_and_ragged_rows_are_named(tmp_path: Path) -> None:
     assert where(read.problems) == {"bad_row": [(3, None)], "bad_quoting": [(4, None), (6, None)]}
     text = " ".join(p.message for p in read.problems)
     assert "3 cells, the header has 2" in text and "never closes" in text and "line 6 of the file" in text
+    long = tmp_path / "long.csv"  # over the csv module's default 128 KiB field limit
+    long.write_text('prompt,answer\n"' + "word " * 40000 + '",ok\n', encoding="utf-8")
+    assert len(read_records(long).examples[0].messages[0]["content"]) == 200000
 
 
 def test_default_columns_system_column_and_unknown_columns(tmp_path: Path) -> None:

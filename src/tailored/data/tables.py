@@ -393,6 +393,7 @@ def sniff_delimiter(text: str, suffix: str) -> str:
 def read_csv(path: Path, opts: ImportOptions) -> Table:
     text, shown = decode(path.read_bytes(), opts.encoding, path)
     delimiter = _delimiter(opts.delimiter) if opts.delimiter else sniff_delimiter(text, path.suffix.lower())
+    csv.field_size_limit(max(csv.field_size_limit(), 2**31 - 1))  # a long document in one cell is a cell, not an error
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
     table = Table(kind="tsv" if delimiter == "\t" else "csv", columns=[], rows=[], detail=f"delimiter {delimiter!r}, {shown}")
     header: list[str] | None = None
