@@ -76,7 +76,9 @@ def atomic_folder(target: str | Path, *, keep_existing: bool = False) -> Iterato
 
 
 def file_sha256(path: str | Path, chunk: int = 1 << 22) -> str:
-    """sha256 of a file, read in chunks (data files, GGUF files, weights)."""
+    """sha256 of a file, read in chunks (data files, GGUF files, weights); of a folder (a datasets folder): its files."""
+    if Path(path).is_dir():
+        return folder_sha256(path, suffixes=("",))
     h = hashlib.sha256()
     with open(path, "rb") as f:
         while block := f.read(chunk):

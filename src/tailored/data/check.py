@@ -54,7 +54,8 @@ class CheckReport:
             "errors": sum(p.severity == "error" for p in self.problems),
             "warnings": sum(p.severity == "warning" for p in self.problems),
             "problems": {
-                cat: [{"line": p.line, "message": p.message, "severity": p.severity} for p in ps]
+                cat: [{"line": p.line, "message": p.message, "severity": p.severity,
+                       **({"unit": p.unit, "column": p.column} if p.unit != "line" or p.column else {})} for p in ps]
                 for cat, ps in self.by_category().items()
             },
             "token_stats": self.token_stats,
@@ -69,7 +70,7 @@ class CheckReport:
             sev = ps[0].severity.upper()
             out.append(f"{sev} {cat} ({len(ps)}):")
             for p in ps[:limit]:
-                out.append(f"  line {p.line}: {p.message}" if p.line else f"  {p.message}")
+                out.append(f"  {p.where}: {p.message}" if p.line else f"  {p.message}")
             if len(ps) > limit:
                 out.append(f"  ... and {len(ps) - limit} more")
         if self.token_stats:

@@ -5,14 +5,20 @@ any other. Chat output follows OpenAI's fine-tuning rules (the same file can be 
 service and passes ``tailored data check``). Conversions that would lose information are refused
 with the line numbers: multi-turn conversations cannot become alpaca or prompt-completion rows, and
 prompt-completion has no place for a system prompt.
+
+Tables, spreadsheets, dataset folders and labelling exports (see :mod:`tailored.data.imports`) convert
+the same way, with :class:`~tailored.data.imports.ImportOptions` saying which columns to use;
+:func:`prepare` reads and renders without writing (``--dry-run``), and its layout says what was found.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from tailored.data.readers import example_to_chat, read_records, write_jsonl
+from tailored.data.imports import ImportOptions, Layout, using
+from tailored.data.readers import ReadResult, example_to_chat, read_records, write_jsonl
 from tailored.data.records import Example
 from tailored.errors import DataError
 
@@ -71,25 +77,81 @@ def to_row(ex: Example, target: str) -> dict[str, Any]:
     raise DataError(f"--to {target}: unknown format", hint=f"use one of: {', '.join(TARGETS)}")
 
 
-def convert_file(path: str | Path, output: str | Path, *, to: str, system: str | None = None, format: str = "auto") -> int:
-    """Convert ``path`` into ``output`` in format ``to``; returns the number of examples written.
+@dataclass
+class Prepared:
+    """A conversion read and rendered, not yet written."""
+
+    path: str
+    to: str
+    read: ReadResult
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    layout: Layout | None = None
+
+    @property
+    def errors(self) -> list[Any]:
+        return [p for p in self.read.problems if p.severity == "error"]
+
+    @property
+    def warnings(self) -> list[Any]:
+        return [p for p in self.read.problems if p.severity != "error"]
+
+    def refuse_errors(self, limit: int = 20) -> None:
+        """Raise the DataError that lists the invalid lines/rows (conversion never drops them silently)."""
+        errors = self.errors
+        if not errors:
+            return
+        first = errors[0]
+        listed = "".join(f"\n  {p.where}: {p.message}" if p.line else f"\n  {p.message}" for p in errors[:limit])
+        more = f"\n  ... and {len(errors) - limit} more" if len(errors) > limit else ""
+        unit = first.unit if first.line else "line"
+        raise DataError(f"{self.path}: {len(errors)} invalid {unit}(s), first at {first.where}: {first.message}"
+                        + (f"{listed}{more}" if len(errors) > 1 else ""),
+                        hint="fix them (or run `tailored data check` / `data clean` first); conversion never drops "
+                             f"{unit}s silently")
+
+
+def prepare(path: str | Path, *, to: str, system: str | None = None, format: str = "auto",
+            options: ImportOptions | None = None) -> Prepared:
+    """Read ``path`` and render every valid example in format ``to``; nothing is written.
 
     Args:
-        path: input JSONL (format auto-detected unless ``format`` is given).
-        output: the converted JSONL.
+        path: input file (JSONL in any format, or a table / labelling export; format auto-detected).
         to: ``chat``, ``alpaca``, ``prompt-completion`` or ``sharegpt``.
-        system: a system prompt to set on every example ('' removes system prompts).
-        format: force the input format.
+        system: a system prompt to set on every example ('' removes system prompts). For tables, a row's
+            ``system_column`` cell wins over it.
+        format: force the input format (a JSONL format, or an import layout such as ``csv``).
+        options: which columns of a table or export to use (ignored for JSONL chat-like files).
     """
     to = to.replace("_", "-")
     if to not in TARGETS:
         raise DataError(f"--to {to}: unknown format", hint=f"use one of: {', '.join(TARGETS)}")
-    read = read_records(path, format=format)
-    errors = [p for p in read.problems if p.severity == "error"]
-    if errors:
-        first = errors[0]
-        raise DataError(f"{path}: {len(errors)} invalid line(s), first at line {first.line}: {first.message}",
-                        hint="run `tailored data check` (or `data clean`) first; conversion never drops lines silently")
-    rows = [to_row(with_system(ex, system), to) for ex in read.examples]
-    write_jsonl(output, rows)
-    return len(rows)
+    opts = options or ImportOptions()
+    if system is not None and opts.system is None:
+        opts = replace(opts, system=system)
+    with using(opts) as reading:
+        read = read_records(path, format=format)
+    layout = reading.layouts[-1] if reading.layouts else None
+    prepared = Prepared(str(path), to, read, layout=layout)
+    if prepared.errors:
+        return prepared
+    examples = read.examples if layout is not None else [with_system(ex, system) for ex in read.examples]
+    prepared.rows = [to_row(ex, to) for ex in examples]
+    return prepared
+
+
+def convert_file(path: str | Path, output: str | Path, *, to: str, system: str | None = None, format: str = "auto",
+                 options: ImportOptions | None = None) -> int:
+    """Convert ``path`` into ``output`` in format ``to``; returns the number of examples written.
+
+    Args:
+        path: input JSONL (format auto-detected unless ``format`` is given), or a table / labelling export.
+        output: the converted JSONL.
+        to: ``chat``, ``alpaca``, ``prompt-completion`` or ``sharegpt``.
+        system: a system prompt to set on every example ('' removes system prompts).
+        format: force the input format.
+        options: columns and reading options for tables and labelling exports.
+    """
+    prepared = prepare(path, to=to, system=system, format=format, options=options)
+    prepared.refuse_errors()
+    write_jsonl(output, prepared.rows)
+    return len(prepared.rows)

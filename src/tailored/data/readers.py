@@ -213,8 +213,17 @@ def parse_line(obj: dict[str, Any], fmt: str, line: int, problems: list[Problem]
 def read_records(path: str | Path, format: str = "auto", *, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES) -> ReadResult:
     """Read a JSONL file, streamed. Never raises for bad lines: they become :class:`Problem` entries.
 
+    Spreadsheets, tables, dataset folders and labelling-tool exports (CSV/TSV, XLSX, Parquet, Arrow,
+    ``datasets.save_to_disk`` folders, Label Studio, Prodigy) are read by :mod:`tailored.data.imports`,
+    detected by extension and content, with the same kind of per-row problems.
     Raises :class:`DataError` only for the file as a whole: missing, a folder, unreadable, or UTF-16.
     """
+    from tailored.data.imports import import_layout, read_import
+
+    path = Path(path)
+    layout = import_layout(path, format)
+    if layout is not None:
+        return read_import(path, layout)
     if format != "auto" and format not in FORMATS:
         raise DataError(f"--format {format!r} is not supported", hint=f"use auto or one of: {', '.join(FORMATS)}")
     result = ReadResult(format=format)

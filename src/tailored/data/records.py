@@ -44,9 +44,20 @@ class Example:
 
 @dataclass
 class Problem:
-    """A problem with one line (``line`` 0 means the whole file)."""
+    """A problem with one line (``line`` 0 means the whole file).
+
+    Tables and labelling exports count in their own units: ``unit`` is ``row`` (the row number a
+    spreadsheet shows, header = row 1) or ``task`` (a Label Studio task id), and ``column`` names the cell.
+    """
 
     line: int
     category: str
     message: str
     severity: str = "error"  # "error" or "warning"
+    column: str | None = None
+    unit: str = "line"
+
+    @property
+    def where(self) -> str:
+        """Where the problem is, as the user finds it: ``line 7``, ``row 7, column 'label'``, ``task 12``."""
+        return f"{self.unit} {self.line}" + (f", column {self.column!r}" if self.column else "")

@@ -1,0 +1,603 @@
+"""Tables into chat examples: CSV/TSV, XLSX, Parquet, Arrow, ``datasets.save_to_disk`` folders, JSON rows.
+
+A row becomes ``[system?, user, assistant]``: the user's turn from ``prompt_column`` or a
+``prompt_template`` over several columns, the answer from ``answer_column``, the system prompt from
+``system_column`` (or ``system``). Columns are chosen by :class:`Columns`, which the labelling readers
+share. A row that cannot become an example is a :class:`Problem` naming its row (as a spreadsheet
+numbers it: the header is row 1) and column; entirely blank rows are skipped and counted in the layout.
+
+Parsers: Python's :mod:`csv` (quotes, multi-line cells, any delimiter; :class:`csv.Sniffer` guesses the
+delimiter), openpyxl for XLSX, pyarrow for Parquet and Arrow (a ``save_to_disk`` folder is Arrow IPC
+stream files listed in its ``state.json``: no ``datasets`` import, no hub).
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import difflib
+import io
+import json
+import math
+import string
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import date, datetime, time
+from pathlib import Path
+from typing import Any
+
+from tailored.data.imports import (ANSWER_COLUMNS, PROMPT_COLUMNS, SYSTEM_COLUMNS, ImportOptions, ImportResult, Layout,
+                                   load_json)
+from tailored.data.readers import detect_format, parse_line
+from tailored.data.records import Example, Problem
+from tailored.errors import DataError
+
+STRUCTURED_KEYS = ("messages", "conversations", "preferred_output")
+ID_COLUMNS = ("id", "idx", "index", "row", "uuid", "_id")
+
+
+def cell_text(value: Any) -> str:
+    """A cell as the text a person sees in it ('' for empty, NaN and None)."""
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        if math.isnan(value):
+            return ""
+        return str(int(value)) if value.is_integer() and abs(value) < 1e15 else repr(value)
+    if isinstance(value, (datetime, date, time)):
+        return value.isoformat()
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="replace")
+    if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+        return ", ".join(value)
+    if isinstance(value, (list, tuple, dict)):
+        return json.dumps(value, ensure_ascii=False, default=str)
+    return str(value)
+
+
+def find_column(columns: list[str], name: str) -> str | None:
+    """``name`` among ``columns``: exactly, else ignoring case and surrounding spaces."""
+    if name in columns:
+        return name
+    folded = {c.strip().casefold(): c for c in reversed(columns)}
+    return folded.get(name.strip().casefold())
+
+
+def _unknown(path: Path, what: str, name: str, columns: list[str]) -> DataError:
+    close = difflib.get_close_matches(name, columns, n=1)
+    return DataError(f"{path}: no column {name!r} for the {what}; the columns are: {', '.join(columns) or '(none)'}",
+                     hint=(f"did you mean {close[0]!r}? " if close else "") + "names match exactly, then ignoring case")
+
+
+def template_fields(template: str) -> list[str]:
+    fields = []
+    for _, name, _, _ in string.Formatter().parse(template):
+        if name is not None:
+            if not name.strip():
+                raise DataError(f"--prompt-template {template!r}: '{{}}' names no column",
+                                hint="write the column's name in the braces: {subject}; '{{' for a literal brace")
+            fields.append(name)
+    return fields
+
+
+def render_template(template: str, values: dict[str, str]) -> str:
+    out = []
+    for literal, name, _, _ in string.Formatter().parse(template):
+        out.append(literal)
+        if name is not None:
+            out.append(values.get(name, ""))
+    return "".join(out)
+
+
+@dataclass
+class Columns:
+    """Which columns make the prompt, the answer and the system prompt (resolved once per file)."""
+
+    prompt: str | None = None
+    template: str | None = None
+    fields: dict[str, str] = field(default_factory=dict)  # template field -> column
+    alpaca: tuple[str, str] | None = None  # (instruction, input): input joined when not empty, like alpaca
+    answer: str | None = None
+    system_column: str | None = None
+    system: str | None = None
+
+    @classmethod
+    def resolve(cls, path: Path, columns: list[str], opts: ImportOptions, *, need_answer: bool = True,
+                answer_defaults: tuple[str, ...] = ANSWER_COLUMNS, ignore: Iterable[str] = ()) -> Columns:
+        """Apply the options (an unknown column is a DataError listing the columns), then the defaults."""
+        cols = cls(system=opts.system)
+        ignore = set(ignore)
+        if opts.prompt_template:
+            for name in template_fields(opts.prompt_template):
+                found = find_column(columns, name)
+                if found is None:
+                    raise _unknown(path, "prompt template", name, columns)
+                cols.fields[name] = found
+            cols.template = opts.prompt_template
+        elif opts.prompt_column:
+            cols.prompt = find_column(columns, opts.prompt_column)
+            if cols.prompt is None:
+                raise _unknown(path, "prompt", opts.prompt_column, columns)
+        if opts.answer_column:
+            cols.answer = find_column(columns, opts.answer_column)
+            if cols.answer is None:
+                raise _unknown(path, "answer", opts.answer_column, columns)
+        if opts.system_column:
+            cols.system_column = find_column(columns, opts.system_column)
+            if cols.system_column is None:
+                raise _unknown(path, "system prompt", opts.system_column, columns)
+        else:
+            cols.system_column = next((c for c in (find_column(columns, n) for n in SYSTEM_COLUMNS) if c), None)
+        if need_answer and cols.answer is None:
+            cols.answer = next((c for c in (find_column(columns, n) for n in answer_defaults) if c), None)
+        if not cols.has_prompt():
+            instruction, inp = find_column(columns, "instruction"), find_column(columns, "input")
+            if instruction and inp and inp != cols.answer:
+                cols.alpaca = (instruction, inp)
+            else:
+                cols.prompt = next((c for c in (find_column(columns, n) for n in PROMPT_COLUMNS)
+                                    if c and c != cols.answer), None)
+        # One column left over: it is the one not named (printed in the layout before anything is written).
+        used = {cols.prompt, cols.answer, cols.system_column, *cols.fields.values(), *(cols.alpaca or ())}
+        rest = [c for c in columns if c not in used and c not in ignore and c.strip().casefold() not in ID_COLUMNS]
+        if need_answer and cols.answer is None and cols.has_prompt() and len(rest) == 1:
+            cols.answer = rest[0]
+        elif not cols.has_prompt() and (cols.answer or not need_answer) and len(rest) == 1:
+            cols.prompt = rest[0]
+        if not cols.has_prompt() or (need_answer and cols.answer is None):
+            missing = " and ".join(n for n, ok in (("prompt", cols.has_prompt()), ("answer", cols.answer or not need_answer))
+                                   if not ok)
+            raise DataError(
+                f"{path}: which column holds the {missing}? The columns are: {', '.join(columns) or '(none)'}",
+                hint="name them with --prompt-column (or --prompt-template '{a}\\n{b}') and --answer-column; "
+                     f"found by default: prompt {'/'.join(PROMPT_COLUMNS)}, answer {'/'.join(answer_defaults)}")
+        return cols
+
+    def has_prompt(self) -> bool:
+        return bool(self.prompt or self.template or self.alpaca)
+
+    def describe(self) -> dict[str, str]:
+        if self.template:
+            prompt = f"template {self.template!r}"
+        elif self.alpaca:
+            prompt = f"columns {self.alpaca[0]!r} + {self.alpaca[1]!r} (input joined when not empty)"
+        else:
+            prompt = f"column {self.prompt!r}"
+        system = ""
+        if self.system_column:
+            system = f"column {self.system_column!r}" + (f" (when empty: {self.system!r})" if self.system else "")
+        elif self.system:
+            system = f"{self.system!r} (every example)"
+        return {"prompt": prompt, "answer": f"column {self.answer!r}" if self.answer else "", "system": system}
+
+    def user_turn(self, cells: dict[str, Any], say: Callable[..., None]) -> str | None:
+        """The user's turn of a row, or None after saying why (``say(message, column=, severity=)``)."""
+        if self.template:
+            values = {name: cell_text(cells.get(col)) for name, col in self.fields.items()}
+            empty = [self.fields[n] for n, v in values.items() if not v.strip()]
+            if values and len(empty) == len(values):
+                if len(empty) == 1:
+                    say("empty: the prompt has no text", column=empty[0])
+                else:
+                    say(f"the prompt's columns {', '.join(map(repr, empty))} are all empty")
+                return None
+            for col in empty:
+                say("empty: the prompt was rendered without it", column=col, severity="warning")
+            return render_template(self.template, values)
+        if self.alpaca:
+            instruction, inp = (cell_text(cells.get(c)) for c in self.alpaca)
+            if not instruction.strip():
+                say("empty: the prompt has no instruction", column=self.alpaca[0])
+                return None
+            return instruction if not inp.strip() else f"{instruction}\n\n{inp}"
+        text = cell_text(cells.get(self.prompt))
+        if not text.strip():
+            say("empty: the prompt has no text", column=self.prompt)
+            return None
+        return text
+
+    def system_of(self, cells: dict[str, Any]) -> str | None:
+        if self.system_column:
+            text = cell_text(cells.get(self.system_column))
+            if text.strip():
+                return text
+        return self.system if self.system and self.system.strip() else None
+
+
+def make_example(number: int, system: str | None, user: str | list[dict[str, Any]], answer: str, problems: list[Problem],
+                 *, unit: str, tools: Any = None) -> Example | None:
+    """The chat example of one row, validated by the chat reader; its problems are told in ``unit``."""
+    context = user if isinstance(user, list) else [{"role": "user", "content": user}]
+    if system and not any(m.get("role") == "system" for m in context if isinstance(m, dict)):
+        context = [{"role": "system", "content": system}] + context
+    found: list[Problem] = []
+    obj: dict[str, Any] = {"messages": [*context, {"role": "assistant", "content": answer}]}
+    if tools:
+        obj["tools"] = tools
+    example = parse_line(obj, "chat", number, found)
+    for p in found:
+        p.unit = unit
+    problems.extend(found)
+    return example
+
+
+# ---- reading a table -------------------------------------------------------------------------
+@dataclass
+class Row:
+    number: int
+    cells: dict[str, Any]
+    note: str = ""  # where else to find it (CSV: its lines in the file, when a cell spans several)
+
+
+@dataclass
+class Table:
+    kind: str
+    columns: list[str]
+    rows: list[Row]
+    detail: str = ""
+    problems: list[Problem] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    cell_ref: Callable[[int, str], str] | None = None  # XLSX: (row, column) -> "C7"
+    unit: str = "row"  # what Row.number counts ("line" for JSONL rows)
+
+
+def read_table_file(path: Path, layout: str, opts: ImportOptions) -> ImportResult:
+    readers: dict[str, Callable[[Path, ImportOptions], Table]] = {
+        "csv": read_csv, "tsv": read_csv, "xlsx": read_xlsx, "parquet": read_parquet, "arrow": read_arrow,
+        "datasets": read_datasets_folder, "json-rows": read_json_rows, "jsonl-rows": read_jsonl_rows,
+    }
+    return table_examples(path, readers[layout](path, opts), opts)
+
+
+def table_examples(path: Path, table: Table, opts: ImportOptions) -> ImportResult:
+    """Every row of ``table`` as an example, or as problems naming its row and column."""
+    layout = Layout(kind=table.kind, path=str(path), detail=table.detail, columns=list(table.columns),
+                    notes=list(table.notes), unit=table.unit)
+    result = ImportResult(format=table.kind, problems=list(table.problems), layout=layout)
+    structured = (not opts.columns_given() and table.rows
+                  and any(k in table.rows[0].cells for k in STRUCTURED_KEYS))
+    cols = None
+    if structured:
+        fmt = detect_format(table.rows[0].cells) or "chat"
+        layout.prompt, layout.answer = f"{fmt} records (column(s) {', '.join(k for k in STRUCTURED_KEYS if k in table.columns)})", ""
+    else:
+        cols = Columns.resolve(path, table.columns, opts)
+        layout.prompt, layout.answer, layout.system = cols.describe().values()
+    blank = 0
+    for row in table.rows:
+        if all(not cell_text(v).strip() for v in row.cells.values()):
+            blank += 1
+            continue
+        result.n_lines += 1
+        if structured:
+            found: list[Problem] = []
+            ex = parse_line(row.cells, detect_format(row.cells) or "chat", row.number, found)
+            for p in found:
+                p.unit = table.unit
+            result.problems += found
+            if ex is not None and opts.system is not None and ex.text is None:
+                from tailored.data.convert import with_system
+
+                ex = with_system(ex, opts.system)
+        else:
+            ex = row_example(row, cols, result.problems, table.cell_ref, unit=table.unit)
+        if ex is not None:
+            result.examples.append(ex)
+    layout.rows = result.n_lines
+    if blank:
+        layout.notes.append(f"{blank} blank row(s) skipped")
+    if result.n_lines == 0 and not result.problems:
+        result.problems.append(Problem(0, "empty_file", "the table has no rows under its header"))
+    return result
+
+
+def row_example(row: Row, cols: Columns, problems: list[Problem],
+                cell_ref: Callable[[int, str], str] | None = None, *, unit: str = "row") -> Example | None:
+    def say(message: str, *, column: str | None = None, severity: str = "error") -> None:
+        where = [x for x in ((cell_ref(row.number, column) if cell_ref and column else ""), row.note) if x]
+        problems.append(Problem(row.number, "empty_cell", message + (f" ({'; '.join(where)})" if where else ""),
+                                severity=severity, column=column, unit=unit))
+
+    user = cols.user_turn(row.cells, say)
+    answer = cell_text(row.cells.get(cols.answer))
+    if not answer.strip():
+        say("empty: no answer to learn from (fill it in or delete the row)", column=cols.answer)
+    if user is None or not answer.strip():
+        return None
+    return make_example(row.number, cols.system_of(row.cells), user, answer, problems, unit=unit)
+
+
+def _header(values: Iterable[Any], blank_name: Callable[[int], str]) -> tuple[list[str], list[str]]:
+    """Column names (blank ones named, repeated ones numbered) and notes about what was renamed."""
+    names, notes, seen = [], [], {}
+    for i, v in enumerate(values):
+        name = cell_text(v).strip().lstrip("\ufeff")
+        if not name:
+            name = blank_name(i)
+        if name in seen:
+            seen[name] += 1
+            new = f"{name}.{seen[name]}"
+            notes.append(f"column {name!r} appears {seen[name]} times: the later one is {new!r}")
+            name = new
+        seen.setdefault(name, 1)
+        names.append(name)
+    return names, notes
+
+
+# ---- CSV / TSV -------------------------------------------------------------------------------
+_BOMS = ((codecs.BOM_UTF8, "utf-8-sig"), (codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"),
+         (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16"))
+
+
+def decode(raw: bytes, encoding: str | None, path: Path) -> tuple[str, str]:
+    """The text of a CSV and how it was decoded: ``encoding``, else by its BOM, else UTF-8; never guessed."""
+    if encoding:
+        enc = encoding
+    else:
+        enc = next((name for bom, name in _BOMS if raw.startswith(bom)), "utf-8")
+    try:
+        codecs.lookup(enc)
+    except LookupError:
+        raise DataError(f"--encoding {enc!r}: unknown encoding", hint="e.g. utf-8, cp1252 (Excel on Windows), latin-1") from None
+    try:
+        text = raw.decode(enc)
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise DataError(f"{path}: line {line} is not {enc} text (byte {raw[exc.start:exc.start + 1]!r} at offset {exc.start})",
+                        hint="give the file's encoding with --encoding (cp1252 for Excel on Windows, latin-1, "
+                             "utf-16), or re-save it as UTF-8") from exc
+    bom = text.startswith("\ufeff") or enc == "utf-8-sig"
+    return text.lstrip("\ufeff"), f"{enc}{' with BOM' if bom and enc != 'utf-8-sig' else ''}".replace("utf-8-sig", "utf-8 with BOM")
+
+
+def _delimiter(value: str) -> str:
+    named = {"tab": "\t", "\\t": "\t", "comma": ",", "semicolon": ";", "pipe": "|", "space": " "}
+    d = named.get(value.lower(), value)
+    if len(d) != 1:
+        raise DataError(f"--delimiter {value!r}: one character expected", hint="e.g. ',', ';', tab, '|'")
+    return d
+
+
+def sniff_delimiter(text: str, suffix: str) -> str:
+    """The delimiter: :class:`csv.Sniffer`'s guess when it splits the header and rows alike, else the best such."""
+    default = "\t" if suffix in (".tsv", ".tab") else ","
+    sample = text[:65536]
+    candidates = [default, ",", ";", "\t", "|"]
+    try:
+        candidates.insert(0, csv.Sniffer().sniff(sample, delimiters=",;\t|").delimiter)
+    except csv.Error:
+        pass
+
+    def score(d: str) -> tuple[int, int]:
+        rows = []
+        try:
+            for row in csv.reader(io.StringIO(sample, newline=""), delimiter=d):
+                rows.append(len(row))
+                if len(rows) > 50:
+                    break
+        except csv.Error:
+            return (0, 0)
+        if not rows or rows[0] < 2:
+            return (0, 0)
+        body = rows[1:-1] or rows[1:]  # the sample may cut the last row
+        return (sum(n == rows[0] for n in body) + 1, rows[0])
+
+    best = max(dict.fromkeys(candidates), key=lambda d: score(d))  # ties: the sniffer's, then the default
+    return best if score(best)[0] else default
+
+
+def read_csv(path: Path, opts: ImportOptions) -> Table:
+    text, shown = decode(path.read_bytes(), opts.encoding, path)
+    delimiter = _delimiter(opts.delimiter) if opts.delimiter else sniff_delimiter(text, path.suffix.lower())
+    csv.field_size_limit(max(csv.field_size_limit(), 2**31 - 1))  # a long document in one cell is a cell, not an error
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
+    table = Table(kind="tsv" if delimiter == "\t" else "csv", columns=[], rows=[], detail=f"delimiter {delimiter!r}, {shown}")
+    header: list[str] | None = None
+    number, last_line = 0, 0
+    while True:
+        try:
+            cells = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as exc:
+            number += 1
+            eof = "end of data" in str(exc)
+            table.problems.append(Problem(
+                number, "bad_quoting",
+                (f"a quoted cell opened in this row (line {last_line + 1} of the file) never closes: the rest of the "
+                 "file would be one cell, so nothing from here on was read" if eof
+                 else f"cannot be parsed: {exc} (line {reader.line_num} of the file)")
+                + '; fix the quotes (a quote inside a quoted cell is written twice: "")', unit="row"))
+            last_line = reader.line_num
+            if eof:
+                break
+            continue
+        number += 1
+        start, last_line = last_line + 1, reader.line_num
+        if header is None:
+            if not any(c.strip() for c in cells):
+                number -= 1  # blank lines before the header are not rows
+                continue
+            header, notes = _header(cells, lambda i: f"column {i + 1}")
+            table.columns, table.notes = header, notes
+            continue
+        note = f"lines {start}-{last_line} of the file" if last_line > start else ""
+        if len(cells) > len(header) and any(c.strip() for c in cells[len(header):]):
+            table.problems.append(Problem(
+                number, "bad_row", f"{len(cells)} cells, the header has {len(header)}: a delimiter {delimiter!r} inside an "
+                "unquoted cell? Quote that cell" + (f" ({note})" if note else ""), unit="row"))
+            continue
+        table.rows.append(Row(number, dict(zip(header, cells)), note))
+    return table
+
+
+# ---- XLSX ------------------------------------------------------------------------------------
+def _letters(i: int) -> str:
+    out = ""
+    i += 1
+    while i:
+        i, r = divmod(i - 1, 26)
+        out = chr(65 + r) + out
+    return out
+
+
+def read_xlsx(path: Path, opts: ImportOptions) -> Table:
+    try:
+        import openpyxl
+    except ImportError as exc:  # pragma: no cover - a declared dependency of the data extra
+        raise DataError("reading .xlsx needs openpyxl", hint="pip install 'tailored[data]' (or openpyxl)") from exc
+    try:
+        wb = openpyxl.load_workbook(path, read_only=True, data_only=True)
+    except Exception as exc:  # zipfile.BadZipFile, KeyError, InvalidFileException: not a workbook
+        raise DataError(f"{path}: not an Excel workbook ({type(exc).__name__}: {exc})",
+                        hint="save it as .xlsx (Excel 2007+); .xls files: re-save as .xlsx or CSV") from exc
+    try:
+        names = wb.sheetnames
+        sheet = opts.sheet
+        if sheet is None or sheet == "":
+            name = names[0]
+        elif str(sheet) in names:
+            name = str(sheet)
+        elif str(sheet).lstrip("-").isdigit() and 1 <= int(sheet) <= len(names):
+            name = names[int(sheet) - 1]
+        else:
+            raise DataError(f"{path}: no sheet {sheet!r}; the sheets are: {', '.join(names)}",
+                            hint="--sheet NAME, or its number (1 = the first sheet)")
+        ws = wb[name]
+        detail = f"sheet {name!r}" + (f", {names.index(name) + 1} of {len(names)}: {', '.join(names)}" if len(names) > 1 else "")
+        table = Table(kind="xlsx", columns=[], rows=[], detail=detail)
+        header: list[str] | None = None
+        for number, values in enumerate(ws.iter_rows(min_row=1, values_only=True), start=1):
+            if header is None:
+                if all(cell_text(v).strip() == "" for v in values):
+                    continue
+                header, table.notes = _header(values, _letters)
+                table.columns = header
+                letters = {h: _letters(i) for i, h in enumerate(header)}
+                table.cell_ref = lambda row, col, letters=letters: f"cell {letters.get(col, '?')}{row}" if col in letters else ""
+                continue
+            cells = dict(zip(header, values))
+            extra = [v for v in values[len(header):] if cell_text(v).strip()]
+            if extra:
+                table.problems.append(Problem(number, "bad_row", f"{len(extra)} cell(s) right of the last named column "
+                                              f"({_letters(len(header))}{number} on): give that column a header", unit="row"))
+                continue
+            table.rows.append(Row(number, cells))
+        if header is None:
+            table.notes.append(f"sheet {name!r} is empty")
+        return table
+    finally:
+        wb.close()
+
+
+# ---- Parquet / Arrow / datasets folders --------------------------------------------------------
+def _pyarrow() -> Any:
+    try:
+        import pyarrow
+    except ImportError as exc:  # pragma: no cover - a declared dependency of the data extra
+        raise DataError("reading Parquet/Arrow needs pyarrow", hint="pip install 'tailored[data]' (or pyarrow)") from exc
+    return pyarrow
+
+
+def _arrow_table(tables: list[Any], kind: str, detail: str) -> Table:
+    pa = _pyarrow()
+    data = pa.concat_tables(tables, promote_options="default") if len(tables) > 1 else tables[0]
+    columns = list(data.column_names)
+    rows = [Row(i, cells) for i, cells in enumerate(data.to_pylist(), start=1)]
+    return Table(kind=kind, columns=columns, rows=rows, detail=detail,
+                 notes=["rows are numbered from 1 (a pandas/datasets index is the row number - 1)"])
+
+
+def read_parquet(path: Path, opts: ImportOptions) -> Table:
+    _pyarrow()
+    import pyarrow.parquet as pq
+
+    try:
+        data = pq.read_table(path)
+    except Exception as exc:  # pyarrow.ArrowInvalid and friends
+        raise DataError(f"{path}: not a readable Parquet file ({exc})", hint="write it with pyarrow or pandas.to_parquet") from exc
+    return _arrow_table([data], "parquet", "")
+
+
+def _read_ipc(path: Path) -> Any:
+    pa = _pyarrow()
+    errors = []
+    for opener, what in ((pa.ipc.open_file, "file"), (pa.ipc.open_stream, "stream")):
+        try:
+            with pa.memory_map(str(path)) as source:
+                return opener(source).read_all(), what
+        except Exception as exc:  # ArrowInvalid: not this flavour of IPC
+            errors.append(str(exc))
+    raise DataError(f"{path}: not an Arrow IPC file or stream ({errors[-1]})", hint="write it with pyarrow.ipc or feather")
+
+
+def read_arrow(path: Path, opts: ImportOptions) -> Table:
+    data, what = _read_ipc(path)
+    return _arrow_table([data], "arrow", f"IPC {what}")
+
+
+def read_datasets_folder(path: Path, opts: ImportOptions) -> Table:
+    """A folder written by ``Dataset.save_to_disk`` (state.json + data-*.arrow) or ``DatasetDict.save_to_disk``."""
+    detail = ""
+    if (path / "dataset_dict.json").is_file():
+        splits = json.loads((path / "dataset_dict.json").read_text()).get("splits") or []
+        split = opts.split or ("train" if "train" in splits else (splits[0] if len(splits) == 1 else None))
+        if split not in splits:
+            raise DataError(f"{path}: a DatasetDict with splits {', '.join(splits)}; which one?",
+                            hint="--split NAME" if opts.split is None else f"--split {opts.split!r} is not one of them")
+        detail = f"split {split!r} of {', '.join(splits)}"
+        path = path / split
+    state_file = path / "state.json"
+    if not state_file.is_file():
+        raise DataError(f"{path}: not a folder written by datasets' save_to_disk (no state.json)",
+                        hint="give the folder save_to_disk wrote, or a .parquet/.arrow/.csv file")
+    state = json.loads(state_file.read_text())
+    files = [path / f["filename"] for f in state.get("_data_files", [])]
+    if not files:
+        raise DataError(f"{state_file}: lists no data files", hint="save the dataset again with save_to_disk")
+    tables = [_read_ipc(f)[0] for f in files]
+    detail = ", ".join(x for x in (detail, f"{len(files)} Arrow file(s)") if x)
+    return _arrow_table(tables, "datasets", detail)
+
+
+# ---- JSON rows -------------------------------------------------------------------------------
+def read_json_rows(path: Path, opts: ImportOptions) -> Table:
+    value = load_json(path)
+    if not isinstance(value, list):
+        raise DataError(f"{path}: a JSON file must hold a list of rows (objects)", hint="or write one object per line (JSONL)")
+    table = Table(kind="json-rows", columns=[], rows=[])
+    for i, obj in enumerate(value, start=1):
+        if not isinstance(obj, dict):
+            table.problems.append(Problem(i, "not_an_object", f"expected an object, got {type(obj).__name__}", unit="row"))
+            continue
+        table.columns += [k for k in obj if k not in table.columns]
+        table.rows.append(Row(i, obj))
+    table.notes.append("rows are numbered from 1 in the order of the list")
+    return table
+
+
+def read_jsonl_rows(path: Path, opts: ImportOptions) -> Table:
+    table = Table(kind="jsonl-rows", columns=[], rows=[], unit="line")
+    with open(path, encoding="utf-8-sig") as f:
+        try:
+            lines = f.read().splitlines()
+        except UnicodeDecodeError as exc:
+            raise DataError(f"{path}: not UTF-8 text ({exc})", hint="re-save the file as UTF-8") from exc
+    for n, raw in enumerate(lines, start=1):
+        if not raw.strip():
+            continue
+        try:
+            obj = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            table.problems.append(Problem(n, "invalid_json", f"not valid JSON: {exc.msg} at column {exc.colno}"))
+            continue
+        if not isinstance(obj, dict):
+            table.problems.append(Problem(n, "not_an_object", f"expected a JSON object, got {type(obj).__name__}"))
+            continue
+        table.columns += [k for k in obj if k not in table.columns]
+        table.rows.append(Row(n, obj))
+    return table
