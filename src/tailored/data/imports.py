@@ -206,8 +206,9 @@ def import_layout(path: str | Path, format: str = "auto") -> str | None:
         return fmt
     if fmt != "auto":
         return None
-    if path.is_dir():
-        return "datasets"
+    if path.is_dir():  # a folder save_to_disk wrote; any other folder is refused by the JSONL reader, by name
+        saved = ("state.json", "dataset_dict.json", "dataset_info.json")
+        return "datasets" if any((path / name).is_file() for name in saved) else None
     suffix = path.suffix.lower()
     if suffix in SUFFIXES:
         return SUFFIXES[suffix]
