@@ -151,3 +151,123 @@ def test_busy_cores_now_sees_another_process_spinning():
     finally:
         spinner.kill()
         spinner.wait()
+
+
+# ---- a full or read-only disk -----------------------------------------------------------------------
+
+def _break_disk_after_first_checkpoint(cmd: list[str], run: Path, breaking) -> tuple[int, str]:
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO, env=_env())
+    try:
+        deadline = time.time() + 240
+        while proc.poll() is None and time.time() < deadline and not list_checkpoints(run):
+            time.sleep(0.005)
+        assert proc.poll() is None, proc.communicate()[0]
+        breaking(proc)
+        output, _ = proc.communicate(timeout=240)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return proc.returncode, output
+
+
+def _assert_clear_error_and_good_checkpoint(code: int, output: str, run: Path, words: str) -> Path:
+    assert code == 1, output
+    assert "Traceback" not in output, output
+    error = [line for line in output.splitlines() if line.startswith("error:")]
+    assert len(error) == 1, output
+    assert words in error[0] and str(run / "checkpoints") in error[0], error[0]
+    ckpts = list_checkpoints(run)
+    assert ckpts, output
+    assert ckpts[-1].name in error[0], error[0]  # the last good checkpoint, named
+    assert "--resume" in output
+    for ckpt in ckpts:
+        _assert_complete(ckpt)
+    return ckpts[-1]
+
+
+@pytest.mark.skipif(not hasattr(resource, "prlimit"), reason="needs resource.prlimit (Linux)")
+def test_a_full_disk_stops_with_one_clear_error_and_the_last_checkpoint_loads(tiny_model_dir, chat_file, tmp_path,
+                                                                              capsys):
+    from tailored.testing.tiny import write_chat_dataset
+
+    validation = write_chat_dataset(tmp_path / "val.jsonl", n=8, seed=1)
+    run = tmp_path / "run"
+    cmd = _cli(*_settings(tiny_model_dir, chat_file, validation, 60), "--output", str(run))
+
+    def fill_the_disk(proc):  # from now on no file of the process may grow past 64 kB (a checkpoint's weights are 130 kB)
+        resource.prlimit(proc.pid, resource.RLIMIT_FSIZE, (64_000, 64_000))
+
+    code, output = _break_disk_after_first_checkpoint(cmd, run, fill_the_disk)
+    good = _assert_clear_error_and_good_checkpoint(code, output, run, "disk is full")
+    assert not any(".tmp-" in p.name for p in (run / "checkpoints").iterdir())  # the failed write left nothing
+    # room again: the last good checkpoint loads and the run finishes
+    capsys.readouterr()
+    result = tailored.train(resume=True, output=str(run))
+    assert f"from {good.name}" in capsys.readouterr().out
+    assert result.loop.steps == 60 and json.loads((run / "manifest.json").read_text())["status"] == "completed"
+    assert [r["step"] for r in _metrics(run) if r["split"] == "train"] == list(range(1, 61))
+
+
+def test_a_read_only_checkpoints_folder_stops_with_one_clear_error(tiny_model_dir, chat_file, tmp_path):
+    from tailored.testing.tiny import write_chat_dataset
+
+    if not shutil.which("chattr"):
+        pytest.skip("needs chattr")
+    probe = tmp_path / "probe"
+    probe.mkdir()
+    if subprocess.run(["chattr", "+i", str(probe)], capture_output=True).returncode != 0:
+        pytest.skip("chattr +i is not allowed here (needs CAP_LINUX_IMMUTABLE and ext4/xfs)")
+    subprocess.run(["chattr", "-i", str(probe)], check=True)
+    validation = write_chat_dataset(tmp_path / "val.jsonl", n=8, seed=1)
+    run = tmp_path / "run"
+    cmd = _cli(*_settings(tiny_model_dir, chat_file, validation, 60), "--output", str(run))
+
+    def read_only(proc):  # root ignores chmod; an immutable folder stops root too
+        subprocess.run(["chattr", "+i", str(run / "checkpoints")], check=True)
+
+    try:
+        code, output = _break_disk_after_first_checkpoint(cmd, run, read_only)
+    finally:
+        subprocess.run(["chattr", "-i", str(run / "checkpoints")])
+    _assert_clear_error_and_good_checkpoint(code, output, run, "not writable")
+    result = tailored.train(resume=True, output=str(run))
+    assert result.loop.steps == 60
+
+
+def test_write_problems_are_named():
+    import errno
+
+    from tailored.train.checkpoint import disk_problem
+
+    assert "disk is full" in disk_problem(OSError(errno.ENOSPC, "No space left on device"))
+    assert "disk is full" in disk_problem(OSError(errno.EDQUOT, "Disk quota exceeded"))
+    assert "disk is full" in disk_problem(OSError(errno.EFBIG, "File too large"))
+    assert "not writable" in disk_problem(OSError(errno.EROFS, "Read-only file system"))
+    assert "not writable" in disk_problem(PermissionError(errno.EACCES, "Permission denied"))
+    assert "disk is full" in disk_problem(Exception("Error while serializing: I/O error: No space left on device (os error 28)"))
+    assert disk_problem(OSError(errno.ENOENT, "No such file")) is None
+    assert disk_problem(RuntimeError("something else")) is None
+
+
+# ---- NaN -------------------------------------------------------------------------------------------
+
+def test_a_nan_loss_stops_the_run_with_the_step_the_last_checkpoint_and_a_fix(tiny_model_dir, chat_file, tmp_path):
+    run = tmp_path / "run"
+    with pytest.raises(TailoredError) as err:  # a learning rate of 2e26: the weights blow up in one step
+        tailored.train(data=str(chat_file), model=str(tiny_model_dir), output=str(run), batch_size=4, max_steps=8,
+                       save_every=1, threads=1, learning_rate_multiplier=1e30, red_flags="off")
+    text = str(err.value)
+    step = int(text.split("at step ")[1].split()[0].rstrip(",.:;"))
+    assert "nan" in text.lower() or "inf" in text.lower()
+    assert "learning_rate_multiplier" in (err.value.hint or "")
+    ckpts = list_checkpoints(run)
+    assert ckpts and all(int(c.name.split("-")[1]) < step for c in ckpts)  # nothing saved from the bad step on
+    assert ckpts[-1].name in text
+    assert not (run / "adapter").exists()  # no "final" weights from a diverged run
+    # nothing non-finite was logged: every line is strict JSON with finite numbers
+    for line in (run / "metrics.jsonl").read_text().splitlines():
+        record = json.loads(line, parse_constant=lambda c: pytest.fail(f"metrics.jsonl holds {c}: {line}"))
+        assert math.isfinite(record["loss"])
+    assert max(r["step"] for r in _metrics(run)) == step - 1
+    assert json.loads((run / "manifest.json").read_text())["status"] == "interrupted"

@@ -15,7 +15,8 @@ from typing import Any, Callable
 import torch
 
 from tailored.config import TrainConfig, dump_yaml, load_train_config
-from tailored.config.files import atomic_write, file_sha256
+from tailored.config.files import atomic_folder, atomic_write, file_sha256
+from tailored.config.load import read_yaml
 from tailored.config.manifest import (BaseModelRecord, DataFileRecord, DataRecord, Environment, Manifest, MethodRecord,
                                       ParameterCounts, RunFolder, RunMetrics, versions)
 from tailored.data.check import check_file
@@ -26,9 +27,9 @@ from tailored.methods import get_method, method_options
 from tailored.methods.base import count_parameters, parse_options
 from tailored.models.load import content_hash, load_model, load_tokenizer, local_folder
 from tailored.models.registry import resolve_model
-from tailored.train.checkpoint import load_checkpoint
+from tailored.train.checkpoint import load_checkpoint, remove_leftovers, writing
 from tailored.train.hparams import resolve
-from tailored.train.loop import LoopResult, latest_checkpoint, lr_lambda, train_loop
+from tailored.train.loop import LoopResult, TrainingDiverged, latest_checkpoint, lr_lambda, train_loop
 
 
 @dataclass
@@ -264,9 +265,11 @@ def train(config: TrainConfig | None = None, *, config_file: str | None = None, 
         if main:
             _truncate_metrics(run.metrics, int(start_state["step"]))
     if main:
-        atomic_write(run.config_file, dump_yaml(resolved_cfg))
-        tokenizer.save_pretrained(str(run.tokenizer))
-        manifest = run.write(manifest)
+        with writing(run_dir):
+            atomic_write(run.config_file, dump_yaml(resolved_cfg))
+            with atomic_folder(run.tokenizer) as tmp:
+                tokenizer.save_pretrained(str(tmp))
+            manifest = run.write(manifest)
         say(f"run folder: {run_dir}")
         say(f"model {source.name} · method {method.name} · trainable {trainable:,} of {total:,} parameters "
             f"({100 * trainable / total:.2f}%)")
@@ -274,10 +277,18 @@ def train(config: TrainConfig | None = None, *, config_file: str | None = None, 
             f"{hp.learning_rate:.2e} (multiplier {hp.learning_rate_multiplier}) · steps {hp.total_steps} · threads {threads}")
     accelerator.wait_for_everyone()
 
-    loop = train_loop(accelerator=accelerator, model=model, optimizer=optimizer, scheduler=scheduler,
-                      train_rows=train_rows, val_rows=val_rows, cfg=cfg, hp=hp, run_dir=run_dir,
-                      pad_id=int(tokenizer.pad_token_id), save_weights=save_weights, start=start_state,
-                      objective=objective)
+    try:
+        loop = train_loop(accelerator=accelerator, model=model, optimizer=optimizer, scheduler=scheduler,
+                          train_rows=train_rows, val_rows=val_rows, cfg=cfg, hp=hp, run_dir=run_dir,
+                          pad_id=int(tokenizer.pad_token_id), save_weights=save_weights, start=start_state,
+                          objective=objective)
+    except (CheckpointError, TrainingDiverged):  # stopped: the manifest says so (when the disk still lets it)
+        if main:
+            try:
+                run.write(manifest.model_copy(update={"status": "interrupted"}))
+            except Exception:  # noqa: BLE001 - a full disk: the error being raised says more than this would
+                pass
+        raise
     initial = loop.initial_val_loss if loop.initial_val_loss is not None else start_state.get("initial_val_loss")
     metrics = {"initial_validation_loss": initial, "train_loss": loop.train_loss, "validation_loss": loop.val_loss, "best_validation_loss": loop.best_val_loss,
                "best_step": loop.best_step, "steps": loop.steps, "seconds": round(loop.seconds, 1),
@@ -286,10 +297,12 @@ def train(config: TrainConfig | None = None, *, config_file: str | None = None, 
         "status": "interrupted" if loop.interrupted else "completed", "metrics": RunMetrics(**metrics),
         "stopped_early": loop.stopped_early, "best_checkpoint": "best" if loop.best_step else None})
     if main:
-        if not loop.interrupted:
-            save_weights(run.final)
-            tokenizer.save_pretrained(str(run.final))
-        manifest = run.write(manifest)
+        with writing(run.final if not loop.interrupted else run.manifest_file):
+            if not loop.interrupted:
+                with atomic_folder(run.final) as tmp:
+                    save_weights(tmp)
+                    tokenizer.save_pretrained(str(tmp))
+            manifest = run.write(manifest)
         if loop.interrupted and loop.checkpointed:
             say(f"interrupted at step {loop.steps}; checkpoint saved. Continue with: tailored train --resume --output {run_dir}")
         elif loop.interrupted:
