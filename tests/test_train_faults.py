@@ -153,6 +153,97 @@ def test_busy_cores_now_sees_another_process_spinning():
         spinner.wait()
 
 
+# ---- kill -9 ---------------------------------------------------------------------------------------
+
+def _kill(cmd: list[str], run: Path, log: Path, when: str, rng: random.Random) -> str:
+    """Start ``cmd`` and SIGKILL it: ``random`` (a random moment of the training) or ``mid-write`` (as soon as
+    a new checkpoint's temporary folder appears). Returns how it ended: killed, killed-mid-write, finished."""
+    started = time.time()
+    existing = _temporaries(run)
+    with open(log, "a") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=REPO, env=_env())
+    deadline = time.time() + 240
+    try:
+        if when == "random":
+            metrics = run / "metrics.jsonl"
+            while proc.poll() is None and time.time() < deadline:
+                if metrics.is_file() and metrics.stat().st_mtime > started:
+                    break
+                time.sleep(0.01)
+            time.sleep(rng.uniform(0.0, 0.6))
+            if proc.poll() is not None:
+                return "finished"
+            os.kill(proc.pid, signal.SIGKILL)
+            return "killed"
+        ckpts = run / "checkpoints"
+        while proc.poll() is None and time.time() < deadline:
+            try:
+                names = os.listdir(ckpts)
+            except FileNotFoundError:
+                names = []
+            fresh = [n for n in names if n.startswith(".step-") and ".tmp-" in n and str(ckpts / n) not in existing]
+            if fresh:
+                os.kill(proc.pid, signal.SIGKILL)
+                proc.wait()
+                return "killed-mid-write" if (ckpts / fresh[0]).exists() else "killed"
+            time.sleep(0.001)  # a checkpoint write of the tiny model takes ~20 ms
+        return "finished" if proc.poll() is not None else "timeout"
+    finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def _check_after_kill(run: Path) -> None:
+    """What a kill may leave: only complete checkpoints, at most one interval behind the last logged step."""
+    ckpts = list_checkpoints(run)
+    for ckpt in ckpts:
+        _assert_complete(ckpt)
+    logged = [r["step"] for r in _metrics(run) if r["split"] == "train"]
+    newest = int(ckpts[-1].name.split("-")[1]) if ckpts else 0
+    if logged:
+        assert max(logged) - newest <= SAVE_EVERY, (max(logged), [c.name for c in ckpts])
+
+
+def test_kill_9_at_any_moment_loses_at_most_one_interval_and_resume_finishes(tiny_model_dir, chat_file, tmp_path):
+    from tailored.testing.tiny import write_chat_dataset
+
+    validation = write_chat_dataset(tmp_path / "val.jsonl", n=8, seed=1)
+    steps = 40
+    settings = _settings(tiny_model_dir, chat_file, validation, steps)
+    run, log = tmp_path / "run", tmp_path / "train.log"
+    rng = random.Random(int(os.environ.get("TAILORED_FAULT_SEED", "0")) or None)
+    ends = [_kill(_cli(*settings, "--output", str(run)), run, log, "random", rng)]
+    _check_after_kill(run)
+    resume = _cli("--resume", "--output", str(run))
+    for _ in range(4):  # a kill in the middle of a checkpoint write (the kill may land just after the rename: again)
+        ends.append(_kill(resume, run, log, "mid-write", rng))
+        _check_after_kill(run)
+        if ends[-1] in ("killed-mid-write", "finished"):
+            break
+    assert "killed-mid-write" in ends, (ends, log.read_text()[-3000:])
+    ends.append(_kill(resume, run, log, "random", rng))
+    _check_after_kill(run)
+    done = subprocess.run(resume, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr
+
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["status"] == "completed" and manifest["metrics"]["steps"] == steps
+    records = _metrics(run)
+    assert [r["step"] for r in records if r["split"] == "train"] == list(range(1, steps + 1))  # none twice, none missing
+    val_steps = [r["step"] for r in records if r["split"] == "validation"]
+    assert val_steps == sorted(set(val_steps)) and val_steps[0] == 0
+    assert not _temporaries(run), _temporaries(run)  # what the killed writes left is cleaned up
+    for ckpt in list_checkpoints(run):
+        _assert_complete(ckpt)
+    # and the killed-and-resumed run is the uninterrupted run
+    whole = tailored.train(data=str(chat_file), validation=str(validation), model=str(tiny_model_dir),
+                           output=str(tmp_path / "whole"), max_steps=steps, batch_size=4, save_every=SAVE_EVERY,
+                           threads=1, learning_rate_multiplier=20, red_flags="off")
+    assert _train_losses(run) == pytest.approx(_train_losses(whole.run_dir), abs=1e-5), ends
+
+
 # ---- a full or read-only disk -----------------------------------------------------------------------
 
 def _break_disk_after_first_checkpoint(cmd: list[str], run: Path, breaking) -> tuple[int, str]:
@@ -271,3 +362,75 @@ def test_a_nan_loss_stops_the_run_with_the_step_the_last_checkpoint_and_a_fix(ti
         assert math.isfinite(record["loss"])
     assert max(r["step"] for r in _metrics(run)) == step - 1
     assert json.loads((run / "manifest.json").read_text())["status"] == "interrupted"
+
+
+# ---- --resume with other settings ------------------------------------------------------------------
+
+def _interrupted_run(tiny_model_dir, chat_file, validation, out, **kw):
+    """A run stopped after step 2 (its checkpoint), as a killed one would be."""
+    result = tailored.train(data=str(chat_file), validation=str(validation), model=str(tiny_model_dir), output=str(out),
+                            batch_size=4, max_steps=4, save_every=2, threads=1, lora_r=8, red_flags="off", **kw)
+    shutil.rmtree(result.run_dir / "adapter")
+    return result.run_dir
+
+
+def test_resume_with_other_settings_or_data_is_refused_listing_every_difference(tiny_model_dir, chat_file, tmp_path):
+    from tailored.testing.tiny import save_tiny_model, write_chat_dataset
+
+    validation = write_chat_dataset(tmp_path / "val.jsonl", n=8, seed=1)
+    run = _interrupted_run(tiny_model_dir, chat_file, validation, tmp_path / "run")
+    other_data = write_chat_dataset(tmp_path / "other.jsonl", n=48, seed=5)
+    other_model = save_tiny_model(tmp_path / "other-model", seed=3)
+    with pytest.raises(CheckpointError) as err:
+        tailored.train(resume=True, output=str(run), lora_r=16, seed=7, learning_rate_multiplier=3.0, batch_size=8,
+                       max_seq_length=512, data=str(other_data), model=str(other_model))
+    text = str(err.value)
+    for expected in ("lora_r: 8 in the run, 16 now", "seed: 42 in the run, 7 now",
+                     "learning_rate_multiplier: 1.0 in the run, 3.0 now", "batch_size: 4 in the run, 8 now",
+                     "max_seq_length: 1024 in the run, 512 now"):
+        assert expected in text, text
+    assert "data:" in text and "other.jsonl" in text
+    assert "model:" in text
+    # the data or the validation file changed in place
+    validation.write_text(validation.read_text().replace("the", "a"))
+    with pytest.raises(CheckpointError, match="validation:"):
+        tailored.train(resume=True, output=str(run))
+    # what does not change the run's meaning may change: threads, micro-batch size
+    run2 = _interrupted_run(tiny_model_dir, chat_file, write_chat_dataset(tmp_path / "val2.jsonl", n=8, seed=1),
+                            tmp_path / "run2")
+    result = tailored.train(resume=True, output=str(run2), threads=2, micro_batch_tokens=64)
+    assert result.loop.steps == 4
+
+
+def test_resume_with_the_same_settings_repeated_is_accepted(tiny_model_dir, chat_file, tmp_path):
+    """The jobs runner resumes with --config holding the job's settings ("auto" ones too)."""
+    validation = tmp_path / "val.jsonl"
+    shutil.copy(chat_file, validation)
+    run = tmp_path / "run"
+    result = tailored.train(data=str(chat_file), validation=str(validation), model=str(tiny_model_dir), output=str(run),
+                            max_steps=4, save_every=2, threads=1, red_flags="off")
+    shutil.rmtree(result.run_dir / "adapter")
+    config = tmp_path / "job.yaml"
+    config.write_text(f"data: {chat_file}\nvalidation: {validation}\nmodel: {tiny_model_dir}\noutput: {run}\n"
+                      "max_steps: 4\nsave_every: 2\nepochs: auto\nbatch_size: auto\nlearning_rate_multiplier: auto\n"
+                      "threads: 1\nred_flags: 'off'\n")
+    again = tailored.train(resume=True, config_file=str(config), output=str(run))
+    assert again.loop.steps == 4
+
+
+def test_resume_survives_a_torn_metrics_line_and_a_run_without_checkpoint(tiny_model_dir, chat_file, tmp_path):
+    run = tmp_path / "run"
+    tailored.train(data=str(chat_file), validation=str(chat_file), model=str(tiny_model_dir), output=str(run),
+                   batch_size=8, max_steps=4, save_every=100, threads=1, red_flags="off")
+    expected = _train_losses(run)
+    # as if killed during step 3, before any checkpoint, while appending a line
+    shutil.rmtree(run / "adapter")
+    kept = [line for line in (run / "metrics.jsonl").read_text().splitlines() if json.loads(line)["step"] <= 2]
+    (run / "metrics.jsonl").write_text("\n".join(kept) + '\n{"step": 3, "epoch": 0.5, "spl')
+    assert not list_checkpoints(run)
+    result = tailored.train(resume=True, output=str(run))
+    assert result.loop.steps == 4
+    records = _metrics(run)
+    assert [r["step"] for r in records if r["split"] == "train"] == [1, 2, 3, 4]
+    assert [r["step"] for r in records if r["split"] == "validation"].count(0) == 1
+    assert _train_losses(run) == pytest.approx(expected, abs=1e-5)

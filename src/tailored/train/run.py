@@ -165,14 +165,59 @@ def _accelerator(cfg: TrainConfig) -> Any:
     return Accelerator(cpu=not use_cuda, mixed_precision="no" if precision == "fp32" else precision)
 
 
-def _resume_config(settings: dict[str, Any]) -> TrainConfig:
+def _resume_config(settings: dict[str, Any], config_file: str | None = None) -> TrainConfig:
+    """The run's own settings (its config.yaml), with what ``config_file`` and ``settings`` say now on top.
+
+    What is given again must agree with the run (:func:`_differences` checks it once resolved); a
+    setting that is not given keeps the run's value.
+    """
     out = settings.get("output")
     if not out or not RunFolder(out).config_file.is_file():
         raise CheckpointError(
             "--resume needs --output pointing at an existing run folder (with config.yaml)",
             hint="pass the run folder printed by the interrupted `tailored train`",
         )
-    return load_train_config({"output": out}, yaml_path=RunFolder(out).config_file, methods=method_options())
+    methods = method_options()
+    saved = read_yaml(RunFolder(out).config_file)
+    now = read_yaml(config_file) if config_file else {}
+    now.update({k.replace("-", "_"): v for k, v in settings.items() if v is not None})
+    method = now.get("method", saved.get("method"))
+    if method != saved.get("method") and saved.get("method") in methods:  # the run's method options are not the new one's
+        saved = {k: v for k, v in saved.items() if k not in methods[saved["method"]].model_fields}
+    return load_train_config({**saved, **now, "output": out}, methods=methods)
+
+
+# What makes a run what it is: resuming with another value would not continue the same run.
+_MEANING = ("method", "format", "max_seq_length", "overlength", "batching", "batch_size", "learning_rate_multiplier",
+            "warmup_ratio", "lr_schedule", "weight_decay", "max_grad_norm", "seed")
+_LENGTH = ("epochs", "max_steps")  # the run's length may change: continue for longer, or stop sooner
+
+
+def _show(value: Any) -> str:
+    return "none" if value is None else str(value)
+
+
+def _differences(old: Manifest, new: Manifest) -> tuple[list[str], list[str]]:
+    """(what differs between the run and a resume of it, in the run's meaning; changes of its length)."""
+    refused = []
+    if old.base_model.content_hash != new.base_model.content_hash:
+        refused.append(f"model: {old.base_model.spec} (weights {old.base_model.content_hash[:12]}) in the run, "
+                       f"{new.base_model.spec} (weights {new.base_model.content_hash[:12]}) now")
+    for label, was, now in (("data", old.data.train, new.data.train), ("validation", old.data.validation, new.data.validation)):
+        if (was and was.sha256) != (now and now.sha256):
+            described = [f"{f.path} (sha256 {f.sha256[:12]})" if f else "none" for f in (was, now)]
+            refused.append(f"{label}: {described[0]} in the run, {described[1]} now")
+    for key in _MEANING:
+        if old.config.get(key) != new.config.get(key):
+            refused.append(f"{key}: {_show(old.config.get(key))} in the run, {_show(new.config.get(key))} now")
+    if old.method.name == new.method.name:
+        for key in sorted(set(old.method.options) | set(new.method.options)):
+            if old.method.options.get(key) != new.method.options.get(key):
+                refused.append(f"{key}: {_show(old.method.options.get(key))} in the run, "
+                               f"{_show(new.method.options.get(key))} now")
+    length = [f"{key}: {_show(old.config.get(key))} in the run, {_show(new.config.get(key))} now"
+              for key in _LENGTH if old.config.get(key) != new.config.get(key)]
+    return refused, length
 
 
 def train(config: TrainConfig | None = None, *, config_file: str | None = None, resume: bool = False, **settings: Any) -> RunResult:
@@ -181,7 +226,8 @@ def train(config: TrainConfig | None = None, *, config_file: str | None = None, 
     Args:
         config: a ready TrainConfig (settings are ignored then).
         config_file: a YAML file of settings; keyword settings override it.
-        resume: continue the run in ``output`` from its newest checkpoint.
+        resume: continue the run in ``output`` from its newest checkpoint (from step 0 when it has none yet);
+            settings given with it must agree with the run's, except its length (epochs, max_steps).
 
     Returns:
         RunResult with the run folder, final metrics and the manifest.
@@ -189,10 +235,14 @@ def train(config: TrainConfig | None = None, *, config_file: str | None = None, 
     Raises:
         DataError: the data has invalid lines (the report lists them) or too few examples.
         ConfigError: a setting is unknown or invalid (all problems are listed).
-        CheckpointError: ``resume`` without a usable run folder.
+        CheckpointError: ``resume`` without a usable run folder, or with other data or settings than the run's
+            (every difference is listed); a disk that is full or not writable (the path is named, the last
+            good checkpoint is kept).
+        TrainingDiverged: the loss became NaN or infinite (the step and the last checkpoint are named).
     """
     if config is None:
-        config = _resume_config(settings) if resume else load_train_config(settings, yaml_path=config_file, methods=method_options())
+        config = (_resume_config(settings, config_file) if resume
+                  else load_train_config(settings, yaml_path=config_file, methods=method_options()))
     cfg = config
     method = get_method(cfg.method)
     options = parse_options(method, cfg.method_options)
@@ -251,19 +301,30 @@ def train(config: TrainConfig | None = None, *, config_file: str | None = None, 
 
     start_state: dict[str, Any] = {}
     if resume:
-        old = run.read()
-        if old.data.train.sha256 != manifest.data.train.sha256:
-            raise CheckpointError(f"{cfg.data} changed since the run started (hash differs)",
-                                  hint="resume needs the same data; start a new run instead")
-        ckpt = latest_checkpoint(run_dir)
-        if ckpt is None:
-            raise CheckpointError(f"{run_dir} has no checkpoint to resume from", hint="start the run again without --resume")
-        start_state = load_checkpoint(ckpt, load_weights=lambda p: method.load_state(unwrapped, p),
-                                      optimizer=optimizer, scheduler=scheduler)
-        manifest.created = old.created
-        say(f"resuming {run_dir} from {ckpt.name}")
+        old = run.read() if run.exists() else None
+        if old is not None:
+            refused, length = _differences(old, manifest)
+            if refused:
+                raise CheckpointError(
+                    f"{run_dir} was trained with other data or settings; --resume continues a run only as it was:\n"
+                    + "\n".join(f"  - {line}" for line in refused),
+                    hint="resume without these changes, or start a new run with them (another --output)")
+            for line in length:
+                say(f"note: the run's length changes ({line}); the learning-rate schedule follows the new length")
+            manifest.created = old.created
         if main:
-            _truncate_metrics(run.metrics, int(start_state["step"]))
+            remove_leftovers(run_dir)  # what a killed write left (never a checkpoint: those are renamed into place)
+        ckpt = latest_checkpoint(run_dir)
+        if ckpt is None:  # killed before its first checkpoint: nothing to continue but nothing lost either
+            say(f"{run_dir} has no checkpoint yet: training it again from step 0")
+            if main:
+                _truncate_metrics(run.metrics, -1)
+        else:
+            start_state = load_checkpoint(ckpt, load_weights=lambda p: method.load_state(unwrapped, p),
+                                          optimizer=optimizer, scheduler=scheduler)
+            say(f"resuming {run_dir} from {ckpt.name}")
+            if main:
+                _truncate_metrics(run.metrics, int(start_state["step"]))
     if main:
         with writing(run_dir):
             atomic_write(run.config_file, dump_yaml(resolved_cfg))
@@ -325,7 +386,14 @@ def _truncate_metrics(path: Path, step: int) -> None:
 
     if not path.is_file():
         return
-    kept = [line for line in path.read_text().split("\n") if line.strip() and json.loads(line).get("step", 0) <= step]
+    kept = []
+    for line in path.read_text().split("\n"):
+        try:
+            record = json.loads(line) if line.strip() else None
+        except json.JSONDecodeError:  # the last line of a process killed while writing it
+            continue
+        if isinstance(record, dict) and record.get("step", 0) <= step:
+            kept.append(line)
     atomic_write(path, "".join(line + "\n" for line in kept))
 
 
