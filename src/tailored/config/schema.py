@@ -51,7 +51,7 @@ class TrainConfig(BaseModel):
         "auto", description="Red-flag check after training: curves (overfitting), full (+ forgetting and mode collapse), "
         "auto (full when it costs little next to the training), off.")
 
-    threads: Union[int, Auto] = Field("auto", description="CPU threads for torch (auto: 1 under tests/CI or several processes).")
+    threads: Union[int, Auto] = Field("auto", description="CPU threads for torch (auto: the cores not busy now, shared among processes; 1 under pytest-xdist/CI).")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto picks CUDA when present.")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field("auto", description="auto: fp32 on CPU, bf16 on CUDA.")
     gradient_checkpointing: bool = Field(False, description="Trade compute for activation memory.")

@@ -3,14 +3,24 @@
 A checkpoint folder holds the method's trainable weights (written by the method itself), the
 optimizer and scheduler state, the RNG states and the data position. Tensors go to safetensors and
 everything else to JSON: nothing is ever unpickled. Each checkpoint is written into a temporary
-folder and renamed into place, so a killed process never leaves a half checkpoint behind.
+folder and renamed into place, so a killed process never leaves a half checkpoint behind; old ones
+are renamed away before they are deleted, so a kill during the deletion never leaves one half there.
+
+A write that fails because the disk is full or not writable raises :class:`DiskError`, a
+:class:`~tailored.errors.CheckpointError` that names the path and the reason in one line.
 """
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import random
+import re
 import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable
 
@@ -21,6 +31,50 @@ from tailored.config.files import atomic_folder, write_json
 from tailored.errors import CheckpointError
 
 STATE_FILE = "trainer_state.json"
+CHECKPOINT_FILES = (STATE_FILE, "optimizer.safetensors", "rng.safetensors")  # and the folder weights/
+
+_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+_NOT_WRITABLE = {errno.EROFS, errno.EACCES, errno.EPERM}
+
+
+def disk_problem(exc: BaseException) -> str | None:
+    """Why a write failed, in words, when the disk is full or not writable; None for any other error.
+
+    OSError carries an errno; safetensors' writer only says ``... (os error 28)`` in its message.
+    """
+    code = getattr(exc, "errno", None)
+    if code is None:
+        found = re.search(r"os error (\d+)", str(exc))
+        code = int(found.group(1)) if found else None
+    if code in _FULL:
+        what = "the disk is full" if code != errno.EFBIG else "the disk is full (or the file is over this system's size limit)"
+        return f"{what}: {os.strerror(code)}"
+    if code in _NOT_WRITABLE:
+        return f"the disk or folder is not writable: {os.strerror(code)}"
+    return None
+
+
+class DiskError(CheckpointError):
+    """Writing ``path`` failed because the disk is full or not writable (``problem`` says which)."""
+
+    def __init__(self, path: Path, problem: str, *, then: str = "run the command again") -> None:
+        remedy = "make it writable (or choose a writable --output)" if "not writable" in problem else "free some space on that disk"
+        super().__init__(f"cannot write {path}: {problem}", hint=f"{remedy}, then {then}")
+        self.path, self.problem, self.then = Path(path), problem, then
+
+
+@contextmanager
+def writing(path: Path) -> Iterator[None]:
+    """Turn a full or read-only disk met while writing ``path`` into a :class:`DiskError` naming it."""
+    try:
+        yield
+    except CheckpointError:
+        raise
+    except Exception as exc:
+        problem = disk_problem(exc)
+        if problem is None:
+            raise
+        raise DiskError(path, problem) from None
 
 
 def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -54,8 +108,8 @@ def save_checkpoint(
     scheduler: Any,
     state: dict[str, Any],
 ) -> Path:
-    """Write a complete checkpoint to ``folder`` atomically and return it."""
-    with atomic_folder(folder) as tmp:
+    """Write a complete checkpoint to ``folder`` atomically and return it (a full disk: :class:`DiskError`)."""
+    with writing(folder), atomic_folder(folder) as tmp:
         save_weights(tmp / "weights")
         tensors, meta = _optimizer_tensors(optimizer)
         save_file(tensors, str(tmp / "optimizer.safetensors"))
@@ -92,12 +146,45 @@ def list_checkpoints(run_dir: Path) -> list[Path]:
     root = run_dir / "checkpoints"
     if not root.is_dir():
         return []
-    found = [p for p in root.iterdir() if p.is_dir() and p.name.startswith("step-") and (p / STATE_FILE).is_file()]
+    found = [p for p in root.iterdir() if re.fullmatch(r"step-\d+", p.name) and _complete(p)]
     return sorted(found, key=lambda p: int(p.name.split("-")[1]))
 
 
+def _complete(folder: Path) -> bool:
+    return (folder / "weights").is_dir() and all((folder / name).is_file() for name in CHECKPOINT_FILES)
+
+
 def prune_checkpoints(run_dir: Path, keep: int) -> None:
-    """Delete all but the ``keep`` newest checkpoints (the best weights live in ``run_dir/best``, not here)."""
+    """Delete all but the ``keep`` newest checkpoints (the best weights live in ``run_dir/best``, not here).
+
+    Each is renamed to a hidden name first, so a process killed while deleting leaves no half checkpoint.
+    """
     ckpts = list_checkpoints(run_dir)
     for p in ckpts[: max(0, len(ckpts) - keep)]:
-        shutil.rmtree(p, ignore_errors=True)
+        trash = Path(tempfile.mkdtemp(prefix=f".{p.name}.old-", dir=p.parent))
+        os.replace(p, trash / p.name)
+        shutil.rmtree(trash, ignore_errors=True)
+
+
+# what a killed atomic write leaves: hidden temporaries beside the files of a run folder
+_RUN_FILES = ("manifest.json", "config.yaml", "metrics.jsonl", "red_flags.json", "adapter", "best", "tokenizer")
+
+
+def remove_leftovers(run_dir: Path) -> list[Path]:
+    """Delete the temporaries a killed process left in ``run_dir`` and its checkpoints; return them.
+
+    Only for the process that owns the run (``--resume``): another one's write in progress looks the same.
+    """
+    removed = []
+    candidates = [p for p in run_dir.iterdir() if any(p.name.startswith(f".{name}.") for name in _RUN_FILES)] \
+        if run_dir.is_dir() else []
+    root = run_dir / "checkpoints"
+    if root.is_dir():
+        candidates += [p for p in root.iterdir() if re.match(r"\.step-\d+\.(tmp|old)-", p.name)]
+    for p in candidates:
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
+        removed.append(p)
+    return removed

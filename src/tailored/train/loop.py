@@ -5,6 +5,10 @@ micro-batch's summed token loss is divided by the number of labelled tokens in t
 (all micro-batches, all processes), so gradient accumulation and data parallelism give exactly the
 gradient of one big batch. Distribution is accelerate's (DDP under torchrun); this file never
 branches on a method's name.
+
+A loss or gradient that is not finite (NaN, inf) stops the run before the optimizer step, with the
+step and the last checkpoint (:class:`TrainingDiverged`); a full or read-only disk stops it with
+the path and the last good checkpoint (a :class:`~tailored.train.checkpoint.DiskError`).
 """
 
 from __future__ import annotations
@@ -22,13 +26,19 @@ from typing import Any, Callable
 
 import torch
 
+from tailored.config.files import atomic_folder
 from tailored.config.schema import TrainConfig
 from tailored.data.batching import epoch_steps, micro_batches, shard
 from tailored.data.tokenize import Encoded
-from tailored.train.checkpoint import list_checkpoints, prune_checkpoints, save_checkpoint
+from tailored.errors import TailoredError
+from tailored.train.checkpoint import DiskError, list_checkpoints, prune_checkpoints, save_checkpoint, writing
 from tailored.train.forward import token_loss
 from tailored.train.hparams import Resolved
 from tailored.train.progress import Progress
+
+
+class TrainingDiverged(TailoredError):
+    """The loss (or the gradient) stopped being a finite number: the run was stopped, not trained on."""
 
 
 @dataclass
@@ -148,8 +158,23 @@ def train_loop(
     def log(record: dict[str, Any]) -> None:
         result.history.append(record)
         if main:
-            with open(metrics_path, "a") as f:
+            with writing(metrics_path), open(metrics_path, "a") as f:
                 f.write(json.dumps(record) + "\n")
+
+    def diverged(what: str, value: float, at_step: int) -> TrainingDiverged:
+        progress.close()
+        ckpts = list_checkpoints(run_dir)
+        last = (f"the last checkpoint, {ckpts[-1]}, is from step {int(ckpts[-1].name.split('-')[1])}" if ckpts
+                else "no checkpoint was saved before it")
+        before = f" (last finite train loss {result.train_loss:.4f} at step {step})" if result.train_loss is not None else ""
+        mult = hp.learning_rate_multiplier
+        return TrainingDiverged(
+            f"training diverged: the {what} is {value} at step {at_step}{before}; the run was stopped there and "
+            f"nothing of step {at_step} was kept; {last}",
+            hint=f"the learning rate is too high for this run: start a new run (another --output) with a lower "
+                 f"learning_rate_multiplier (now {mult:g}; try {mult / 10:g} or less, or auto)"
+                 + ("" if cfg.max_grad_norm else " and max_grad_norm 1.0")
+                 + ("; a loss that is not finite from step 1 on points at the data or the model instead" if at_step == 1 else ""))
 
     def checkpoint(at_step: int) -> None:
         accelerator.wait_for_everyone()
@@ -197,16 +222,22 @@ def train_loop(
                 loss_total += float(out.loss_sum.detach())
                 correct += out.n_correct
                 real += mb.n_real_tokens
+            grad_norm = None
             if cfg.max_grad_norm:
-                accelerator.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], cfg.max_grad_norm)
+                grad_norm = accelerator.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], cfg.max_grad_norm)
+            # every process learns whether any of them was asked to stop, so all stop after the same step
+            loss_total, correct, real, stopping = _sum(accelerator, loss_total, correct, real, float(stop.requested))
+            train_loss = loss_total / max(n_global, 1.0)
+            # before the optimizer step: a non-finite loss or gradient would make every weight NaN
+            if not math.isfinite(train_loss):
+                raise diverged("train loss", train_loss, step + 1)
+            if grad_norm is not None and not math.isfinite(float(grad_norm)):
+                raise diverged("gradient norm", float(grad_norm), step + 1)
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             step += 1
-            # every process learns whether any of them was asked to stop, so all stop after the same step
-            loss_total, correct, real, stopping = _sum(accelerator, loss_total, correct, real, float(stop.requested))
             result.real_tokens += int(real)
-            train_loss = loss_total / max(n_global, 1.0)
             result.train_loss = train_loss
             tokens_per_s = result.real_tokens / max(time.time() - t0, 1e-9)
             progress.update(step, info=f"loss {train_loss:.4f} · {tokens_per_s:,.0f} tok/s")
@@ -216,12 +247,15 @@ def train_loop(
                      "tokens_per_s": round(tokens_per_s, 1), "real_tokens": int(real), "elapsed_s": round(time.time() - t0, 2)})
             if val_rows and (step % hp.eval_every == 0 or step == hp.total_steps):
                 val_loss, val_acc = validate()
+                if not math.isfinite(val_loss):
+                    raise diverged("validation loss", val_loss, step)
                 result.val_loss = val_loss
                 improved = best is None or val_loss < best - 1e-6
                 if improved:
                     best, best_step, bad_evals = val_loss, step, 0
                     if main:
-                        save_weights(run_dir / "best")
+                        with writing(run_dir / "best"), atomic_folder(run_dir / "best") as tmp:
+                            save_weights(tmp)
                 else:
                     bad_evals += 1
                 log({"step": step, "epoch": round(step / hp.steps_per_epoch, 3), "split": "validation",
@@ -241,6 +275,13 @@ def train_loop(
                 break
     except KeyboardInterrupt:  # a second Ctrl-C: leave at once; the newest periodic checkpoint stays
         result.interrupted = True
+    except DiskError as exc:
+        progress.close()
+        ckpts = list_checkpoints(run_dir)
+        good = (f"the last good checkpoint, {ckpts[-1]}, is intact" if ckpts
+                else "no checkpoint was saved yet (resuming starts again from step 0)")
+        raise DiskError(exc.path, f"{exc.problem}; training stopped after step {step}, {good}",
+                        then=f"continue with: tailored train --resume --output {run_dir}") from None
     finally:
         stop.restore()
     progress.close()

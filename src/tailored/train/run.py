@@ -15,7 +15,8 @@ from typing import Any, Callable
 import torch
 
 from tailored.config import TrainConfig, dump_yaml, load_train_config
-from tailored.config.files import atomic_write, file_sha256
+from tailored.config.files import atomic_folder, atomic_write, file_sha256
+from tailored.config.load import read_yaml
 from tailored.config.manifest import (BaseModelRecord, DataFileRecord, DataRecord, Environment, Manifest, MethodRecord,
                                       ParameterCounts, RunFolder, RunMetrics, versions)
 from tailored.data.check import check_file
@@ -26,9 +27,9 @@ from tailored.methods import get_method, method_options
 from tailored.methods.base import count_parameters, parse_options
 from tailored.models.load import content_hash, load_model, load_tokenizer, local_folder
 from tailored.models.registry import resolve_model
-from tailored.train.checkpoint import load_checkpoint
+from tailored.train.checkpoint import load_checkpoint, remove_leftovers, writing
 from tailored.train.hparams import resolve
-from tailored.train.loop import LoopResult, latest_checkpoint, lr_lambda, train_loop
+from tailored.train.loop import LoopResult, TrainingDiverged, latest_checkpoint, lr_lambda, train_loop
 
 
 @dataclass
@@ -60,23 +61,79 @@ def post_train_hooks(say: Callable[..., None] = print) -> list[Callable[[RunResu
     return hooks
 
 
+@dataclass(frozen=True)
+class CpuTimes:
+    """CPU time in clock ticks since boot: all CPUs busy, all CPUs in all, and this process's own."""
+
+    busy: int
+    total: int
+    own: int
+
+
+def read_cpu_times(stat: str = "/proc/stat", self_stat: str = "/proc/self/stat") -> CpuTimes | None:
+    """The machine's and this process's CPU time now (Linux's /proc); None where there is none."""
+    try:
+        with open(stat) as f:
+            fields = f.readline().split()
+        with open(self_stat) as f:
+            mine = f.read().rsplit(")", 1)[1].split()  # after the command name, which may hold spaces
+        if not fields or fields[0] != "cpu":
+            return None
+        v = [int(x) for x in fields[1:9]] + [0] * (9 - len(fields))  # user nice system idle iowait irq softirq steal
+        return CpuTimes(busy=v[0] + v[1] + v[2] + v[5] + v[6] + v[7], total=sum(v), own=int(mine[11]) + int(mine[12]))
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def busy_cores(before: CpuTimes, after: CpuTimes, cores: int) -> float:
+    """Cores other processes kept busy between two samples (this process's own time left out)."""
+    total = after.total - before.total  # ticks of all CPUs: cores x the time between the samples
+    if total <= 0:
+        return 0.0
+    others = (after.busy - before.busy) - (after.own - before.own)
+    return max(0.0, min(float(cores), others * cores / total))
+
+
+def busy_cores_now(sample_s: float = 0.25) -> float:
+    """How many cores other processes use *now*: a short sample, not a decaying average (0.0 when unknown).
+
+    The 1-minute load average still holds the previous command's load for minutes after it ended, so
+    a run started right after another one would take 1 thread on an idle machine.
+    """
+    cores = os.cpu_count() or 1
+    before = read_cpu_times()
+    if before is None:
+        try:
+            import psutil  # other systems: the machine's use over the sample (this process sleeps meanwhile)
+        except ImportError:
+            return 0.0
+        return float(psutil.cpu_percent(interval=sample_s)) * cores / 100.0
+    time.sleep(sample_s)
+    after = read_cpu_times()
+    return busy_cores(before, after, cores) if after is not None else 0.0
+
+
+def auto_threads(cores: int, busy: float, world_size: int = 1) -> int:
+    """The threads of ``threads: auto``: the cores not busy now (``busy`` cores, rounded), shared among processes."""
+    return max(1, max(1, int(cores - busy + 0.5)) // max(1, world_size))
+
+
 def configure_threads(threads: int | str, world_size: int = 1) -> int:
     """Set torch's CPU threads and return the number.
 
-    auto: ``$TAILORED_THREADS`` if set; 1 under pytest-xdist/CI; otherwise the cores not already busy
-    (cores minus the 1-minute load average), shared among processes. OpenMP threads wait for each
-    other, so a thread on a core another process holds slows the whole step down 20-40x.
+    auto: ``$TAILORED_THREADS`` if set; 1 under pytest-xdist/CI; otherwise the cores that are not busy
+    now (:func:`busy_cores_now`, a 0.25 s sample of the other processes' CPU time), shared among
+    processes. OpenMP threads wait for each other, so a thread on a core another process holds slows
+    the whole step down 20-40x.
     """
     if threads == "auto":
-        cores = os.cpu_count() or 1
         env = os.environ.get("TAILORED_THREADS")
         if env:
             n = int(env)
         elif os.environ.get("PYTEST_XDIST_WORKER") or os.environ.get("CI"):
             n = 1
         else:
-            busy = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
-            n = max(1, int(cores - busy + 0.5)) // max(1, world_size)
+            n = auto_threads(os.cpu_count() or 1, busy_cores_now(), world_size)
     else:
         n = int(threads)
     n = max(1, n)
@@ -108,14 +165,59 @@ def _accelerator(cfg: TrainConfig) -> Any:
     return Accelerator(cpu=not use_cuda, mixed_precision="no" if precision == "fp32" else precision)
 
 
-def _resume_config(settings: dict[str, Any]) -> TrainConfig:
+def _resume_config(settings: dict[str, Any], config_file: str | None = None) -> TrainConfig:
+    """The run's own settings (its config.yaml), with what ``config_file`` and ``settings`` say now on top.
+
+    What is given again must agree with the run (:func:`_differences` checks it once resolved); a
+    setting that is not given keeps the run's value.
+    """
     out = settings.get("output")
     if not out or not RunFolder(out).config_file.is_file():
         raise CheckpointError(
             "--resume needs --output pointing at an existing run folder (with config.yaml)",
             hint="pass the run folder printed by the interrupted `tailored train`",
         )
-    return load_train_config({"output": out}, yaml_path=RunFolder(out).config_file, methods=method_options())
+    methods = method_options()
+    saved = read_yaml(RunFolder(out).config_file)
+    now = read_yaml(config_file) if config_file else {}
+    now.update({k.replace("-", "_"): v for k, v in settings.items() if v is not None})
+    method = now.get("method", saved.get("method"))
+    if method != saved.get("method") and saved.get("method") in methods:  # the run's method options are not the new one's
+        saved = {k: v for k, v in saved.items() if k not in methods[saved["method"]].model_fields}
+    return load_train_config({**saved, **now, "output": out}, methods=methods)
+
+
+# What makes a run what it is: resuming with another value would not continue the same run.
+_MEANING = ("method", "format", "max_seq_length", "overlength", "batching", "batch_size", "learning_rate_multiplier",
+            "warmup_ratio", "lr_schedule", "weight_decay", "max_grad_norm", "seed")
+_LENGTH = ("epochs", "max_steps")  # the run's length may change: continue for longer, or stop sooner
+
+
+def _show(value: Any) -> str:
+    return "none" if value is None else str(value)
+
+
+def _differences(old: Manifest, new: Manifest) -> tuple[list[str], list[str]]:
+    """(what differs between the run and a resume of it, in the run's meaning; changes of its length)."""
+    refused = []
+    if old.base_model.content_hash != new.base_model.content_hash:
+        refused.append(f"model: {old.base_model.spec} (weights {old.base_model.content_hash[:12]}) in the run, "
+                       f"{new.base_model.spec} (weights {new.base_model.content_hash[:12]}) now")
+    for label, was, now in (("data", old.data.train, new.data.train), ("validation", old.data.validation, new.data.validation)):
+        if (was and was.sha256) != (now and now.sha256):
+            described = [f"{f.path} (sha256 {f.sha256[:12]})" if f else "none" for f in (was, now)]
+            refused.append(f"{label}: {described[0]} in the run, {described[1]} now")
+    for key in _MEANING:
+        if old.config.get(key) != new.config.get(key):
+            refused.append(f"{key}: {_show(old.config.get(key))} in the run, {_show(new.config.get(key))} now")
+    if old.method.name == new.method.name:
+        for key in sorted(set(old.method.options) | set(new.method.options)):
+            if old.method.options.get(key) != new.method.options.get(key):
+                refused.append(f"{key}: {_show(old.method.options.get(key))} in the run, "
+                               f"{_show(new.method.options.get(key))} now")
+    length = [f"{key}: {_show(old.config.get(key))} in the run, {_show(new.config.get(key))} now"
+              for key in _LENGTH if old.config.get(key) != new.config.get(key)]
+    return refused, length
 
 
 def train(config: TrainConfig | None = None, *, config_file: str | None = None, resume: bool = False, **settings: Any) -> RunResult:
@@ -124,7 +226,8 @@ def train(config: TrainConfig | None = None, *, config_file: str | None = None, 
     Args:
         config: a ready TrainConfig (settings are ignored then).
         config_file: a YAML file of settings; keyword settings override it.
-        resume: continue the run in ``output`` from its newest checkpoint.
+        resume: continue the run in ``output`` from its newest checkpoint (from step 0 when it has none yet);
+            settings given with it must agree with the run's, except its length (epochs, max_steps).
 
     Returns:
         RunResult with the run folder, final metrics and the manifest.
@@ -132,10 +235,14 @@ def train(config: TrainConfig | None = None, *, config_file: str | None = None, 
     Raises:
         DataError: the data has invalid lines (the report lists them) or too few examples.
         ConfigError: a setting is unknown or invalid (all problems are listed).
-        CheckpointError: ``resume`` without a usable run folder.
+        CheckpointError: ``resume`` without a usable run folder, or with other data or settings than the run's
+            (every difference is listed); a disk that is full or not writable (the path is named, the last
+            good checkpoint is kept).
+        TrainingDiverged: the loss became NaN or infinite (the step and the last checkpoint are named).
     """
     if config is None:
-        config = _resume_config(settings) if resume else load_train_config(settings, yaml_path=config_file, methods=method_options())
+        config = (_resume_config(settings, config_file) if resume
+                  else load_train_config(settings, yaml_path=config_file, methods=method_options()))
     cfg = config
     method = get_method(cfg.method)
     options = parse_options(method, cfg.method_options)
@@ -194,23 +301,36 @@ def train(config: TrainConfig | None = None, *, config_file: str | None = None, 
 
     start_state: dict[str, Any] = {}
     if resume:
-        old = run.read()
-        if old.data.train.sha256 != manifest.data.train.sha256:
-            raise CheckpointError(f"{cfg.data} changed since the run started (hash differs)",
-                                  hint="resume needs the same data; start a new run instead")
-        ckpt = latest_checkpoint(run_dir)
-        if ckpt is None:
-            raise CheckpointError(f"{run_dir} has no checkpoint to resume from", hint="start the run again without --resume")
-        start_state = load_checkpoint(ckpt, load_weights=lambda p: method.load_state(unwrapped, p),
-                                      optimizer=optimizer, scheduler=scheduler)
-        manifest.created = old.created
-        say(f"resuming {run_dir} from {ckpt.name}")
+        old = run.read() if run.exists() else None
+        if old is not None:
+            refused, length = _differences(old, manifest)
+            if refused:
+                raise CheckpointError(
+                    f"{run_dir} was trained with other data or settings; --resume continues a run only as it was:\n"
+                    + "\n".join(f"  - {line}" for line in refused),
+                    hint="resume without these changes, or start a new run with them (another --output)")
+            for line in length:
+                say(f"note: the run's length changes ({line}); the learning-rate schedule follows the new length")
+            manifest.created = old.created
         if main:
-            _truncate_metrics(run.metrics, int(start_state["step"]))
+            remove_leftovers(run_dir)  # what a killed write left (never a checkpoint: those are renamed into place)
+        ckpt = latest_checkpoint(run_dir)
+        if ckpt is None:  # killed before its first checkpoint: nothing to continue but nothing lost either
+            say(f"{run_dir} has no checkpoint yet: training it again from step 0")
+            if main:
+                _truncate_metrics(run.metrics, -1)
+        else:
+            start_state = load_checkpoint(ckpt, load_weights=lambda p: method.load_state(unwrapped, p),
+                                          optimizer=optimizer, scheduler=scheduler)
+            say(f"resuming {run_dir} from {ckpt.name}")
+            if main:
+                _truncate_metrics(run.metrics, int(start_state["step"]))
     if main:
-        atomic_write(run.config_file, dump_yaml(resolved_cfg))
-        tokenizer.save_pretrained(str(run.tokenizer))
-        manifest = run.write(manifest)
+        with writing(run_dir):
+            atomic_write(run.config_file, dump_yaml(resolved_cfg))
+            with atomic_folder(run.tokenizer) as tmp:
+                tokenizer.save_pretrained(str(tmp))
+            manifest = run.write(manifest)
         say(f"run folder: {run_dir}")
         say(f"model {source.name} · method {method.name} · trainable {trainable:,} of {total:,} parameters "
             f"({100 * trainable / total:.2f}%)")
@@ -218,10 +338,18 @@ def train(config: TrainConfig | None = None, *, config_file: str | None = None, 
             f"{hp.learning_rate:.2e} (multiplier {hp.learning_rate_multiplier}) · steps {hp.total_steps} · threads {threads}")
     accelerator.wait_for_everyone()
 
-    loop = train_loop(accelerator=accelerator, model=model, optimizer=optimizer, scheduler=scheduler,
-                      train_rows=train_rows, val_rows=val_rows, cfg=cfg, hp=hp, run_dir=run_dir,
-                      pad_id=int(tokenizer.pad_token_id), save_weights=save_weights, start=start_state,
-                      objective=objective)
+    try:
+        loop = train_loop(accelerator=accelerator, model=model, optimizer=optimizer, scheduler=scheduler,
+                          train_rows=train_rows, val_rows=val_rows, cfg=cfg, hp=hp, run_dir=run_dir,
+                          pad_id=int(tokenizer.pad_token_id), save_weights=save_weights, start=start_state,
+                          objective=objective)
+    except (CheckpointError, TrainingDiverged):  # stopped: the manifest says so (when the disk still lets it)
+        if main:
+            try:
+                run.write(manifest.model_copy(update={"status": "interrupted"}))
+            except Exception:  # noqa: BLE001 - a full disk: the error being raised says more than this would
+                pass
+        raise
     initial = loop.initial_val_loss if loop.initial_val_loss is not None else start_state.get("initial_val_loss")
     metrics = {"initial_validation_loss": initial, "train_loss": loop.train_loss, "validation_loss": loop.val_loss, "best_validation_loss": loop.best_val_loss,
                "best_step": loop.best_step, "steps": loop.steps, "seconds": round(loop.seconds, 1),
@@ -230,10 +358,12 @@ def train(config: TrainConfig | None = None, *, config_file: str | None = None, 
         "status": "interrupted" if loop.interrupted else "completed", "metrics": RunMetrics(**metrics),
         "stopped_early": loop.stopped_early, "best_checkpoint": "best" if loop.best_step else None})
     if main:
-        if not loop.interrupted:
-            save_weights(run.final)
-            tokenizer.save_pretrained(str(run.final))
-        manifest = run.write(manifest)
+        with writing(run.final if not loop.interrupted else run.manifest_file):
+            if not loop.interrupted:
+                with atomic_folder(run.final) as tmp:
+                    save_weights(tmp)
+                    tokenizer.save_pretrained(str(tmp))
+            manifest = run.write(manifest)
         if loop.interrupted and loop.checkpointed:
             say(f"interrupted at step {loop.steps}; checkpoint saved. Continue with: tailored train --resume --output {run_dir}")
         elif loop.interrupted:
@@ -256,7 +386,14 @@ def _truncate_metrics(path: Path, step: int) -> None:
 
     if not path.is_file():
         return
-    kept = [line for line in path.read_text().split("\n") if line.strip() and json.loads(line).get("step", 0) <= step]
+    kept = []
+    for line in path.read_text().split("\n"):
+        try:
+            record = json.loads(line) if line.strip() else None
+        except json.JSONDecodeError:  # the last line of a process killed while writing it
+            continue
+        if isinstance(record, dict) and record.get("step", 0) <= step:
+            kept.append(line)
     atomic_write(path, "".join(line + "\n" for line in kept))
 
 
