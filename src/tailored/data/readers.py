@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tailored.config.files import atomic_open
 from tailored.data.jsonl import DEFAULT_MAX_LINE_BYTES, iter_json
 from tailored.data.records import FORMATS, ROLES, Example, Problem
 from tailored.errors import DataError
@@ -255,21 +256,10 @@ def read_records(path: str | Path, format: str = "auto", *, max_line_bytes: int 
 
 
 def write_jsonl(path: str | Path, rows: list[dict[str, Any]]) -> None:
-    """Write rows atomically (a temporary file renamed into place)."""
-    import os
-    import tempfile
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            for row in rows:
-                f.write(json.dumps(row, ensure_ascii=False) + "\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write rows atomically (streamed into a temporary file renamed into place)."""
+    with atomic_open(path) as f:
+        for row in rows:
+            f.write((json.dumps(row, ensure_ascii=False) + "\n").encode("utf-8"))
 
 
 def example_to_chat(example: Example) -> dict[str, Any]:
