@@ -70,6 +70,83 @@ def concurrently(*calls: Any) -> list[Any]:
     return results
 
 
+# --- 1. one request cannot fail the batch it shares -------------------------------------------------
+
+
+def test_tiny_temperature_in_a_shared_batch_fails_neither_request(tiny_model_dir: Path) -> None:
+    """temperature 1e-40 used to overflow the logits (inf, NaN softmax, multinomial raised) and fail the batch."""
+    with start(base=str(tiny_model_dir), batch_wait_ms=500, max_tokens=16) as srv:
+        client = sdk(srv, "x")
+
+        def ask(**kw: Any) -> str:
+            return client.chat.completions.create(model="model", messages=MSGS, max_tokens=8, **kw).choices[0].message.content
+
+        greedy = ask(temperature=0)
+        before = srv.built.engine.stats["batches"]
+        poisoned, other = concurrently(lambda: ask(temperature=1e-40, seed=1), lambda: ask(temperature=0))
+        assert srv.built.engine.stats["batches"] - before == 1  # both shared one batch
+        assert other == greedy
+        assert poisoned == greedy  # sampling as the temperature goes to 0 is greedy decoding
+
+
+def test_seed_is_validated_and_seeds_near_the_limit_work(tiny_model_dir: Path) -> None:
+    with start(base=str(tiny_model_dir), max_tokens=16) as srv:
+        client = sdk(srv, "x")
+        for seed in (2**63, 2**64, -(2**63) - 1):
+            with pytest.raises(openai.BadRequestError) as err:
+                client.chat.completions.create(model="model", messages=MSGS, max_tokens=4, temperature=1, seed=seed)
+            assert err.value.param == "seed", seed
+        for seed in (2**63 - 1, -(2**63)):  # choice i uses seed + i: the last choices wrap, they do not overflow
+            out = client.chat.completions.create(model="model", messages=MSGS, max_tokens=4, temperature=1, seed=seed, n=3)
+            assert len(out.choices) == 3
+        for value in ("NaN", "Infinity"):  # Python's JSON reads these; pydantic must refuse them
+            raw = httpx.post(srv.url + "/chat/completions", timeout=60,
+                             content=f'{{"model": "model", "messages": {json.dumps(MSGS)}, "temperature": {value}}}'.encode())
+            assert raw.status_code == 400 and raw.json()["error"]["param"] == "temperature", value
+
+
+def test_a_row_that_fails_leaves_the_batch_and_the_other_rows_finish(tiny_model_dir: Path) -> None:
+    from tailored.eval.generate import GenerationSettings
+    from tailored.models.load import load_model, load_tokenizer
+    from tailored.serve.decode import Row, TextStream, run_batch
+
+    model, tok = load_model(tiny_model_dir).eval(), load_tokenizer(tiny_model_dir)
+    prompt = tok("have each way from", add_special_tokens=False)["input_ids"]
+
+    def row(emit: Any, fail: Any = None, temperature: float = 0.0) -> Row:
+        settings = GenerationSettings(max_new_tokens=10, temperature=temperature, ignore_eos=True)
+        return Row(prompt, settings, TextStream(tok, set(), []), emit, fail=fail,
+                   generator=torch.Generator().manual_seed(0) if temperature else None)
+
+    alone: list[str] = []
+    run_batch(model, [row(lambda text, finish: alone.append(text))], int(tok.pad_token_id))
+
+    def broken_emit(text: str, finish: str | None) -> None:
+        raise RuntimeError("the client's callback broke")
+
+    failures: list[BaseException] = []
+    together: list[str] = []
+    run_batch(model, [row(broken_emit, failures.append), row(lambda text, finish: together.append(text))],
+              int(tok.pad_token_id))
+    assert "".join(together) == "".join(alone) and len(together) == len(alone)
+    assert len(failures) == 1 and "callback broke" in str(failures[0])
+
+
+def test_sampling_is_nan_safe() -> None:
+    from tailored.eval.generate import GenerationSettings
+    from tailored.serve.decode import Row, pick_tokens
+
+    def row(t: float) -> Row:
+        return Row([1], GenerationSettings(temperature=t), None, None, generator=torch.Generator().manual_seed(0))  # type: ignore[arg-type]
+
+    logits = torch.tensor([[0.0, 30.0, 29.0, -float("inf")]] * 3)
+    assert pick_tokens(logits, [row(1e-40), row(1e-7), row(1e-3)]) == [1, 1, 1]
+    wild = torch.tensor([[3e38, -3e38, 0.0, 1.0]])  # finite, but dividing by a small temperature overflows
+    assert pick_tokens(wild, [row(0.01)]) == [0]
+    with pytest.raises(Exception, match="non-finite"):  # NaN logits: that row fails, with a clear reason
+        pick_tokens(torch.tensor([[float("nan"), 1.0]]), [row(1.0)])
+
+
 # --- 9. pickled adapter weights are never handed to peft -----------------------------------------------
 
 
