@@ -147,6 +147,324 @@ def test_sampling_is_nan_safe() -> None:
         pick_tokens(torch.tensor([[float("nan"), 1.0]]), [row(1.0)])
 
 
+# --- 2. request size ---------------------------------------------------------------------------------
+
+
+def test_body_over_the_limit_answers_413_before_it_is_read(tiny_model_dir: Path) -> None:
+    with start(base=str(tiny_model_dir), max_request_bytes=20_000, api_key=KEY) as srv:
+        big = json.dumps({"model": "model", "messages": [{"role": "user", "content": "word " * 10_000}]}).encode()
+        for content in (big, iter([big[i:i + 4096] for i in range(0, len(big), 4096)])):  # with and without content-length
+            r = httpx.post(srv.url + "/chat/completions", content=content, headers=AUTH, timeout=60)
+            assert r.status_code == 413, r.text
+            assert r.json()["error"]["code"] == "request_too_large" and "20000" in r.json()["error"]["message"]
+            assert r.headers["x-request-id"].startswith("req_")
+        with pytest.raises(openai.APIStatusError) as err:
+            sdk(srv).chat.completions.create(model="model", messages=[{"role": "user", "content": "word " * 10_000}])
+        assert err.value.status_code == 413
+        small = sdk(srv).chat.completions.create(model="model", messages=MSGS, max_tokens=2)
+        assert small.choices[0].message.content is not None
+        no_key = httpx.post(srv.url + "/chat/completions", content=big, timeout=60)
+        assert no_key.status_code == 401  # who may send is asked first
+
+
+def test_messages_too_long_for_the_context_are_refused_before_tokenizing(tiny_model_dir: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    from tailored.eval.generate import ChatModel
+
+    calls: list[int] = []
+    real = ChatModel.prompt_ids
+    monkeypatch.setattr(ChatModel, "prompt_ids", lambda self, messages: calls.append(1) or real(self, messages))
+    with start(base=str(tiny_model_dir), max_request_bytes=4_000_000) as srv:
+        with pytest.raises(openai.BadRequestError) as err:
+            sdk(srv, "x").chat.completions.create(model="model", max_tokens=4,
+                                                  messages=[{"role": "user", "content": "water " * 300_000}])
+        assert err.value.code == "context_length_exceeded" and err.value.param == "messages"
+        assert "characters" in err.value.message
+        assert calls == []  # refused without rendering or tokenizing 1.8 MB
+        sdk(srv, "x").chat.completions.create(model="model", messages=MSGS, max_tokens=2)
+        assert calls == [1]
+
+
+def test_max_request_bytes_is_a_setting_with_one_name() -> None:
+    from tailored.serve.settings import ServeSettings, parse_settings
+
+    assert ServeSettings().max_request_bytes > 1_000_000
+    with pytest.raises(ConfigError, match="--max-request-bytes"):
+        parse_settings(max_request_bytes=0)
+
+
+# --- 3. broken run folders ---------------------------------------------------------------------------
+
+
+def _break(runs: Path, lora_run: Path) -> dict[str, str]:
+    """Run folders damaged in every way we know; name -> words the reason must hold."""
+    for name in ("good", "a-corrupt-manifest", "other-version", "garbage-safetensors", "bad-adapter-config",
+                 "no-adapter-dir", "pickle-only", "wrong-shapes"):
+        shutil.copytree(lora_run, runs / name)
+    (runs / "a-corrupt-manifest" / "manifest.json").write_text("{not json")
+    manifest = json.loads((lora_run / "manifest.json").read_text())
+    (runs / "other-version" / "manifest.json").write_text(json.dumps({**manifest, "tailored_manifest": 99}))
+    (runs / "garbage-safetensors" / "adapter" / "adapter_model.safetensors").write_bytes(random.randbytes(4096))
+    (runs / "bad-adapter-config" / "adapter" / "adapter_config.json").write_text("{")
+    shutil.rmtree(runs / "no-adapter-dir" / "adapter")
+    from safetensors.torch import load_file, save_file
+
+    weights = runs / "pickle-only" / "adapter" / "adapter_model.safetensors"
+    torch.save(load_file(str(weights)), weights.with_suffix(".bin"))
+    weights.unlink()
+    shaped = runs / "wrong-shapes" / "adapter" / "adapter_model.safetensors"
+    save_file({k: v.t().contiguous() for k, v in load_file(str(shaped)).items()}, str(shaped))
+    return {"a-corrupt-manifest": "not valid JSON", "other-version": "manifest version 99",
+            "garbage-safetensors": "safetensors", "bad-adapter-config": "adapter_config.json",
+            "no-adapter-dir": "no final weights", "pickle-only": "safetensors"}
+
+
+@pytest.fixture(scope="module")
+def broken(lora_run: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]]:
+    runs = tmp_path_factory.mktemp("broken-runs")
+    return runs, _break(runs, lora_run)
+
+
+def test_broken_run_folders_do_not_stop_the_server(broken: tuple[Path, dict[str, str]], lora_run: Path) -> None:
+    runs, reasons = broken
+    # no --base: it comes from the first run found, and the first (alphabetically) is the corrupt one
+    with start(runs=[str(runs)], api_key=KEY, max_tokens=16) as srv:
+        client = sdk(srv)
+        listed = {m.model_extra.get("run") for m in client.models.list().data}
+        assert listed == {None, "good", "wrong-shapes"}  # wrong-shapes' files read fine until it is loaded
+        for name, words in reasons.items():
+            with pytest.raises(openai.NotFoundError) as err:
+                client.models.retrieve(name)
+            assert err.value.code == "model_not_found" and words in err.value.message and name in err.value.message, name
+            assert str(runs) not in err.value.message  # the run's name, not the server's paths
+            with pytest.raises(openai.NotFoundError) as err:
+                client.chat.completions.create(model=name, messages=MSGS, max_tokens=2)
+            assert words in err.value.message, name
+        assert client.chat.completions.create(model="good", messages=MSGS, max_tokens=2).choices
+        stats = httpx.get(srv.url + "/stats", headers=AUTH).json()
+        assert {b["run"] for b in stats["unavailable"]} == set(reasons)
+        # a run that breaks while the server is up: /v1/models keeps answering
+        shutil.copytree(lora_run, runs / "late")
+        (runs / "late" / "adapter" / "adapter_config.json").write_text("[1, 2")
+        assert {m.model_extra.get("run") for m in client.models.list().data} == listed
+        shutil.rmtree(runs / "late")
+
+
+def test_startup_output_lists_the_runs_not_served(broken: tuple[Path, dict[str, str]], tiny_model_dir: Path) -> None:
+    from tailored.serve.server import build, startup_lines
+
+    runs, reasons = broken
+    built = build(base=str(tiny_model_dir), runs=[str(runs)], jobs=False)
+    try:
+        text = "\n".join(startup_lines(built))
+    finally:
+        built.close()
+    assert "(adapter, good)" in text and f"not serving {len(reasons)} run folder(s)" in text
+    for name, words in reasons.items():
+        line = next(line for line in text.splitlines() if f"{name}:" in line)
+        assert words in line, line
+
+
+def test_an_adapter_that_fails_to_load_fails_only_its_own_request(broken: tuple[Path, dict[str, str]],
+                                                                   tiny_model_dir: Path) -> None:
+    runs, _ = broken
+    with start(base=str(tiny_model_dir), runs=[str(runs)], batch_wait_ms=500, max_tokens=16) as srv:
+        client = sdk(srv, "x")
+
+        def ask(model: str) -> str:
+            return client.chat.completions.create(model=model, messages=MSGS, max_tokens=6, temperature=0).choices[0].message.content
+
+        expected = ask("model")
+        before = srv.built.engine.stats["batches"]
+        bad, base, good = concurrently(lambda: ask("wrong-shapes"), lambda: ask("model"), lambda: ask("good"))
+        assert srv.built.engine.stats["batches"] - before == 1
+        assert base == expected and isinstance(good, str)
+        assert isinstance(bad, openai.InternalServerError) and bad.code == "model_unavailable"
+        assert "wrong-shapes" in bad.message and "cannot be loaded" in bad.message and "do not fit" in bad.message
+        assert bad.response.headers["x-request-id"] in bad.message and str(runs) not in bad.message
+        # now known broken: not listed any more, and asking for it says why
+        assert "wrong-shapes" not in {m.model_extra.get("run") for m in client.models.list().data}
+        with pytest.raises(openai.NotFoundError, match="cannot be loaded"):
+            client.models.retrieve("wrong-shapes")
+
+
+# --- 4. keyless servers answer local clients only ------------------------------------------------------
+
+
+def test_keyless_server_refuses_other_hosts_and_origins(tiny_model_dir: Path) -> None:
+    with start(base=str(tiny_model_dir), allowed_origins=["http://app.example:3000"]) as srv:
+        port = srv.url.split(":")[2].split("/")[0]
+        url = srv.url + "/models"
+
+        def get(**headers: str) -> httpx.Response:
+            return httpx.get(url, headers=headers, timeout=30)
+
+        for host in ("evil.example", f"evil.example:{port}", "127.evil.example", "localhost.evil.example",
+                     "127.0.0.1.evil.example"):
+            r = get(host=host)
+            assert r.status_code == 403 and r.json()["error"]["code"] == "not_local", host
+        for origin in ("http://evil.example", f"http://evil.example:{port}", "http://127.evil.example", "null"):
+            r = get(origin=origin)
+            assert r.status_code == 403 and r.json()["error"]["code"] == "not_local", origin
+        for host in (f"localhost:{port}", f"127.0.0.1:{port}", f"[::1]:{port}", "localhost", "127.0.0.2"):
+            assert get(host=host).status_code == 200, host
+        for origin in (f"http://localhost:{port}", "http://127.0.0.1:5173", "http://[::1]:8080"):
+            r = get(origin=origin)
+            assert r.status_code == 200 and "access-control-allow-origin" not in r.headers, origin
+        r = get(origin="http://app.example:3000")
+        assert r.status_code == 200 and r.headers["access-control-allow-origin"] == "http://app.example:3000"
+        preflight = httpx.options(srv.url + "/chat/completions", timeout=30, headers={
+            "origin": "http://app.example:3000", "access-control-request-method": "POST",
+            "access-control-request-headers": "content-type,authorization"})
+        assert preflight.status_code == 200 and preflight.headers["access-control-allow-origin"] == "http://app.example:3000"
+        assert get(host="evil.example", origin="http://app.example:3000").status_code == 403  # Host is still checked
+
+
+def test_allowed_origins_is_one_setting_and_a_comma_list_on_the_command_line() -> None:
+    from tailored.serve.settings import parse_settings
+
+    assert parse_settings(allowed_origins="http://a.example, http://b.example:8080").allowed_origins == [
+        "http://a.example", "http://b.example:8080"]
+    with pytest.raises(ConfigError, match="--allowed-origins"):
+        parse_settings(allowed_origins=["app.example"])  # an origin is scheme://host[:port]
+
+
+# --- 5. an empty key is refused ------------------------------------------------------------------------
+
+
+def test_an_empty_key_is_refused_at_startup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_model_dir: Path) -> None:
+    from tailored.serve.keys import load_keys
+
+    monkeypatch.delenv("TAILORED_API_KEY", raising=False)
+    monkeypatch.delenv("TAILORED_API_KEYS", raising=False)
+    for key in ("", "  "):
+        with pytest.raises(ConfigError, match="--api-key"):
+            load_keys(api_key=key)
+    with pytest.raises(ConfigError, match="--api-key"):
+        start(base=str(tiny_model_dir), api_key="")
+    monkeypatch.setenv("TAILORED_API_KEY", "")
+    with pytest.raises(ConfigError, match="TAILORED_API_KEY"):
+        load_keys()
+    monkeypatch.delenv("TAILORED_API_KEY")
+    monkeypatch.setenv("TAILORED_API_KEYS", " =team-a")
+    with pytest.raises(ConfigError, match="TAILORED_API_KEYS"):
+        load_keys()
+    monkeypatch.delenv("TAILORED_API_KEYS")
+    keys_file = tmp_path / "keys.yaml"
+    keys_file.write_text("keys:\n  - {key: sk-a, project: a}\n  - {key: '', project: b}\n")
+    with pytest.raises(ConfigError, match=r"keys\[2\]"):
+        load_keys(api_keys=str(keys_file))
+
+
+# --- 6. /health is liveness only; the counters need a key ----------------------------------------------
+
+
+def test_health_is_open_and_minimal_stats_need_a_key(tiny_model_dir: Path) -> None:
+    with start(base=str(tiny_model_dir), api_key=KEY) as srv:
+        root = srv.url.removesuffix("/v1")
+        health = httpx.get(root + "/health")
+        assert health.status_code == 200 and health.json() == {"status": "ok"}
+        assert httpx.get(srv.url + "/stats").status_code == 401
+        assert httpx.get(root + "/health", params={"stats": "1"}).json() == {"status": "ok"}
+        stats = httpx.get(srv.url + "/stats", headers=AUTH)
+        assert stats.status_code == 200
+        body = stats.json()
+        assert {"batches", "rows", "tokens", "active_rows", "queued", "cancelled_rows", "failed_rows"} <= set(body["engine"])
+
+
+# --- 7. a 500 names the request id, never the exception ------------------------------------------------
+
+
+def test_internal_errors_are_logged_under_the_request_id_and_not_returned(tiny_model_dir: Path,
+                                                                          caplog: pytest.LogCaptureFixture,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    with start(base=str(tiny_model_dir), api_key=KEY, max_tokens=16) as srv:
+        registry = srv.built.registry
+
+        def broken_resolve(*args: Any, **kwargs: Any) -> Any:
+            raise RuntimeError("secret detail /srv/private/path")
+
+        with caplog.at_level(logging.ERROR, logger="tailored.serve"):
+            monkeypatch.setattr(registry, "resolve", broken_resolve)
+            r = httpx.post(srv.url + "/chat/completions", headers=AUTH, timeout=60,
+                           json={"model": "model", "messages": MSGS})
+            monkeypatch.undo()
+        rid = r.headers["x-request-id"]
+        assert r.status_code == 500 and rid.startswith("req_")
+        error = r.json()["error"]
+        assert "secret" not in r.text and rid in error["message"] and error["type"] == "server_error"
+        logged = [rec for rec in caplog.records if rid in rec.getMessage()]
+        assert logged and "secret detail" in "".join(str(rec.exc_info[1]) for rec in logged if rec.exc_info)
+
+        # a failure inside generation: the same, for JSON answers and for streams
+        model = srv.built.engine.base_model
+
+        def broken_forward(*args: Any, **kwargs: Any) -> Any:
+            raise RuntimeError("secret tensor detail")
+
+        caplog.clear()
+        with caplog.at_level(logging.ERROR, logger="tailored.serve"):
+            monkeypatch.setattr(model, "forward", broken_forward)
+            with pytest.raises(openai.InternalServerError) as err:
+                sdk(srv).chat.completions.create(model="model", messages=MSGS, max_tokens=4)
+            stream = httpx.post(srv.url + "/chat/completions", headers=AUTH, timeout=60,
+                                json={"model": "model", "messages": MSGS, "max_tokens": 4, "stream": True})
+            monkeypatch.undo()
+        assert "secret" not in err.value.message and err.value.response.headers["x-request-id"] in err.value.message
+        events = [json.loads(line[6:]) for line in stream.text.splitlines() if line.startswith("data: {")]
+        assert "secret" not in stream.text and stream.headers["x-request-id"] in events[-1]["error"]["message"]
+        assert any("secret tensor detail" in str(rec.exc_info[1]) for rec in caplog.records if rec.exc_info)
+        assert sdk(srv).chat.completions.create(model="model", messages=MSGS, max_tokens=2).choices  # still serving
+
+
+# --- 8. a client that leaves frees its rows ---------------------------------------------------------------
+
+
+def _stats(srv: Any) -> dict[str, Any]:
+    return httpx.get(srv.url + "/stats", headers=AUTH, timeout=30).json()["engine"]
+
+
+def _wait_freed(srv: Any, cancelled: int) -> dict[str, Any]:
+    deadline = time.monotonic() + 20
+    while True:
+        stats = _stats(srv)
+        if stats["active_rows"] == 0 and stats["cancelled_rows"] >= cancelled or time.monotonic() > deadline:
+            return stats
+        time.sleep(0.05)
+
+
+def _slow_down(srv: Any, monkeypatch: pytest.MonkeyPatch, seconds: float = 0.01) -> None:
+    """Each forward pass of the served (real) model takes ``seconds`` longer, so a generation lasts a while."""
+    model = srv.built.engine.base_model
+    real = model.forward
+
+    def slow(*args: Any, **kwargs: Any) -> Any:
+        time.sleep(seconds)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(model, "forward", slow)
+
+
+def test_a_client_that_disconnects_frees_its_rows(tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with start(base=str(tiny_model_dir), api_key=KEY, max_tokens=450, batch_wait_ms=0) as srv:
+        _slow_down(srv, monkeypatch)  # 450 tokens would take 4.5 s or more
+        body = {"model": "model", "messages": MSGS, "max_tokens": 450, "ignore_eos": True, "stream": True}
+        with httpx.stream("POST", srv.url + "/chat/completions", json=body, headers=AUTH, timeout=60) as response:
+            lines = response.iter_lines()
+            for _ in range(6):  # a few chunks, then hang up mid-stream
+                next(lines)
+        stats = _wait_freed(srv, 1)
+        assert stats["active_rows"] == 0 and stats["cancelled_rows"] == 1
+        assert stats["tokens"] < 300  # stopped, not generated to the end
+        # a non-streaming client that gives up (a timeout) also frees its row
+        with pytest.raises(httpx.ReadTimeout):
+            httpx.post(srv.url + "/chat/completions", headers=AUTH, timeout=1.0,
+                       json={**body, "stream": False})
+        stats = _wait_freed(srv, 2)
+        assert stats["active_rows"] == 0 and stats["cancelled_rows"] == 2
+        assert stats["tokens"] < 600
+
+
 # --- 9. pickled adapter weights are never handed to peft -----------------------------------------------
 
 
