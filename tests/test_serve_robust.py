@@ -465,6 +465,65 @@ def test_a_client_that_disconnects_frees_its_rows(tiny_model_dir: Path, monkeypa
         assert stats["tokens"] < 600
 
 
+class FakeVllmEngine:
+    """Stands in for ``vllm.AsyncLLMEngine`` / v1 ``AsyncLLM``: ``generate`` yields one token per 10 ms,
+    ``abort(request_id)`` stops it (what vLLM's engine does)."""
+
+    def __init__(self) -> None:
+        self.aborted: list[str] = []
+        self.running: set[str] = set()
+        self.started: list[str] = []
+
+    async def generate(self, prompt: Any, params: Any, request_id: str, lora_request: Any = None) -> Any:
+        self.running.add(request_id)
+        self.started.append(request_id)
+        try:
+            for i in range(params.max_tokens):
+                await asyncio.sleep(0.01)
+                if request_id in self.aborted:
+                    return
+                done = i + 1 == params.max_tokens
+                yield SimpleNamespace(outputs=[SimpleNamespace(index=0, text="ab" * (i + 1), token_ids=[5] * (i + 1),
+                                                               finish_reason="length" if done else None)], finished=done)
+        finally:
+            self.running.discard(request_id)
+
+    async def abort(self, request_id: str) -> None:
+        self.aborted.append(request_id)
+
+
+def test_vllm_engine_aborts_the_request_of_a_client_that_leaves(tiny_model_dir: Path) -> None:
+    from tailored.models.load import content_hash
+    from tailored.serve.app import create_app
+    from tailored.serve.registry import Registry
+    from tailored.serve.server import Built, Running
+    from tailored.serve.settings import parse_settings
+    from tailored.serve.vllm_engine import VllmEngine
+
+    settings = parse_settings(base=str(tiny_model_dir), port=0, max_tokens=300, jobs=False)
+    registry = Registry(tiny_model_dir, "model", content_hash(tiny_model_dir), [])
+    api = SimpleNamespace(SamplingParams=lambda **kw: SimpleNamespace(**kw),
+                          TokensPrompt=lambda **kw: kw, LoRARequest=lambda *a: a)
+    fake = FakeVllmEngine()
+    engine = VllmEngine(registry, settings, engine=fake, api=api, context=512)
+    with Running(Built(settings, registry, engine, create_app(engine, registry))) as srv:
+        client = sdk(srv, "x")
+        done = client.chat.completions.create(model="model", messages=MSGS, max_tokens=3)
+        assert done.choices[0].message.content == "ababab" and done.choices[0].finish_reason == "length"
+        assert fake.aborted == []
+        body = {"model": "model", "messages": MSGS, "max_tokens": 300, "stream": True}
+        with httpx.stream("POST", srv.url + "/chat/completions", json=body, timeout=30) as response:
+            rid = response.headers["x-request-id"]
+            lines = response.iter_lines()
+            for _ in range(4):
+                next(lines)
+        deadline = time.monotonic() + 10
+        while (rid not in fake.aborted or fake.running) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert fake.aborted == [rid] and not fake.running
+        assert fake.started[-1] == rid  # vLLM's request id is the server's x-request-id
+
+
 # --- 9. pickled adapter weights are never handed to peft -----------------------------------------------
 
 
