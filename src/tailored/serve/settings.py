@@ -34,7 +34,7 @@ class ServeSettings(BaseModel):
     max_batch_tokens: int = Field(32768, ge=64, description="Bound on a batch's rows × (prompt + max_tokens), which bounds KV-cache memory.")
     max_request_bytes: int = Field(4 * 1024 * 1024, ge=1024, description="Largest request body in bytes (HTTP 413 beyond it), file uploads to /v1/files excepted (see --max-upload-bytes).")
     max_upload_bytes: int = Field(512 * 1024 * 1024, ge=1024, description="Largest file upload to /v1/files in bytes (HTTP 413 beyond it; OpenAI's limit is 512 MB).")
-    allowed_origins: list[str] = Field(default_factory=list, description="Web origins (scheme://host[:port]) allowed to call the server from a browser: CORS, and past the keyless server's local-only check.")
+    allowed_origins: list[str] = Field([], description="Web origins (scheme://host[:port]) allowed to call the server from a browser: CORS, and past the keyless server's local-only check.")
 
     @field_validator("allowed_origins", mode="before")
     @classmethod
