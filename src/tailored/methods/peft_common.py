@@ -15,6 +15,26 @@ from pydantic import BaseModel
 from tailored.errors import CheckpointError
 from tailored.methods.base import MethodBase, refuse_merge
 
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+
+
+def require_safetensors(folder: Path) -> Path:
+    """``folder``'s ``adapter_model.safetensors``; a folder holding only pickled weights is refused by name.
+
+    peft falls back to ``torch.load`` of ``adapter_model.bin`` when the safetensors file is missing, and
+    a pickle can run code when loaded: Tailored never hands such a folder to peft.
+    """
+    path = folder / ADAPTER_WEIGHTS
+    if path.is_file():
+        return path
+    pickles = sorted(p.name for p in folder.glob("*") if p.suffix in (".bin", ".pt", ".pth", ".ckpt", ".pkl"))
+    if pickles:
+        raise CheckpointError(f"{folder} holds {', '.join(pickles)} but no {ADAPTER_WEIGHTS}: Tailored loads adapters "
+                              "from safetensors only (a pickled .bin can run code when loaded)",
+                              hint="convert it where you trust it: PeftModel.from_pretrained(...).save_pretrained(DIR, "
+                                   "safe_serialization=True)")
+    raise CheckpointError(f"{path} is missing", hint="the adapter folder is incomplete; train or export it again")
+
 
 class PeftMethod(MethodBase):
     """The contract for peft-backed methods: a peft adapter folder, merged with ``merge_and_unload``."""
@@ -37,6 +57,7 @@ class PeftMethod(MethodBase):
 
         if not (Path(folder) / "adapter_config.json").is_file():
             raise CheckpointError(f"{folder} has no adapter_config.json", hint="is this a run folder of a peft method?")
+        require_safetensors(Path(folder))
         return PeftModel.from_pretrained(base, str(folder), is_trainable=trainable)
 
     def load_state(self, model: torch.nn.Module, folder: Path) -> None:
@@ -45,9 +66,7 @@ class PeftMethod(MethodBase):
         from peft import set_peft_model_state_dict
         from safetensors.torch import load_file
 
-        path = Path(folder) / "adapter_model.safetensors"
-        if not path.is_file():
-            raise CheckpointError(f"{path} is missing", hint="the checkpoint is incomplete; resume from an earlier one")
+        path = require_safetensors(Path(folder))
         result = set_peft_model_state_dict(model, load_file(str(path)))
         unexpected = getattr(result, "unexpected_keys", None)
         if unexpected:

@@ -8,6 +8,7 @@ emits only text that can no longer turn into a stop string or an unfinished UTF-
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -16,6 +17,7 @@ import torch
 
 from tailored.eval.generate import GenerationSettings
 
+log = logging.getLogger("tailored.serve")
 Emit = Callable[[str, "str | None"], None]  # (new text, finish reason or None)
 
 
@@ -75,28 +77,65 @@ class Row:
     adapter: str = "__base__"
     cancelled: Callable[[], bool] = lambda: False
     generator: torch.Generator | None = None
+    fail: Callable[[BaseException], None] | None = None  # told when this row cannot go on (it leaves the batch)
+
+
+GREEDY_BELOW = 1e-5  # temperatures under this decode greedily (as in vLLM): the limit of sampling as T → 0
+
+
+class RowFailed(RuntimeError):
+    """One row cannot continue (its logits are not finite); the other rows of the batch go on."""
+
+
+def sample(logits: torch.Tensor, row: Row) -> int:
+    """One token for one row: greedy below :data:`GREEDY_BELOW`, else nucleus sampling with the row's generator.
+
+    NaN-safe for any finite logits and any temperature: the logits are shifted so that their maximum is
+    0 before dividing by the temperature, so the most likely token always keeps probability 1 before
+    normalising (no ``inf``, no ``0/0``). Logits that are NaN or +inf (a model gone wrong) fail the row.
+    """
+    s = row.sampling
+    z = logits.double()
+    top = z.max()
+    if not torch.isfinite(top):
+        raise RowFailed("the model produced non-finite logits (NaN or inf)")
+    if s.temperature < GREEDY_BELOW:
+        return int(z.argmax())
+    probs = torch.softmax((z - top) / s.temperature, dim=-1)
+    if s.top_p < 1.0:
+        sorted_p, order = probs.sort(descending=True)
+        drop = sorted_p.cumsum(0) - sorted_p > s.top_p  # keep the smallest set reaching top_p
+        sorted_p[drop] = 0.0
+        probs = torch.zeros_like(probs).scatter_(0, order, sorted_p)
+    return int(torch.multinomial(probs / probs.sum(), 1, generator=row.generator))
 
 
 def pick_tokens(logits: torch.Tensor, rows: list[Row]) -> list[int]:
     """Greedy argmax for temperature-0 rows, nucleus sampling with each row's generator otherwise."""
     out = logits.argmax(dim=-1).tolist()
     for i, row in enumerate(rows):
-        s = row.sampling
-        if s.temperature <= 0:
-            continue
-        probs = torch.softmax(logits[i].float() / s.temperature, dim=-1)
-        if s.top_p < 1.0:
-            sorted_p, order = probs.sort(descending=True)
-            drop = sorted_p.cumsum(0) - sorted_p > s.top_p  # keep the smallest set reaching top_p
-            sorted_p[drop] = 0.0
-            probs = torch.zeros_like(probs).scatter_(0, order, sorted_p)
-        out[i] = int(torch.multinomial(probs / probs.sum(), 1, generator=row.generator))
+        if row.sampling.temperature > 0:
+            out[i] = sample(logits[i], row)
     return out
 
 
+def _step(row: Row, logits: torch.Tensor, greedy: int) -> tuple[int, bool]:
+    """One row's next token, added to its stream and emitted: (token, whether the row goes on)."""
+    token = sample(logits, row) if row.sampling.temperature > 0 else greedy
+    delta, finish = row.stream.add(token, row.sampling.max_new_tokens)
+    if delta or finish:
+        row.emit(delta, finish)
+    return token, finish is None
+
+
 @torch.no_grad()
-def run_batch(model: torch.nn.Module, rows: list[Row], pad_id: int, *, mixer: Any = None) -> int:
+def run_batch(model: torch.nn.Module, rows: list[Row], pad_id: int, *, mixer: Any = None,
+              stats: dict[str, Any] | None = None) -> int:
     """Generate every row to completion, calling each row's ``emit`` as text becomes final.
+
+    A row that fails (its sampling, its text stream, its ``emit``) leaves the batch and its ``fail`` is
+    told (without one, the failure is raised); a row whose ``cancelled()`` turns true leaves it too. Only
+    a failure of the forward pass, which every row shares, ends the batch (it is raised).
 
     Args:
         model: a causal LM.
@@ -104,12 +143,16 @@ def run_batch(model: torch.nn.Module, rows: list[Row], pad_id: int, *, mixer: An
         pad_id: token used for padding (masked out).
         mixer: the batch's :class:`~tailored.serve.lora_bank.RowAdapters` (hooks already on the model), told
             the rows' adapters whenever rows leave the batch; None for a model without adapters.
+        stats: counters kept up to date as rows come and go: ``active_rows``, ``cancelled_rows``, ``failed_rows``.
 
     Returns:
         the number of tokens generated.
     """
     from transformers import DynamicCache
 
+    stats = stats if stats is not None else {}
+    for key in ("active_rows", "cancelled_rows", "failed_rows"):
+        stats.setdefault(key, 0)
     device = next(model.parameters()).device
     width = max(len(r.prompt_ids) for r in rows)
     ids = torch.tensor([[pad_id] * (width - len(r.prompt_ids)) + r.prompt_ids for r in rows], device=device)
@@ -124,31 +167,50 @@ def run_batch(model: torch.nn.Module, rows: list[Row], pad_id: int, *, mixer: An
                     logits_to_keep=1)
         return out.logits[:, -1, :]
 
-    logits = forward(ids, positions)
-    last_pos = positions[:, -1]
-    while active:
-        tokens = pick_tokens(logits, active)
-        generated += len(tokens)
-        keep: list[int] = []
-        for i, (row, token) in enumerate(zip(active, tokens)):
-            if row.cancelled():
-                continue
-            delta, finish = row.stream.add(token, row.sampling.max_new_tokens)
-            if delta or finish:
-                row.emit(delta, finish)
-            if finish is None:
-                keep.append(i)
-        if not keep:
-            break
-        if len(keep) < len(active):  # drop finished rows from the batch and the cache
-            index = torch.tensor(keep, device=device)
-            cache.batch_select_indices(index)
-            mask, last_pos = mask[index], last_pos[index]
-            tokens = [tokens[i] for i in keep]
-            active = [active[i] for i in keep]
-            if mixer is not None:
-                mixer.set_rows([r.adapter for r in active])
-        mask = torch.cat([mask, mask.new_ones(len(active), 1)], dim=1)
-        last_pos = last_pos + 1
-        logits = forward(torch.tensor(tokens, device=device)[:, None], last_pos[:, None])
+    stats["active_rows"] += len(active)
+    try:
+        logits = forward(ids, positions)
+        last_pos = positions[:, -1]
+        while active:
+            greedy = logits.argmax(dim=-1).tolist()  # one call for all rows; sampling rows draw their own
+            generated += len(active)
+            keep: list[int] = []
+            tokens: list[int] = []
+            for i, row in enumerate(active):
+                if row.cancelled():
+                    stats["cancelled_rows"] += 1
+                    continue
+                try:
+                    token, goes_on = _step(row, logits[i], greedy[i])
+                except Exception as exc:
+                    stats["failed_rows"] += 1
+                    if row.fail is None:
+                        raise
+                    _tell(row.fail, exc)
+                    continue
+                if goes_on:
+                    keep.append(i)
+                    tokens.append(token)
+            stats["active_rows"] -= len(active) - len(keep)
+            if len(keep) < len(active):  # drop finished rows from the batch and the cache
+                active = [active[i] for i in keep]
+                if not active:
+                    break
+                index = torch.tensor(keep, device=device)
+                cache.batch_select_indices(index)
+                mask, last_pos = mask[index], last_pos[index]
+                if mixer is not None:
+                    mixer.set_rows([r.adapter for r in active])
+            mask = torch.cat([mask, mask.new_ones(len(active), 1)], dim=1)
+            last_pos = last_pos + 1
+            logits = forward(torch.tensor(tokens, device=device)[:, None], last_pos[:, None])
+    finally:
+        stats["active_rows"] -= len(active)
     return generated
+
+
+def _tell(fail: Callable[[BaseException], None], exc: BaseException) -> None:
+    try:
+        fail(exc)
+    except Exception:
+        log.exception("could not report a row's failure")

@@ -12,6 +12,7 @@ QLoRA, other bases) are loaded whole with ``load_run`` and batched among their o
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import torch
@@ -27,13 +28,16 @@ from tailored.serve.request import (
     BadRequest,
     GenerationFailed,
     GenRequest,
+    ModelUnavailable,
     OnEvent,
     Overloaded,
 )
 from tailored.serve.scheduler import Scheduler
 from tailored.serve.settings import ServeSettings
 
-__all__ = ["BadRequest", "Engine", "GenRequest", "GenerationFailed", "OnEvent", "Overloaded", "pick_device"]
+__all__ = ["BadRequest", "Engine", "GenRequest", "GenerationFailed", "ModelUnavailable", "OnEvent", "Overloaded",
+           "pick_device"]
+log = logging.getLogger("tailored.serve")
 
 
 def pick_device(device: str) -> str:
@@ -70,22 +74,59 @@ class Engine:
         self.scheduler.close()
 
     def _run(self, batch: list[GenRequest]) -> None:
-        """Decode one batch (on the scheduler thread): a standalone model's, or the shared base's."""
-        rows = [row for req in batch for row in req.rows()]
+        """Decode one batch (on the scheduler thread): a standalone model's, or the shared base's.
+
+        A request whose model cannot be loaded fails alone (and its run is marked unavailable); the rest
+        of the batch is decoded.
+        """
         if batch[0].entry.kind == "standalone":
-            chat = self.standalone.get(batch[0].entry)
-            self.scheduler.count(len(rows), mixed=False)
-            self.stats["tokens"] += run_batch(chat.model, rows, int(chat.tokenizer.pad_token_id))
+            try:
+                chat = self.standalone.get(batch[0].entry)
+            except Exception as exc:  # noqa: BLE001 - every request here asked for that model
+                unavailable = self._unavailable(batch[0].entry, exc)
+                for req in batch:
+                    req.fail(unavailable)
+                return
+            rows = self._rows(batch)
+            if rows:
+                self.scheduler.count(len(rows), mixed=False)
+                self.stats["tokens"] += run_batch(chat.model, rows, int(chat.tokenizer.pad_token_id), stats=self.stats)
             return
         names = {req.entry.adapter_name for req in batch}
+        ready = []
         for req in batch:
-            if req.entry.kind == "adapter":
-                self.adapters.ensure(req.entry, keep=names)
+            try:
+                if req.entry.kind == "adapter":
+                    self.adapters.ensure(req.entry, keep=names)
+                ready.append(req)
+            except Exception as exc:  # noqa: BLE001 - this adapter's failure is its requests' alone
+                req.fail(self._unavailable(req.entry, exc))
+        rows = self._rows(ready)
+        if not rows:
+            return
+        used = {r.adapter for r in rows}
         pad = int(self.base_tokenizer.pad_token_id)
-        self.scheduler.count(len(rows), mixed=len(names) > 1)
-        if names == {BASE_ADAPTER}:
-            n = run_batch(self.base_model, rows, pad)
+        self.scheduler.count(len(rows), mixed=len(used) > 1)
+        if used == {BASE_ADAPTER}:
+            n = run_batch(self.base_model, rows, pad, stats=self.stats)
         else:  # one or several adapters: concatenated LoRA matrices, row-masked (see lora_bank.py)
             with self.bank.rows([r.adapter for r in rows]) as mixer:
-                n = run_batch(self.base_model, rows, pad, mixer=mixer)
+                n = run_batch(self.base_model, rows, pad, mixer=mixer, stats=self.stats)
         self.stats["tokens"] += n
+
+    def _rows(self, batch: list[GenRequest]) -> list[Any]:
+        """The decode rows of every request that can make them (one that cannot fails alone)."""
+        rows = []
+        for req in batch:
+            try:
+                rows += req.rows()
+            except Exception as exc:  # noqa: BLE001 - reported to that request only
+                req.fail(exc)
+        return rows
+
+    def _unavailable(self, entry: Entry, exc: BaseException) -> ModelUnavailable:
+        """The error a request for a model that failed to load gets; the registry stops offering the model."""
+        reason = self.registry.mark_unavailable(entry, exc)
+        log.error("cannot load %s: %s", entry.id, reason, exc_info=exc)
+        where = f"run folder {entry.run_dir.name}: " if entry.run_dir is not None else ""
+        return ModelUnavailable(f"The model `{entry.id}` is unavailable: {where}{reason}")

@@ -56,11 +56,16 @@ def read_adapter(folder: Path, modules: dict[str, torch.nn.Module]) -> dict[str,
     """``{module name: (A [r, in], B·scaling [out, r])}`` from a peft LoRA folder (safetensors only)."""
     from safetensors.torch import load_file
 
-    cfg = json.loads((folder / "adapter_config.json").read_text())
+    from tailored.methods.peft_common import require_safetensors
+
+    try:
+        cfg = json.loads((folder / "adapter_config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"{folder}/adapter_config.json cannot be read ({type(exc).__name__})") from None
     problem = plain_lora_problem(cfg)
     if problem:
         raise CheckpointError(f"{folder}: not a plain LoRA adapter ({problem})")
-    weights = load_file(str(folder / "adapter_model.safetensors"))
+    weights = load_file(str(require_safetensors(folder)))
     out: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
     for key, a in weights.items():
         if not key.endswith(".lora_A.weight"):
@@ -70,7 +75,12 @@ def read_adapter(folder: Path, modules: dict[str, torch.nn.Module]) -> dict[str,
         if not isinstance(layer, torch.nn.Linear):
             raise CheckpointError(f"{folder}: {name} is not a linear layer of the base model",
                                   hint="was this adapter trained on another base?")
-        b = weights[key.replace(".lora_A.", ".lora_B.")]
+        b = weights.get(key.replace(".lora_A.", ".lora_B."))
+        if b is None or a.dim() != 2 or b.dim() != 2 or a.shape[1] != layer.in_features \
+                or b.shape[0] != layer.out_features or b.shape[1] != a.shape[0]:
+            raise CheckpointError(f"{folder}: the LoRA matrices of {name} do not fit the layer "
+                                  f"({layer.in_features} in, {layer.out_features} out)",
+                                  hint="was this adapter trained on another base?")
         r = a.shape[0]
         scale = _alpha(cfg, name) / (math.sqrt(r) if cfg.get("use_rslora") else r)
         dtype, device = layer.weight.dtype, layer.weight.device

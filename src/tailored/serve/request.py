@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import random
 import threading
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -47,6 +48,15 @@ class GenerationFailed(TailoredError):
     http_status, error_type, code = 500, "server_error", None
 
 
+class ModelUnavailable(TailoredError):
+    """The model's weights cannot be loaded (HTTP 500): its run folder is damaged or does not fit the base."""
+
+    http_status, error_type, code = 500, "server_error", "model_unavailable"
+
+
+SEED_RANGE = (-(2**63), 2**63 - 1)  # a request's seed: a signed 64-bit integer (as vLLM); choice i uses seed + i
+
+
 @dataclass
 class GenRequest:
     """A chat request, rendered and validated, waiting for the scheduler."""
@@ -61,28 +71,51 @@ class GenRequest:
     remaining: int = 0
     completion_tokens: int = 0
     finished: bool = False
+    request_id: str = ""  # the HTTP request's x-request-id (logs; vLLM's request id)
+    _cancel_hooks: list[Callable[[], None]] = field(default_factory=list)
 
     @property
     def cost(self) -> int:
         return self.n * (len(self.prompt_ids) + self.sampling.max_new_tokens)
 
     def rows(self) -> list[Row]:
-        """One decode row per choice; choice ``i`` samples with ``seed + i`` (a random seed without one)."""
+        """One decode row per choice; choice ``i`` samples with ``seed + i`` (a random seed without one).
+
+        Seeds wrap modulo 2**64 (what ``torch.Generator.manual_seed`` takes), so no seed in
+        :data:`SEED_RANGE` overflows for any choice.
+        """
         s, rows = self.sampling, []
         for i in range(self.n):
             gen = None
             if s.temperature > 0:
-                gen = torch.Generator().manual_seed(s.seed + i if s.seed is not None else random.getrandbits(62))
+                seed = (s.seed + i) % 2**64 if s.seed is not None else random.getrandbits(62)
+                gen = torch.Generator().manual_seed(seed)
             stream = TextStream(self.chat.tokenizer, set() if s.ignore_eos else set(self.chat.stop_ids), s.stop)
             rows.append(Row(self.prompt_ids, s, stream, self._emitter(i, stream), adapter=self.entry.adapter_name,
-                            cancelled=self.cancelled.is_set, generator=gen))
+                            cancelled=self.cancelled.is_set, generator=gen, fail=self.fail))
         return rows
 
     def fail(self, exc: BaseException) -> None:
-        """Report ``exc`` to the client, unless the request already finished."""
+        """Report ``exc`` to the client, unless the request already finished; its other rows stop."""
         if not self.finished:
             self.finished = True
+            self.cancelled.set()
             self.on_event("error", exc)
+
+    def cancel(self) -> None:
+        """The client has gone (or has its answer): its rows stop, and engines that asked (vLLM) are told."""
+        if self.cancelled.is_set() and not self._cancel_hooks:
+            return
+        self.cancelled.set()
+        hooks, self._cancel_hooks = self._cancel_hooks, []
+        for hook in hooks:
+            hook()
+
+    def on_cancel(self, hook: Callable[[], None]) -> None:
+        """Call ``hook`` when :meth:`cancel` is called (at once if it already was)."""
+        self._cancel_hooks.append(hook)
+        if self.cancelled.is_set():
+            self.cancel()
 
     def _emitter(self, index: int, stream: TextStream) -> Callable[[str, str | None], None]:
         def emit(text: str, finish: str | None) -> None:
@@ -108,7 +141,14 @@ def prepare(entry: Entry, chat_model: Callable[[Entry], ChatModel], messages: li
     """
     if entry.unsupported:
         raise BadRequest(entry.unsupported, param="model", code="model_not_supported")
+    if sampling.seed is not None and not SEED_RANGE[0] <= sampling.seed <= SEED_RANGE[1]:
+        raise BadRequest(f"seed {sampling.seed} is outside the signed 64-bit range [-2**63, 2**63 - 1]", param="seed")
     chat = chat_model(entry)
+    chars = sum(len(str(m.get("content") or "")) + len(str(m.get("role") or "")) for m in messages)
+    most = context * longest_token(chat.tokenizer)
+    if chars > most:  # surely over the context, whatever the template: refused before rendering or tokenizing
+        raise BadRequest(f"the messages have {chars} characters; at most {most} can fit in this model's context of "
+                         f"{context} tokens", param="messages", code="context_length_exceeded")
     try:
         prompt = chat.prompt_ids(messages)
     except Exception as exc:  # jinja errors: the template rejects this conversation
@@ -131,3 +171,27 @@ def prepare(entry: Entry, chat_model: Callable[[Entry], ChatModel], messages: li
         raise BadRequest(f"n × (prompt + max_tokens) = {req.cost} tokens is more than one batch holds "
                          f"({settings.max_batch} rows, {settings.max_batch_tokens} tokens)", param="n")
     return req
+
+
+_LONGEST: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
+
+
+def longest_token(tokenizer: Any) -> int:
+    """The most characters one token of ``tokenizer`` can stand for (its vocabulary's longest entry, once per tokenizer).
+
+    A vocabulary entry is at least as long as the text it decodes to (byte-level BPE: one character per
+    byte; SentencePiece: ``▁`` for the space), so a text of more than ``context × longest_token``
+    characters is more than ``context`` tokens.
+    """
+    try:
+        return _LONGEST[tokenizer]
+    except (KeyError, TypeError):
+        pass
+    longest = max((len(t) for t in tokenizer.get_vocab()), default=1)
+    added = getattr(tokenizer, "added_tokens_decoder", None) or {}
+    longest = max([longest, *(len(str(t)) for t in added.values())])
+    try:
+        _LONGEST[tokenizer] = longest
+    except TypeError:
+        pass
+    return longest

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
@@ -20,6 +21,7 @@ from fastapi.routing import APIRoute
 
 from tailored.errors import TailoredError
 from tailored.eval.generate import GenerationSettings
+from tailored.serve.app import internal_message
 from tailored.serve.protocol import (
     AssistantMessage,
     ChatCompletion,
@@ -34,6 +36,8 @@ from tailored.serve.protocol import (
     completion_id,
 )
 from tailored.serve.request import BadRequest, GenerationFailed
+
+log = logging.getLogger("tailored.serve")
 
 
 class JsonBody(APIRoute):
@@ -84,27 +88,50 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> Any
 
     n = body.n or 1
     req = await asyncio.to_thread(engine.prepare, entry, messages, sampling, n, on_event)
+    req.request_id = request.state.request_id
     engine.submit(req)
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         return StreamingResponse(stream(req, events, entry.id, n, include_usage), media_type="text/event-stream",
                                  headers={"cache-control": "no-cache"})
+    watcher = asyncio.create_task(_on_disconnect(request, events))
     try:
         texts, reasons = [""] * n, ["stop"] * n
         while True:
             kind, payload = await events.get()
+            if kind == "gone":  # nobody is there to read an answer
+                return Response(status_code=499)
             if kind == "delta":
                 texts[payload[0]] += payload[1]
             elif kind == "finish":
                 reasons[payload[0]] = payload[1]
             elif kind == "error":
-                raise payload if isinstance(payload, TailoredError) else GenerationFailed(f"generation failed: {type(payload).__name__}: {payload}")
+                raise client_error(payload, req.request_id)
             else:
                 choices = [Choice(index=i, message=AssistantMessage(content=t), finish_reason=r)  # type: ignore[arg-type]
                            for i, (t, r) in enumerate(zip(texts, reasons))]
                 return ChatCompletion(model=entry.id, choices=choices, usage=Usage(**payload)).model_dump(mode="json")
     finally:
-        req.cancelled.set()  # no-op when finished; frees the rows if the client went away
+        watcher.cancel()
+        req.cancel()  # no-op when finished; frees the rows if the client went away
+
+
+async def _on_disconnect(request: Request, events: asyncio.Queue) -> None:
+    """Put ``("gone", None)`` on ``events`` when the client hangs up (the body is read: only that can come now)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+    events.put_nowait(("gone", None))
+
+
+def client_error(payload: BaseException, request_id: str) -> TailoredError:
+    """What the client is told of a failure: our own errors as they are, anything else as an id to look up.
+
+    The exception itself goes to the server's log under the request id, never to the client.
+    """
+    if isinstance(payload, TailoredError):
+        return payload
+    log.error("request %s: generation failed", request_id, exc_info=payload)
+    return GenerationFailed(internal_message(request_id))
 
 
 def _sse(event: ChatCompletionChunk | ErrorResponse) -> str:
@@ -128,8 +155,12 @@ async def stream(req: Any, events: asyncio.Queue, model: str, n: int, include_us
             elif kind == "finish":
                 yield chunk(ChunkChoice(index=payload[0], delta=Delta(), finish_reason=payload[1]))
             elif kind == "error":
-                message = payload.message if isinstance(payload, TailoredError) else f"generation failed: {payload}"
-                yield _sse(ErrorResponse(error=ErrorBody(message=message, type="server_error")))
+                error = client_error(payload, req.request_id)
+                message = error.message + (f" (request id {req.request_id})" if getattr(error, "http_status", 500) >= 500
+                                           and req.request_id not in error.message else "")
+                yield _sse(ErrorResponse(error=ErrorBody(message=message, type=getattr(error, "error_type", "server_error"),
+                                                         param=getattr(error, "param", None),
+                                                         code=getattr(error, "code", None))))
                 return
             else:
                 if include_usage:
@@ -137,4 +168,4 @@ async def stream(req: Any, events: asyncio.Queue, model: str, n: int, include_us
                 yield "data: [DONE]\n\n"
                 return
     finally:
-        req.cancelled.set()
+        req.cancel()

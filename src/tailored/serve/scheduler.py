@@ -27,8 +27,10 @@ log = logging.getLogger("tailored.serve")
 class Scheduler:
     """Collects submitted requests into batches and hands each to ``run`` on its own thread.
 
-    ``stats`` counts batches, rows, the largest batch, batches mixing several adapters, and generated
-    tokens (served on ``/health``).
+    ``stats`` counts batches, rows, the largest batch, batches mixing several adapters, generated tokens,
+    rows stopped because their client left (``cancelled_rows``) or because they failed (``failed_rows``),
+    and holds the rows decoding now (``active_rows``) and the requests waiting (``queued``). Served on
+    ``/v1/stats``.
     """
 
     def __init__(self, settings: ServeSettings, run: Callable[[list[GenRequest]], None]) -> None:
@@ -36,7 +38,8 @@ class Scheduler:
         self._pending: collections.deque[GenRequest] = collections.deque()
         self._cond = threading.Condition()
         self._stop = False
-        self.stats: dict[str, Any] = {"batches": 0, "rows": 0, "max_rows": 0, "mixed_batches": 0, "tokens": 0}
+        self.stats: dict[str, Any] = {"batches": 0, "rows": 0, "max_rows": 0, "mixed_batches": 0, "tokens": 0,
+                                      "active_rows": 0, "queued": 0, "cancelled_rows": 0, "failed_rows": 0}
         self._thread = threading.Thread(target=self._loop, name="tailored-scheduler", daemon=True)
         self._thread.start()
 
@@ -46,6 +49,7 @@ class Scheduler:
             if len(self._pending) >= self.settings.queue_size:
                 raise Overloaded(f"the server is busy ({len(self._pending)} requests waiting)", hint="retry shortly")
             self._pending.append(req)
+            self.stats["queued"] = len(self._pending)
             self._cond.notify()
 
     def close(self) -> None:
@@ -77,13 +81,17 @@ class Scheduler:
                         break
                     self._cond.wait(left)
                 batch = self._take_batch()
+                self.stats["queued"] = len(self._pending)
             if batch:
                 try:
                     self._run(batch)
                 except Exception as exc:  # report to every waiting client; the server keeps running
-                    log.exception("batch failed")
+                    log.error("batch of requests %s failed", ", ".join(r.request_id for r in batch), exc_info=exc)
                     for req in batch:
-                        req.fail(exc)
+                        try:
+                            req.fail(exc)
+                        except Exception:
+                            log.exception("could not report the failure to request %s", req.request_id)
 
     def _take_batch(self) -> list[GenRequest]:
         """The oldest request plus every queued request that fits with it (same group, within the bounds)."""
@@ -92,8 +100,9 @@ class Scheduler:
         rows = cost = 0
         adapters: set[str] = set()
         for req in list(self._pending):
-            if req.cancelled.is_set():
+            if req.cancelled.is_set():  # its client left while it waited
                 self._pending.remove(req)
+                self.stats["cancelled_rows"] += req.n
                 continue
             if req.entry.group != group:
                 continue

@@ -27,13 +27,17 @@ class Built:
 
 
 def _default_base(runs: list[Path]) -> str:
-    """The base of the first run found under ``runs``, else the embedded model."""
+    """The base of the first run found under ``runs`` whose manifest reads, else the embedded model."""
     from tailored.config.manifest import RunFolder, is_run_dir
+    from tailored.errors import TailoredError
 
     for root in runs:
         candidates = [root] if is_run_dir(root) else sorted(p for p in root.iterdir() if is_run_dir(p)) if root.is_dir() else []
         for run in candidates:
-            base = RunFolder(run).read().base_model
+            try:
+                base = RunFolder(run).read().base_model
+            except TailoredError:  # a damaged run: the registry says why; the next run names the base
+                continue
             return base.path if (Path(base.path) / "config.json").is_file() else base.spec
     return "smollm2"
 
@@ -47,9 +51,8 @@ def build(settings: ServeSettings | None = None, **overrides: Any) -> Built:
     from tailored.models.load import content_hash, local_folder
     from tailored.models.registry import resolve_model
     from tailored.serve.app import check_bind, create_app
-    from tailored.serve.registry import Registry
-
     from tailored.serve.keys import load_keys
+    from tailored.serve.registry import Registry
 
     s = parse_settings(**{**(settings or ServeSettings()).model_dump(), **overrides})
     keys = load_keys(s.api_key, s.api_keys)
@@ -70,7 +73,7 @@ def build(settings: ServeSettings | None = None, **overrides: Any) -> Built:
         from tailored.serve.engine import Engine
 
         engine = Engine(registry, s)
-    built = Built(s, registry, engine, create_app(engine, registry, keys, jobs), runner)
+    built = Built(s, registry, engine, create_app(engine, registry, keys, jobs, settings=s), runner)
     if runner is not None:
         runner.start()
     return built
@@ -137,15 +140,26 @@ def start(settings: ServeSettings | None = None, **overrides: Any) -> Running:
     return Running(build(settings, **overrides))
 
 
+def startup_lines(built: Built) -> list[str]:
+    """What ``tailored serve`` prints on start: the models served, then the run folders that are not, and why."""
+    s, registry = built.settings, built.registry
+    models = registry.models()
+    lines = [f"serving {len(models)} model(s) on http://{s.host}:{s.port}/v1"]
+    lines += [f"  {e.id}  ({e.kind}{', ' + e.run_dir.name if e.run_dir else ''})" for e in models]
+    unavailable = registry.unavailable()
+    if unavailable:
+        lines.append(f"not serving {len(unavailable)} run folder(s):")
+        lines += [f"  {u.run}: {u.reason}" for u in unavailable]
+    return lines
+
+
 def serve_forever(settings: ServeSettings) -> None:
     """Build and run until Ctrl-C (what ``tailored serve`` does)."""
     import uvicorn
 
     built = build(settings)
     s = built.settings
-    print(f"serving {len(built.registry.models())} model(s) on http://{s.host}:{s.port}/v1", flush=True)
-    for entry in built.registry.models():
-        print(f"  {entry.id}  ({entry.kind}{', ' + entry.run_dir.name if entry.run_dir else ''})", flush=True)
+    print("\n".join(startup_lines(built)), flush=True)
     try:
         uvicorn.run(built.app, host=s.host, port=s.port, log_level="warning", lifespan="off")
     finally:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from tailored.errors import ConfigError
 
@@ -32,6 +32,34 @@ class ServeSettings(BaseModel):
     queue_size: int = Field(64, ge=1, description="Most requests waiting for a batch; beyond it requests get HTTP 429.")
     max_tokens: int = Field(512, ge=1, description="Largest max_tokens a request may ask for (and the default).")
     max_batch_tokens: int = Field(32768, ge=64, description="Bound on a batch's rows × (prompt + max_tokens), which bounds KV-cache memory.")
+    max_request_bytes: int = Field(4 * 1024 * 1024, ge=1024, description="Largest request body in bytes (HTTP 413 beyond it), file uploads to /v1/files excepted (see --max-upload-bytes).")
+    max_upload_bytes: int = Field(512 * 1024 * 1024, ge=1024, description="Largest file upload to /v1/files in bytes (HTTP 413 beyond it; OpenAI's limit is 512 MB).")
+    allowed_origins: list[str] = Field([], description="Web origins (scheme://host[:port]) allowed to call the server from a browser: CORS, and past the keyless server's local-only check.")
+
+    @field_validator("allowed_origins", mode="before")
+    @classmethod
+    def _origins(cls, value: Any) -> Any:
+        """A comma-separated string (the command line) or a list; each entry an origin as browsers send it."""
+        items = [v.strip() for v in value.split(",")] if isinstance(value, str) else value
+        if not isinstance(items, list):
+            return items
+        out = []
+        for item in filter(None, items):
+            if not isinstance(item, str) or (item not in ("*", "null") and not _is_origin(item)):
+                raise ValueError(f"{item!r} is not an origin: expected scheme://host[:port] (e.g. http://localhost:3000), '*' or 'null'")
+            out.append(item.rstrip("/"))
+        return out
+
+
+def _is_origin(text: str) -> bool:
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(text.rstrip("/"))
+        parts.port  # noqa: B018 - raises on a bad port
+    except ValueError:
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.hostname) and not parts.path and not parts.query
 
 
 def parse_settings(**values: Any) -> ServeSettings:
