@@ -236,3 +236,14 @@ def test_classification_round_trip_and_csv(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="line 1"):  # multi-turn does not fit a CSV row
         (tmp_path / "multi.jsonl").write_text(json.dumps({"messages": chat("a", "b") + chat("c", "d")}) + "\n")
         export_for_labelling(tmp_path / "multi.jsonl", tmp_path / "m.csv", to="csv")
+
+
+def test_prodigy_lines_with_unicode_line_separators_stay_whole(tmp_path: Path) -> None:
+    path = tmp_path / "intents.jsonl"
+    texts = ["where is\u2028my card?", "top up\u2029failed", "which\u0085currencies?"]
+    path.write_text("".join(prodigy_line(t, "accept", label="x").replace(json.dumps(t), json.dumps(t, ensure_ascii=False))
+                            + "\n" for t in texts), encoding="utf-8")
+    assert "\u2028" in path.read_text(encoding="utf-8")  # written raw, as ensure_ascii=False writes it
+    read = read_records(path)
+    assert read.format == "prodigy" and not read.problems
+    assert [ex.messages[0]["content"] for ex in read.examples] == texts

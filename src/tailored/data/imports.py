@@ -33,6 +33,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tailored.data.jsonl import iter_json
 from tailored.data.readers import ReadResult
 from tailored.errors import DataError
 
@@ -189,11 +190,9 @@ def looks_like_prodigy(obj: Any) -> bool:
 def first_object(path: Path) -> Any:
     """The first non-blank line of a JSONL file, parsed (None when it is not JSON)."""
     try:
-        with open(path, encoding="utf-8-sig", errors="replace") as f:
-            for raw in f:
-                if raw.strip():
-                    return json.loads(raw)
-    except (OSError, json.JSONDecodeError):
+        for _, value, problem in iter_json(path):
+            return None if problem is not None else value
+    except (OSError, DataError):
         return None
     return None
 

@@ -160,6 +160,18 @@ def iter_json(path: str | Path, *, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES)
             yield line.number, value, problem
 
 
+def iter_objects(path: str | Path, problems: list[Problem], *,
+                 max_line_bytes: int = DEFAULT_MAX_LINE_BYTES) -> Iterator[tuple[int, dict[str, Any]]]:
+    """``(line number, object)`` for every line holding a JSON object; any other line becomes a problem."""
+    for number, value, problem in iter_json(path, max_line_bytes=max_line_bytes):
+        if problem is not None:
+            problems.append(problem)
+        elif not isinstance(value, dict):
+            problems.append(Problem(number, "not_an_object", f"expected a JSON object, got {type(value).__name__}"))
+        else:
+            yield number, value
+
+
 def read_json_rows(path: str | Path) -> list[Any]:
     """The readable lines of a JSONL file Tailored writes itself (``metrics.jsonl``); a missing file has none.
 

@@ -26,6 +26,7 @@ from typing import Any
 from xml.sax.saxutils import quoteattr
 
 from tailored.data.imports import ANSWER_COLUMNS, PRODIGY_KEYS, ImportOptions, ImportResult, Layout, load_json
+from tailored.data.jsonl import iter_objects
 from tailored.data.records import Example, Problem
 from tailored.data.tables import Columns, cell_text, find_column, make_example
 from tailored.errors import DataError
@@ -277,23 +278,7 @@ def _prodigy_answer(obj: dict[str, Any], opts: ImportOptions) -> tuple[str | Non
 def read_prodigy(path: Path, opts: ImportOptions) -> ImportResult:
     layout = Layout(kind="prodigy", path=str(path), unit="line")
     result = ImportResult(format="prodigy", layout=layout)
-    try:
-        lines = path.read_bytes().decode("utf-8-sig").splitlines()
-    except UnicodeDecodeError as exc:
-        raise DataError(f"{path}: not UTF-8 text ({exc})", hint="re-save the file as UTF-8") from exc
-    parsed: list[tuple[int, dict[str, Any]]] = []
-    for n, raw in enumerate(lines, start=1):
-        if not raw.strip():
-            continue
-        try:
-            obj = json.loads(raw)
-        except json.JSONDecodeError as exc:
-            result.problems.append(Problem(n, "invalid_json", f"not valid JSON: {exc.msg} at column {exc.colno}"))
-            continue
-        if not isinstance(obj, dict):
-            result.problems.append(Problem(n, "not_an_object", f"expected a JSON object, got {type(obj).__name__}"))
-            continue
-        parsed.append((n, obj))
+    parsed = list(iter_objects(path, result.problems))  # lines end at \n only (see data/jsonl.py)
     columns: list[str] = []
     for _, obj in parsed:
         columns += [k for k in obj if k not in columns and k not in PRODIGY_KEYS]

@@ -29,6 +29,7 @@ from typing import Any
 from tailored.data.imports import (ANSWER_COLUMNS, PROMPT_COLUMNS, SYSTEM_COLUMNS, ImportOptions, ImportResult, Layout,
                                    load_json)
 from tailored.data.readers import detect_format, parse_line
+from tailored.data.jsonl import iter_objects
 from tailored.data.records import Example, Problem
 from tailored.errors import DataError
 
@@ -582,22 +583,7 @@ def read_json_rows(path: Path, opts: ImportOptions) -> Table:
 
 def read_jsonl_rows(path: Path, opts: ImportOptions) -> Table:
     table = Table(kind="jsonl-rows", columns=[], rows=[], unit="line")
-    with open(path, encoding="utf-8-sig") as f:
-        try:
-            lines = f.read().splitlines()
-        except UnicodeDecodeError as exc:
-            raise DataError(f"{path}: not UTF-8 text ({exc})", hint="re-save the file as UTF-8") from exc
-    for n, raw in enumerate(lines, start=1):
-        if not raw.strip():
-            continue
-        try:
-            obj = json.loads(raw)
-        except json.JSONDecodeError as exc:
-            table.problems.append(Problem(n, "invalid_json", f"not valid JSON: {exc.msg} at column {exc.colno}"))
-            continue
-        if not isinstance(obj, dict):
-            table.problems.append(Problem(n, "not_an_object", f"expected a JSON object, got {type(obj).__name__}"))
-            continue
+    for n, obj in iter_objects(path, table.problems):  # lines end at \n only (see data/jsonl.py)
         table.columns += [k for k in obj if k not in table.columns]
         table.rows.append(Row(n, obj))
     return table

@@ -11,25 +11,17 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 from collections.abc import Iterator
 from typing import Any
 
 from tailored.config.manifest import RunFolder
 from tailored.data.check import format_seconds
+from tailored.data.jsonl import read_json_rows
 from tailored.train.checkpoint import list_checkpoints
 
 
 def _records(run: RunFolder) -> list[dict[str, Any]]:
-    if not run.metrics.is_file():
-        return []
-    out = []
-    for line in run.metrics.read_text(encoding="utf-8").split("\n"):
-        try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue  # blank, or the line being written right now
-    return out
+    return read_json_rows(run.metrics)  # a line being written right now is skipped, read next time
 
 
 def _key(record: dict[str, Any]) -> tuple[int, int]:
