@@ -207,9 +207,9 @@ def test_cpu_memory_and_time_against_measured_steps(smollm2_dir: Path) -> None:
 
     points = []
     for seq in (32, 128):
-        r = measure_in_subprocess(smollm2_dir, method="lora", batch_size=1, seq_len=seq, steps=2)
+        r = measure_in_subprocess(smollm2_dir, method="lora", batch_size=1, seq_len=seq, steps=4)
         points.append((train_flops_per_token(shape, seq) * seq, r["cpu_seconds_per_step"]))
-    run = measure_in_subprocess(smollm2_dir, method="lora", batch_size=2, seq_len=128, steps=2)
+    run = measure_in_subprocess(smollm2_dir, method="lora", batch_size=2, seq_len=128, steps=4)
     est = cpu_memory(shape, TrainSetup(method="lora", batch_size=2, seq_len=128))
     assert est.total == pytest.approx(run["peak_rss"], rel=0.12)  # bench: held-out LoRA runs without checkpointing within ±3%
     rate, fixed = fit_step_time(points)
