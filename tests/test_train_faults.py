@@ -26,7 +26,7 @@ import torch
 
 import tailored
 from tailored.errors import CheckpointError, TailoredError
-from tailored.train import run as train_run
+from tailored.train import threads as train_threads
 from tailored.train.checkpoint import STATE_FILE, list_checkpoints
 
 REPO = Path(__file__).resolve().parents[1]
@@ -95,7 +95,7 @@ def _env() -> dict[str, str]:
 # ---- threads: auto ---------------------------------------------------------------------------------
 
 def test_auto_threads_is_a_function_of_cores_and_what_is_busy_now():
-    from tailored.train.run import CpuTimes, auto_threads, busy_cores
+    from tailored.train.threads import CpuTimes, auto_threads, busy_cores
 
     assert auto_threads(2, 0.0) == 2
     assert auto_threads(2, 0.3) == 2  # a little background noise
@@ -123,17 +123,17 @@ def test_a_fresh_process_on_an_idle_machine_takes_every_core_whatever_the_load_a
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setattr(os, "getloadavg", lambda: (64.0, 64.0, 64.0))  # a decaying average of earlier runs
     samples = []
-    real = train_run.busy_cores_now
-    monkeypatch.setattr(train_run, "busy_cores_now", lambda *a, **k: samples.append(real(*a, **k)) or samples[-1])
+    real = train_threads.busy_cores_now
+    monkeypatch.setattr(train_threads, "busy_cores_now", lambda *a, **k: samples.append(real(*a, **k)) or samples[-1])
     cores = os.cpu_count() or 1
     before = torch.get_num_threads()
     try:
         for _ in range(8):  # the machine is shared: wait for a moment when nothing else runs
-            n = train_run.configure_threads("auto")
+            n = train_threads.configure_threads("auto")
             if samples[-1] < 0.45:
                 assert n == cores, (n, samples[-1])
                 break
-            assert n == train_run.auto_threads(cores, samples[-1])
+            assert n == train_threads.auto_threads(cores, samples[-1])
             time.sleep(1.0)
         else:
             pytest.skip(f"the machine never went idle (busy cores: {samples})")
@@ -147,7 +147,7 @@ def test_busy_cores_now_sees_another_process_spinning():
     spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
     try:
         time.sleep(0.3)
-        assert train_run.busy_cores_now(0.3) >= 0.6
+        assert train_threads.busy_cores_now(0.3) >= 0.6
     finally:
         spinner.kill()
         spinner.wait()

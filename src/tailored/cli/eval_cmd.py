@@ -39,7 +39,7 @@ def _none(value: str | None) -> str | None:
 def run_eval(args: argparse.Namespace) -> int:
     from tailored.eval.report import render_text, write_html
     from tailored.eval.run import evaluate
-    from tailored.train.run import configure_threads
+    from tailored.train.threads import configure_threads
 
     configure_threads("auto")
     report = evaluate(args.target, args.data, task=args.task, baseline=_none(args.baseline), probe=_none(args.probe),
