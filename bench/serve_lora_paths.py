@@ -38,7 +38,7 @@ def main() -> int:
     import tailored
     from tailored.eval.generate import GenerationSettings
     from tailored.serve.decode import Row, TextStream, run_batch
-    from tailored.serve.lora_bank import LoraBank
+    from tailored.engine.lora import LoraBank
 
     chat = tailored.load(args.runs[0])  # tokenizer + template of the run; its model is peft-wrapped
     base = tailored.load(chat.manifest.base_model.path).model

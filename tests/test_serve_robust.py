@@ -535,7 +535,7 @@ def test_adapter_folder_with_only_a_bin_is_refused_before_peft(lora_run: Path, t
     from tailored.methods import get_method
     from tailored.methods.runs import load_run
     from tailored.models.load import load_model
-    from tailored.serve.lora_bank import LoraBank
+    from tailored.engine.lora import LoraBank
 
     run = tmp_path / "pickled"
     shutil.copytree(lora_run, run)

@@ -113,7 +113,7 @@ def test_lora_bank_rows_equal_peft_per_adapter(tiny_model_dir: Path, tmp_path: P
     from peft import LoraConfig, get_peft_model
 
     from tailored.models.load import load_model
-    from tailored.serve.lora_bank import LoraBank
+    from tailored.engine.lora import LoraBank
 
     torch.manual_seed(0)
     peft_model = get_peft_model(load_model(tiny_model_dir), LoraConfig(r=4, target_modules="all-linear",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -10,24 +9,9 @@ import torch
 
 from tailored.config.manifest import Manifest, is_run_dir
 from tailored.data.stops import stop_token_ids
+from tailored.engine.sampling import GenerationSettings
 from tailored.methods.runs import load_run
 from tailored.models.load import load_model, load_tokenizer, local_folder
-
-
-@dataclass
-class GenerationSettings:
-    """How to generate one answer: for :class:`ChatModel` (chat, eval) and each row of the server's decode loop.
-
-    The server maps OpenAI's ``max_tokens`` / ``max_completion_tokens`` to ``max_new_tokens`` where a
-    request comes in. ``seed``: here the batch's torch seed; in the server choice *i* uses ``seed + i``.
-    """
-
-    max_new_tokens: int = 256
-    temperature: float = 0.0  # 0 = greedy
-    top_p: float = 1.0
-    seed: int | None = None
-    stop: list[str] = field(default_factory=list)  # cut before the first of these
-    ignore_eos: bool = False  # generate max_new_tokens whatever the model says (benchmarks)
 
 
 class ChatModel:

@@ -3,7 +3,7 @@
 Requests are checked and rendered (:mod:`~tailored.serve.request`), queued (bounded) and batched by
 :mod:`~tailored.serve.scheduler`: every queued request that can share the model runs in ONE batch --
 requests for different adapters and for the base included (per-row LoRA through
-:mod:`tailored.serve.lora_bank`). Adapters are loaded on first use and the least recently used are
+:mod:`tailored.engine.lora`). Adapters are loaded on first use and the least recently used are
 unloaded beyond ``max_adapters``. Runs that are not plain LoRA on this base (full fine-tunes, DoRA, IA3,
 QLoRA, other bases) are loaded whole with ``load_run`` and batched among their own requests
 (:mod:`~tailored.serve.models_cache`). Memory is bounded: at most ``max_batch`` rows and
@@ -21,7 +21,7 @@ from tailored.eval.generate import GenerationSettings
 from tailored.models.load import load_model, load_tokenizer
 from tailored.serve import request
 from tailored.serve.decode import run_batch
-from tailored.serve.lora_bank import LoraBank
+from tailored.engine.lora import LoraBank
 from tailored.serve.models_cache import ChatModels, ResidentAdapters, StandaloneModels
 from tailored.serve.registry import BASE_ADAPTER, Entry, Registry
 from tailored.serve.request import (

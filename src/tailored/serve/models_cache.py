@@ -2,7 +2,7 @@
 
 * :class:`ChatModels` -- each entry's tokenizer with the chat template it was trained with, and its stop
   tokens (built once per id; used on the request side, from any thread).
-* :class:`ResidentAdapters` -- which LoRA adapters are in the :class:`~tailored.serve.lora_bank.LoraBank`;
+* :class:`ResidentAdapters` -- which LoRA adapters are in the :class:`~tailored.engine.lora.LoraBank`;
   loaded on first use, the least recently used unloaded beyond ``max_adapters`` (never one the batch uses).
 * :class:`StandaloneModels` -- runs loaded whole with ``load_run``, at most ``max_standalone`` at once.
 
@@ -23,7 +23,7 @@ import torch
 from tailored.config.manifest import RunFolder
 from tailored.eval.generate import ChatModel
 from tailored.methods.runs import load_run, run_tokenizer
-from tailored.serve.lora_bank import LoraBank
+from tailored.engine.lora import LoraBank
 from tailored.serve.registry import Entry
 
 log = logging.getLogger("tailored.serve")

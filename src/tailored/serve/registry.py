@@ -27,7 +27,7 @@ from tailored.config.manifest import Manifest, RunFolder
 from tailored.errors import CheckpointError, TailoredError
 from tailored.methods.runs import run_method
 from tailored.models.registry import sanitise
-from tailored.serve.lora_bank import BASE, plain_lora_problem
+from tailored.engine.lora import BASE, plain_lora_problem
 
 BASE_ADAPTER = BASE
 log = logging.getLogger(__name__)

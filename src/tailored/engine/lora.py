@@ -101,12 +101,34 @@ class LoraBank:
         self.model = model
         self.modules = dict(model.named_modules())
         self.adapters: dict[str, dict[str, tuple[torch.Tensor, torch.Tensor]]] = {}
+        self.versions: dict[str, int] = {}  # bumped on every load: prefix-cache entries of old weights never match
+        self._layers: dict[tuple[str, ...], dict[str, tuple[torch.Tensor, torch.Tensor, tuple[tuple[str, int], ...]]]] = {}
+        self._loads = 0
 
     def load(self, name: str, folder: Path) -> None:
         self.adapters[name] = read_adapter(Path(folder), self.modules)
+        self._loads += 1
+        self.versions[name] = self._loads
+        self._layers.clear()
 
     def unload(self, name: str) -> None:
         self.adapters.pop(name, None)
+        self._layers.clear()
+
+    def layers(self, names: tuple[str, ...]) -> dict[str, tuple[torch.Tensor, torch.Tensor, tuple[tuple[str, int], ...]]]:
+        """Per targeted layer: the concatenated ``A``, ``B·scaling`` of ``names`` and their ranks (built once per set)."""
+        if names not in self._layers:
+            missing = [n for n in names if n not in self.adapters]
+            if missing:
+                raise CheckpointError(f"adapters {missing} are not loaded")
+            built = {}
+            for module in {m for n in names for m in self.adapters[n]}:
+                present = [n for n in names if module in self.adapters[n]]
+                a_cat = torch.cat([self.adapters[n][module][0] for n in present], dim=0)  # [R, in]
+                b_cat = torch.cat([self.adapters[n][module][1] for n in present], dim=1)  # [out, R]
+                built[module] = (a_cat, b_cat, tuple((n, self.adapters[n][module][0].shape[0]) for n in present))
+            self._layers[names] = built
+        return self._layers[names]
 
     @contextmanager
     def rows(self, adapters: list[str]) -> Iterator[RowAdapters]:
@@ -128,18 +150,8 @@ class RowAdapters:
     """The concatenated LoRA matrices of one batch, and the row masks (rows leave as they finish)."""
 
     def __init__(self, bank: LoraBank, adapters: list[str]) -> None:
-        names = sorted({a for a in adapters if a != BASE})
-        missing = [n for n in names if n not in bank.adapters]
-        if missing:
-            raise CheckpointError(f"adapters {missing} are not loaded")
         self.bank = bank
-        self.layers: dict[str, tuple[torch.Tensor, torch.Tensor, tuple[tuple[str, int], ...]]] = {}
-        for module in {m for n in names for m in bank.adapters[n]}:
-            present = [n for n in names if module in bank.adapters[n]]
-            a_cat = torch.cat([bank.adapters[n][module][0] for n in present], dim=0)  # [R, in]
-            b_cat = torch.cat([bank.adapters[n][module][1] for n in present], dim=1)  # [out, R]
-            layout = tuple((n, bank.adapters[n][module][0].shape[0]) for n in present)
-            self.layers[module] = (a_cat, b_cat, layout)
+        self.layers = bank.layers(tuple(sorted({a for a in adapters if a != BASE})))
         self._masks: dict[tuple[tuple[str, int], ...], torch.Tensor | None] = {}
         self.set_rows(adapters)
 
