@@ -83,6 +83,7 @@ class StepEngine:
         self._cache: Any = None
         self._mask: torch.Tensor | None = None
         self._mixed = False
+        self._reported = (0, 0)
 
     @property
     def busy(self) -> bool:
@@ -94,7 +95,7 @@ class StepEngine:
 
     def add(self, rows: list[Row]) -> None:
         self.waiting += [_Seq(r) for r in rows]
-        self.stats["waiting_rows"] = len(self.waiting)
+        self._report()
 
     @torch.no_grad()
     def step(self) -> None:
@@ -105,15 +106,21 @@ class StepEngine:
             self._decode()
         if self.prefilling:
             self._prefill()
-        s = self.stats
-        s["active_rows"], s["waiting_rows"] = len(self.prefilling) + len(self.running), len(self.waiting)
+        self._report()
+
+    def _report(self) -> None:
+        """Rows active and waiting, as changes to the shared counters (several engines may share ``stats``)."""
+        now = (len(self.prefilling) + len(self.running), len(self.waiting))
+        self.stats["active_rows"] += now[0] - self._reported[0]
+        self.stats["waiting_rows"] += now[1] - self._reported[1]
+        self._reported = now
 
     def clear(self) -> list[Row]:
         """Drop every row (returned); the engine is empty after."""
         rows = [s.row for s in (*self.waiting, *self.prefilling, *self.running)]
         self.waiting, self.prefilling, self.running = [], [], []
         self._cache = self._mask = None
-        self.stats["active_rows"] = self.stats["waiting_rows"] = 0
+        self._report()
         return rows
 
     def fail_all(self, exc: BaseException) -> None:

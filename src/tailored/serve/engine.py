@@ -1,13 +1,18 @@
-"""The built-in batching engine: one base model in memory, LoRA adapters beside it, one scheduler.
+"""The built-in engine: one base model in memory, LoRA adapters beside it, one scheduler thread.
 
-Requests are checked and rendered (:mod:`~tailored.serve.request`), queued (bounded) and batched by
-:mod:`~tailored.serve.scheduler`: every queued request that can share the model runs in ONE batch --
-requests for different adapters and for the base included (per-row LoRA through
-:mod:`tailored.engine.lora`). Adapters are loaded on first use and the least recently used are
-unloaded beyond ``max_adapters``. Runs that are not plain LoRA on this base (full fine-tunes, DoRA, IA3,
-QLoRA, other bases) are loaded whole with ``load_run`` and batched among their own requests
+Requests are checked and rendered (:mod:`~tailored.serve.request`) and queued (bounded). With
+``batching: continuous`` (the default) :mod:`~tailored.serve.continuous` hands each request to a
+:class:`~tailored.engine.core.StepEngine`: the shared base's (requests for different adapters and for
+the base decode together, per-row LoRA through :mod:`tailored.engine.lora`), or a standalone model's;
+rows join the running batch at the next step, share prompt prefixes through one
+:class:`~tailored.engine.prefix.PrefixCache`, and leave when done. With ``batching: static``
+:mod:`~tailored.serve.scheduler` runs each batch to its end (:mod:`~tailored.serve.decode`; the
+benchmark's reference, and the fallback for a base the step engine cannot run). Adapters are loaded on
+first use and the least recently used are unloaded beyond ``max_adapters``. Runs that are not plain
+LoRA on this base (full fine-tunes, DoRA, IA3, QLoRA, other bases) are loaded whole with ``load_run``
 (:mod:`~tailored.serve.models_cache`). Memory is bounded: at most ``max_batch`` rows and
-``max_batch_tokens`` of prompt + completion per batch, and at most ``queue_size`` waiting requests.
+``max_batch_tokens`` of prompt + completion decoding at once, ``prefix_cache_mb`` of cached prefixes,
+and at most ``queue_size`` waiting requests.
 """
 
 from __future__ import annotations
@@ -17,11 +22,14 @@ from typing import Any
 
 import torch
 
+from tailored.engine.core import StepEngine
+from tailored.engine.kv import engine_problem
+from tailored.engine.lora import LoraBank
+from tailored.engine.prefix import PrefixCache
 from tailored.eval.generate import GenerationSettings
 from tailored.models.load import load_model, load_tokenizer
 from tailored.serve import request
 from tailored.serve.decode import run_batch
-from tailored.engine.lora import LoraBank
 from tailored.serve.models_cache import ChatModels, ResidentAdapters, StandaloneModels
 from tailored.serve.registry import BASE_ADAPTER, Entry, Registry
 from tailored.serve.request import (
@@ -32,6 +40,7 @@ from tailored.serve.request import (
     OnEvent,
     Overloaded,
 )
+from tailored.serve.continuous import ContinuousScheduler
 from tailored.serve.scheduler import Scheduler
 from tailored.serve.settings import ServeSettings
 
@@ -57,8 +66,61 @@ class Engine:
         self.chats = ChatModels(self.base_model, self.base_tokenizer)
         self.adapters = ResidentAdapters(self.bank, settings.max_adapters)
         self.standalone = StandaloneModels(settings.max_standalone, self.device)
-        self.scheduler = Scheduler(settings, self._run)
-        self.stats = self.scheduler.stats
+        self.prefix = PrefixCache(settings.prefix_cache_mb * 2**20, block=settings.prefill_chunk) \
+            if settings.prefix_cache_mb else None
+        self.problem = engine_problem(self.base_model)
+        if settings.batching == "static" or self.problem:
+            if settings.batching == "continuous":
+                log.warning("static batching: the step engine cannot run this base (%s)", self.problem)
+            self.scheduler: Scheduler | ContinuousScheduler = Scheduler(settings, self._run)
+            self.stats = self.scheduler.stats
+            return
+        self.stats: dict[str, Any] = {}
+        self.lane = self._engine(self.base_model, "base", self.bank)
+        self.lanes: dict[str, StepEngine] = {}  # standalone models' engines, by model id
+        self.scheduler = ContinuousScheduler(settings, self._place, self._engines, self.stats)
+
+    def _engine(self, model: torch.nn.Module, namespace: str, bank: LoraBank | None = None) -> StepEngine:
+        s = self.settings
+        return StepEngine(model, bank=bank, prefix=self.prefix, namespace=namespace, max_rows=s.max_batch,
+                          max_tokens=s.max_batch_tokens, chunk=s.prefill_chunk, prefill_budget=4 * s.prefill_chunk,
+                          stats=self.stats)
+
+    def _engines(self) -> list[StepEngine]:
+        return [self.lane, *self.lanes.values()]
+
+    def _place(self, req: GenRequest) -> bool:
+        """Hand ``req``'s rows to its step engine (on the scheduler thread); False: wait, its model cannot load yet."""
+        entry = req.entry
+        if entry.kind == "standalone":
+            lane = self.lanes.get(entry.id)
+            if lane is None:
+                busy = {key for key, other in self.lanes.items() if other.busy}
+                if len(busy) >= self.settings.max_standalone:
+                    return False
+                try:
+                    chat = self.standalone.get(entry, keep=busy)
+                except Exception as exc:  # noqa: BLE001 - every request for it fails, the rest are served
+                    req.fail(self._unavailable(entry, exc))
+                    return True
+                self.lanes = {key: other for key, other in self.lanes.items() if self.standalone.resident(key)}
+                problem = engine_problem(chat.model)
+                if problem:
+                    req.fail(ModelUnavailable(f"The model `{entry.id}` cannot be served here: {problem}"))
+                    return True
+                lane = self.lanes[entry.id] = self._engine(chat.model, entry.id)
+            else:
+                self.standalone.get(entry)  # now the most recently used
+        else:
+            lane = self.lane
+            if entry.kind == "adapter":
+                try:
+                    self.adapters.ensure(entry, keep=lane.adapters() | {entry.adapter_name})
+                except Exception as exc:  # noqa: BLE001 - this adapter's failure is its requests' alone
+                    req.fail(self._unavailable(entry, exc))
+                    return True
+        lane.add(req.rows())
+        return True
 
     def prepare(self, entry: Entry, messages: list[dict[str, Any]], sampling: GenerationSettings, n: int,
                 on_event: OnEvent) -> GenRequest:
@@ -74,7 +136,7 @@ class Engine:
         self.scheduler.close()
 
     def _run(self, batch: list[GenRequest]) -> None:
-        """Decode one batch (on the scheduler thread): a standalone model's, or the shared base's.
+        """``batching: static``: decode one batch (on the scheduler thread), a standalone model's or the shared base's.
 
         A request whose model cannot be loaded fails alone (and its run is marked unavailable); the rest
         of the batch is decoded.

@@ -106,10 +106,14 @@ class StandaloneModels:
         self.device = device
         self._lru: LRU[ChatModel] = LRU(capacity)
 
-    def get(self, entry: Entry) -> ChatModel:
+    def resident(self, model_id: str) -> bool:
+        return model_id in self._lru
+
+    def get(self, entry: Entry, keep: Container[str] = ()) -> ChatModel:
+        """``entry``'s model, loaded unless resident; to make room the least recently used not in ``keep`` go."""
         if entry.id in self._lru:
             return self._lru.use(entry.id)
-        self._lru.shrink(self._lru.capacity - 1)  # make room before loading: one model's memory at a time
+        self._lru.shrink(self._lru.capacity - 1, keep=keep)  # make room before loading: one model's memory at a time
         model, tok, manifest = load_run(entry.run_dir, which=entry.which, device=self.device)  # type: ignore[arg-type]
         chat = ChatModel(model, tok, manifest, name=entry.id)
         self._lru.add(entry.id, chat)
