@@ -1,4 +1,10 @@
-"""Generation for a base model or a run folder: one class used by chat, eval and the server."""
+"""Generation for a base model or a run folder: one class used by chat, eval and the server.
+
+Answers come from the same step engine as the server's (:mod:`tailored.engine`: continuous batching,
+chunked prefill, a prefix cache shared by every call on this model, so a system prompt or a label list
+common to an evaluation's prompts is computed once). Models the engine cannot run (prompt learning,
+sliding-window attention) use transformers' ``generate``.
+"""
 
 from __future__ import annotations
 
@@ -9,9 +15,16 @@ import torch
 
 from tailored.config.manifest import Manifest, is_run_dir
 from tailored.data.stops import stop_token_ids
-from tailored.engine.sampling import GenerationSettings
+from tailored.engine.core import StepEngine, run
+from tailored.engine.kv import engine_problem
+from tailored.engine.prefix import PrefixCache
+from tailored.engine.sampling import GenerationSettings, Row
+from tailored.engine.text import TextStream
 from tailored.methods.runs import load_run
 from tailored.models.load import load_model, load_tokenizer, local_folder
+
+
+PREFIX_CACHE_BYTES = 256 * 2**20  # per ChatModel: a few thousand prompt tokens of a small model
 
 
 class ChatModel:
@@ -19,6 +32,7 @@ class ChatModel:
 
     def __init__(self, model: torch.nn.Module, tokenizer: Any, manifest: Manifest | None = None, name: str = "") -> None:
         self.model, self.tokenizer, self.manifest, self.name = model, tokenizer, manifest, name
+        self._engine: StepEngine | None = None
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
         eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
@@ -29,9 +43,47 @@ class ChatModel:
         text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
+    def engine(self, *, prefix_cache: bool = True) -> StepEngine | None:
+        """This model's step engine (None when it cannot run the model); its prefix cache lives as long as it."""
+        if self._engine is None and engine_problem(self.model) is None:
+            self._engine = StepEngine(self.model, prefix=PrefixCache(PREFIX_CACHE_BYTES))
+        if self._engine is not None:
+            self._engine.prefix = self._engine.prefix if prefix_cache else None
+        return self._engine
+
+    def generate_batch(self, conversations: list[list[dict[str, Any]]], settings: GenerationSettings | None = None, *,
+                       max_rows: int = 16, on_answer: Any = None) -> list[str]:
+        """Answers for several conversations, decoded together (at most ``max_rows`` at once).
+
+        Conversation ``i`` samples with ``seed + i`` (reproducible whatever the batching); ``on_answer(i,
+        text)`` is told as each answer finishes.
+        """
+        s = settings or GenerationSettings()
+        engine = self.engine()
+        if engine is None:
+            texts = self.hf_generate_batch(conversations, s)
+            for i, text in enumerate(texts):
+                if on_answer is not None:
+                    on_answer(i, text)
+            return texts
+        import random
+
+        prompts = [self.prompt_ids(c) for c in conversations]
+        texts = [""] * len(prompts)
+        rows = []
+        for i in sorted(range(len(prompts)), key=lambda i: len(prompts[i])):  # similar lengths decode together
+            stream = TextStream(self.tokenizer, set() if s.ignore_eos else set(self.stop_ids), s.stop)
+            gen = None
+            if s.temperature > 0:
+                gen = torch.Generator().manual_seed((s.seed + i) % 2**64 if s.seed is not None else random.getrandbits(62))
+            rows.append(Row(prompts[i], s, stream, _collect(texts, i, s.stop, on_answer), generator=gen))
+        engine.max_rows = max_rows
+        run(engine, rows)
+        return texts
+
     @torch.no_grad()
-    def generate_batch(self, conversations: list[list[dict[str, Any]]], settings: GenerationSettings | None = None) -> list[str]:
-        """Answers for several conversations in one left-padded batch."""
+    def hf_generate_batch(self, conversations: list[list[dict[str, Any]]], settings: GenerationSettings | None = None) -> list[str]:
+        """Answers for several conversations in one left-padded batch of transformers' ``generate``."""
         s = settings or GenerationSettings()
         prompts = [self.prompt_ids(c) for c in conversations]
         width = max(len(p) for p in prompts)
@@ -55,6 +107,18 @@ class ChatModel:
         if isinstance(messages, str):
             messages = [{"role": "user", "content": messages}]
         return self.generate_batch([messages], GenerationSettings(**settings))[0]
+
+
+def _collect(texts: list[str], i: int, stop: list[str], on_answer: Any) -> Any:
+    parts: list[str] = []
+
+    def emit(text: str, finish: str | None) -> None:
+        parts.append(text)
+        if finish is not None:
+            texts[i] = _cut("".join(parts), stop)
+            if on_answer is not None:
+                on_answer(i, texts[i])
+    return emit
 
 
 def _cut(text: str, stop: list[str] | None) -> str:

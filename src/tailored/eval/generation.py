@@ -1,7 +1,7 @@
 """Batched answers with a progress bar, and the loss/perplexity of reference answers.
 
-Answers come from :meth:`ChatModel.generate_batch` (greedy by default), in batches of similar
-prompt length so little compute goes to padding. Reference loss uses the training code's own
+Answers come from :meth:`ChatModel.generate_batch` (greedy by default): the step engine keeps
+``batch_size`` answers decoding, shortest prompts first, and shares prompt prefixes between them. Reference loss uses the training code's own
 tokenization (assistant-only labels) and held-out loss (``train.loop.evaluate_loss``), so it is the
 same number training reports.
 """
@@ -19,20 +19,16 @@ from tailored.train.progress import Progress
 
 def generate_answers(model: ChatModel, conversations: list[list[dict[str, Any]]], settings: GenerationSettings, *,
                      batch_size: int = 8, label: str = "generate", progress: bool = True) -> list[str]:
-    """One answer per conversation, generated in length-sorted batches, returned in input order."""
-    lengths = [len(model.prompt_ids(c)) for c in conversations]
-    order = sorted(range(len(conversations)), key=lambda i: lengths[i])
+    """One answer per conversation, returned in input order."""
     out: list[str] = [""] * len(conversations)
     bar = Progress(label, len(conversations), unit="answer", enabled=progress, transient=True)
-    try:
-        for start in range(0, len(order), batch_size):
-            idx = order[start : start + batch_size]
-            batch_settings = settings
-            if settings.seed is not None:  # sampled runs stay reproducible whatever the batch split
-                batch_settings = GenerationSettings(**{**settings.__dict__, "seed": settings.seed + start})
-            for i, text in zip(idx, model.generate_batch([conversations[i] for i in idx], batch_settings)):
-                out[i] = text.strip()
-            bar.advance(len(idx))
+
+    def done(i: int, text: str) -> None:
+        out[i] = text.strip()
+        bar.advance(1)
+
+    try:  # one call: the engine keeps batch_size rows decoding, refilled as answers finish
+        model.generate_batch(conversations, settings, max_rows=batch_size, on_answer=done)
     finally:
         bar.close()
     return out
