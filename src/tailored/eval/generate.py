@@ -46,20 +46,21 @@ class ChatModel:
     def engine(self, *, prefix_cache: bool = True) -> StepEngine | None:
         """This model's step engine (None when it cannot run the model); its prefix cache lives as long as it."""
         if self._engine is None and engine_problem(self.model) is None:
-            self._engine = StepEngine(self.model, prefix=PrefixCache(PREFIX_CACHE_BYTES))
+            self._prefix = PrefixCache(PREFIX_CACHE_BYTES)
+            self._engine = StepEngine(self.model, prefix=self._prefix)
         if self._engine is not None:
-            self._engine.prefix = self._engine.prefix if prefix_cache else None
+            self._engine.prefix = self._prefix if prefix_cache else None
         return self._engine
 
     def generate_batch(self, conversations: list[list[dict[str, Any]]], settings: GenerationSettings | None = None, *,
-                       max_rows: int = 16, on_answer: Any = None) -> list[str]:
+                       max_rows: int = 16, on_answer: Any = None, prefix_cache: bool = True) -> list[str]:
         """Answers for several conversations, decoded together (at most ``max_rows`` at once).
 
         Conversation ``i`` samples with ``seed + i`` (reproducible whatever the batching); ``on_answer(i,
-        text)`` is told as each answer finishes.
+        text)`` is told as each answer finishes. ``prefix_cache=False``: every prompt is computed in full.
         """
         s = settings or GenerationSettings()
-        engine = self.engine()
+        engine = self.engine(prefix_cache=prefix_cache)
         if engine is None:
             texts = self.hf_generate_batch(conversations, s)
             for i, text in enumerate(texts):

@@ -3,8 +3,9 @@
 ``tailored serve`` (CLI) or :func:`start` (a server in a background thread). Layout, by resource as in
 vLLM: ``protocol`` (request/response shapes), ``app`` (auth, errors, request ids), ``routes_chat``,
 ``routes_models``, ``registry`` (model ids ↔ run folders), ``engine`` (the built-in engine over
-``request`` (render + check), ``scheduler`` (queue, batches) and ``models_cache`` (adapters, models)),
-``decode`` (the batched token loop), ``vllm_engine`` (optional).
+``request`` (render + check), ``continuous`` (queue, the thread stepping :mod:`tailored.engine`) and
+``models_cache`` (adapters, models)), ``scheduler`` + ``decode`` (``batching: static``), ``vllm_engine``
+(optional).
 """
 
 from __future__ import annotations
