@@ -100,9 +100,10 @@ def _cut(text: str, stop: list[str] | None) -> str:
 
 
 def load(run_or_model: str | Path | None = None, *, which: str = "final", device: str = "cpu") -> ChatModel:
-    """Load a run folder (base + trained weights, training chat template) or a base model."""
+    """Load a run folder (base + trained weights merged in memory where the method allows, training chat
+    template) or a base model."""
     if run_or_model is not None and is_run_dir(run_or_model):
-        model, tok, manifest = load_run(run_or_model, which=which, device=device)
+        model, tok, manifest = load_run(run_or_model, which=which, device=device, merged=True)
         return ChatModel(model, tok, manifest, name=Path(run_or_model).name)
     folder = local_folder(None if run_or_model is None else str(run_or_model))
     model = load_model(folder, device=device)
