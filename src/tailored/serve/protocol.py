@@ -99,6 +99,7 @@ class ChatCompletionRequest(RequestObject):
     guided_choice: list[str] | None = None  # vLLM's structured-output extensions (extra_body)
     guided_regex: str | None = None
     guided_json: dict[str, Any] | str | None = None
+    constrain: Literal["labels", "none"] | None = None  # "labels": exactly one of a classification run's labels
     structured_outputs: dict[str, Any] | None = None  # vLLM >= 0.12: {"choice": [...]} | {"regex": ...} | {"json": ...}
 
     @field_validator("stop")
@@ -162,8 +163,9 @@ class ChatCompletionRequest(RequestObject):
             if not isinstance(value, dict):
                 raise ValueError("guided_json must be a JSON schema object")
             found.append(Structure("json_schema", value))
-        if len(found) > 1:
-            raise ValueError("give at most one of response_format (json), guided_choice, guided_regex, guided_json")
+        if len(found) + (self.constrain == "labels") > 1:
+            raise ValueError("give at most one of response_format (json), guided_choice, guided_regex, guided_json, "
+                             "constrain")
         return found[0] if found else None
 
     def chat_messages(self) -> list[dict[str, str]]:

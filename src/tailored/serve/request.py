@@ -149,6 +149,17 @@ class GenRequest:
         return emit
 
 
+def label_constraint(entry: Entry) -> Any:
+    """``constrain: "labels"``: the choice of the run's label set (a 400 for a model without one)."""
+    from tailored.engine.constraints import Structure
+    from tailored.eval.aftertrain import run_labels
+
+    labels = run_labels(entry.manifest) if entry.manifest is not None else None
+    if not labels:
+        raise BadRequest(f"constrain: labels needs a classification run; {entry.id} has no label set", param="constrain")
+    return Structure.choice(labels)
+
+
 def prepare(entry: Entry, chat_model: Callable[[Entry], ChatModel], messages: list[dict[str, Any]],
             sampling: GenerationSettings, n: int, on_event: OnEvent, *, context: int, settings: ServeSettings) -> GenRequest:
     """Render the prompt with the template of ``chat_model(entry)`` and check the limits (raises :class:`BadRequest`).

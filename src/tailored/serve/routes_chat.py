@@ -36,7 +36,7 @@ from tailored.serve.protocol import (
     Usage,
     completion_id,
 )
-from tailored.serve.request import BadRequest, GenerationFailed
+from tailored.serve.request import BadRequest, GenerationFailed, label_constraint
 
 log = logging.getLogger("tailored.serve")
 
@@ -75,11 +75,14 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> Any
         messages = body.chat_messages()
     except ValueError as exc:
         raise BadRequest(str(exc), param="messages") from None
+    constraint = body.structure()
+    if body.constrain == "labels":
+        constraint = await asyncio.to_thread(label_constraint, entry)
     sampling = GenerationSettings(  # OpenAI's names map to ours here, once
         max_new_tokens=body.max_completion_tokens or body.max_tokens,  # type: ignore[arg-type]  # None: engine default
         temperature=1.0 if body.temperature is None else body.temperature,  # OpenAI's default
         top_p=1.0 if body.top_p is None else body.top_p, stop=list(body.stop or []), seed=body.seed,
-        ignore_eos=body.ignore_eos, constraint=body.structure(), logprobs=bool(body.logprobs),
+        ignore_eos=body.ignore_eos, constraint=constraint, logprobs=bool(body.logprobs),
         top_logprobs=body.top_logprobs or 0,
     )
     loop = asyncio.get_running_loop()
