@@ -29,6 +29,7 @@ METRIC_ROWS = [
     ("accuracy_nearest_label", "accuracy, outside answers → nearest label", True, "pct"),
     ("accuracy_constrained", "accuracy, decoding held to the labels", True, "pct"),
     ("macro_f1_constrained", "macro F1, decoding held to the labels", True, "f3"),
+    ("valid_json_rate", "answers that parse as JSON (held to the schema)", True, "pct"),
     ("execution_accuracy", "execution accuracy", True, "pct"), ("valid_sql_rate", "valid SQL", True, "pct"),
     ("exact_match", "exact match", True, "pct"), ("bleu", "BLEU", True, "f1"), ("chrf", "chrF", True, "f1"),
     ("rouge1", "ROUGE-1", True, "f3"), ("rouge2", "ROUGE-2", True, "f3"), ("rougeL", "ROUGE-L", True, "f3"),

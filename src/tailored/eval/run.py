@@ -77,6 +77,7 @@ def evaluate(
     progress: bool = True,
     save: bool = True,
     constrain: str = "auto",
+    json_schema: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Evaluate a run folder or a model on held-out data; compare with a baseline; raise red flags.
 
@@ -100,6 +101,8 @@ def evaluate(
             set (exact labels only) and scored as ``accuracy_constrained`` beside the free ``accuracy``;
             ``auto`` does so when the label set is known (``labels``, or the run's training labels);
             ``none`` never.
+        json_schema: every answer is generated held to this JSON schema (structured output); the
+            report's ``valid_json_rate`` then counts answers that parse (a token limit can cut one).
 
     Returns:
         A JSON-serialisable report: task, data, per-model metrics, side-by-side rows, red flags.
@@ -133,13 +136,16 @@ def evaluate(
                               if k != "correct"}
         else:
             assert test is not None
-            settings = GenerationSettings(max_new_tokens=max_new_tokens or _max_new_tokens(model, test.references))
+            settings = GenerationSettings(max_new_tokens=max_new_tokens or _max_new_tokens(model, test.references),
+                                          constraint=Structure("json_schema", json_schema, strict=True) if json_schema else None)
             answers, was_cached = cache.cached(
                 cache.key("answers", identity, report["data"]["sha256"], limit, settings.__dict__),
                 lambda: generate_answers(model, test.prompts, settings, batch_size=batch_size, label=f"answers {name}",
                                          progress=progress), enabled=use_cache)
             out["answers"], out["cached"] = answers, was_cached
             out["metrics"] = score(task, test, answers, label_list)
+            if json_schema:
+                out["metrics"]["valid_json_rate"] = sum(map(_parses, answers)) / max(len(answers), 1)
             if task == "generation":
                 ref, _ = cache.cached(cache.key("refloss", identity, report["data"]["sha256"], limit),
                                       lambda: reference_loss(model, test.examples), enabled=use_cache)
@@ -172,6 +178,16 @@ def evaluate(
     if save and is_run:
         write_json(RunFolder(target).evals / f"{data.stem}-{report['data']['sha256'][:8]}-{which}.json", report, indent=1)
     return report
+
+
+def _parses(text: str) -> bool:
+    import json
+
+    try:
+        json.loads(text)
+    except ValueError:
+        return False
+    return True
 
 
 def constraint_labels(constrain: str, task: str, labels: list[str] | None, run_dir: str | Path | None,

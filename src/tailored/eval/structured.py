@@ -22,6 +22,21 @@ def label_structure(model: ChatModel) -> Structure:
     return Structure.choice(labels)
 
 
+def read_schema(path: str | Path) -> dict:
+    """A JSON schema file (``--json-schema``), with the line of a syntax error."""
+    path = Path(path)
+    try:
+        schema = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"--json-schema {path}: cannot read it ({exc.strerror})", hint="give a JSON schema file") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        where = f"line {exc.lineno}: " if isinstance(exc, json.JSONDecodeError) else ""
+        raise ConfigError(f"--json-schema {path}: {where}not JSON ({exc})", hint="the file holds one JSON schema object") from None
+    if not isinstance(schema, dict):
+        raise ConfigError(f"--json-schema {path}: a JSON schema is an object, not {type(schema).__name__}")
+    return schema
+
+
 def cli_structure(model: ChatModel, *, constrain: str | None = None, json_schema: str | None = None,
                   json_object: bool = False, regex: str | None = None, choices: list[str] | None = None) -> Structure | None:
     """The one constraint the chat flags name (None: free text); two at once is an error."""
@@ -31,15 +46,7 @@ def cli_structure(model: ChatModel, *, constrain: str | None = None, json_schema
     elif constrain not in (None, "none"):
         raise ConfigError(f"--constrain {constrain!r} is not known", hint="use labels or none")
     if json_schema:
-        path = Path(json_schema)
-        try:
-            schema = json.loads(path.read_text(encoding="utf-8"))
-        except OSError as exc:
-            raise ConfigError(f"--json-schema {path}: cannot read it ({exc.strerror})", hint="give a JSON schema file") from None
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"--json-schema {path}: line {exc.lineno}: not JSON ({exc.msg})",
-                              hint="the file holds one JSON schema object") from None
-        found.append(Structure("json_schema", schema, strict=True))
+        found.append(Structure("json_schema", read_schema(json_schema), strict=True))
     if json_object:
         found.append(Structure("json_object"))
     if regex:
