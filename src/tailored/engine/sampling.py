@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
+from tailored.engine import hooks as row_hooks
+from tailored.engine.constraints import Structure
 from tailored.engine.text import TextStream
 
 Emit = Callable[[str, "str | None"], None]  # (new text, finish reason or None)
@@ -26,6 +29,9 @@ class GenerationSettings:
     seed: int | None = None
     stop: list[str] = field(default_factory=list)  # cut before the first of these
     ignore_eos: bool = False  # generate max_new_tokens whatever the model says (benchmarks)
+    constraint: Structure | None = None  # structured output: JSON schema, JSON object, regex or choice (engine/)
+    logprobs: bool = False  # the server returns each answer token's logprob (OpenAI's ``logprobs``)
+    top_logprobs: int = 0  # ... and this many most likely alternatives per token
 
 
 @dataclass
@@ -40,6 +46,7 @@ class Row:
     cancelled: Callable[[], bool] = lambda: False
     generator: torch.Generator | None = None
     fail: Callable[[BaseException], None] | None = None  # told when this row cannot go on (it leaves the batch)
+    hooks: list[Any] = field(default_factory=list)  # tailored.engine RowHooks: logprobs, constraints (in order)
 
 
 GREEDY_BELOW = 1e-5  # temperatures under this decode greedily (as in vLLM): the limit of sampling as T → 0
@@ -83,7 +90,12 @@ def pick_tokens(logits: torch.Tensor, rows: list[Row]) -> list[int]:
 
 def advance(row: Row, logits: torch.Tensor, greedy: int) -> tuple[int, bool]:
     """One row's next token, added to its stream and emitted: (token, whether the row goes on)."""
+    if row.hooks:  # per-row logits hooks (tailored.engine): they see, and may mask, this row's logits
+        row_hooks.apply(row.hooks, logits)
+        greedy = int(logits.argmax())
     token = sample(logits, row) if row.sampling.temperature > 0 else greedy
+    if row.hooks:
+        row_hooks.accept(row.hooks, token)
     delta, finish = row.stream.add(token, row.sampling.max_new_tokens)
     if delta or finish:
         row.emit(delta, finish)

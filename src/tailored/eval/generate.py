@@ -71,13 +71,19 @@ class ChatModel:
 
         prompts = [self.prompt_ids(c) for c in conversations]
         texts = [""] * len(prompts)
+        grammar = None
+        if s.constraint is not None:  # each row held to it by its own matcher (a per-row logits hook)
+            from tailored.engine.constraints import compile as compile_constraint
+
+            grammar = compile_constraint(s.constraint, self.tokenizer, self.stop_ids)
         rows = []
         for i in sorted(range(len(prompts)), key=lambda i: len(prompts[i])):  # similar lengths decode together
             stream = TextStream(self.tokenizer, set() if s.ignore_eos else set(self.stop_ids), s.stop)
             gen = None
             if s.temperature > 0:
                 gen = torch.Generator().manual_seed((s.seed + i) % 2**64 if s.seed is not None else random.getrandbits(62))
-            rows.append(Row(prompts[i], s, stream, _collect(texts, i, s.stop, on_answer), generator=gen))
+            rows.append(Row(prompts[i], s, stream, _collect(texts, i, s.stop, on_answer), generator=gen,
+                            hooks=[grammar.start()] if grammar is not None else []))
         engine.max_rows = max_rows
         run(engine, rows)
         return texts
@@ -94,14 +100,29 @@ class ChatModel:
         if s.seed is not None:
             torch.manual_seed(s.seed)
         device = next(self.model.parameters()).device
+        extra = self._constraint_processor(s, len(prompts), width)
         out = self.model.generate(
             input_ids=ids.to(device), attention_mask=mask.to(device), max_new_tokens=s.max_new_tokens,
             do_sample=s.temperature > 0, temperature=s.temperature if s.temperature > 0 else None,
             top_p=s.top_p if s.temperature > 0 else None, top_k=None, eos_token_id=self.stop_ids, pad_token_id=pad,
             **({"min_new_tokens": s.max_new_tokens} if s.ignore_eos else {}),  # EOS suppressed until the limit
+            **extra,
         )
         texts = [self.tokenizer.decode(row[width:], skip_special_tokens=True) for row in out]
         return [_cut(t, s.stop) for t in texts]
+
+    def _constraint_processor(self, s: GenerationSettings, rows: int, width: int) -> dict[str, Any]:
+        """``generate``'s ``logits_processor`` that holds each row to ``s.constraint`` (none without one)."""
+        if s.constraint is None:
+            return {}
+        from transformers import LogitsProcessorList
+
+        from tailored.engine.constraints import compile as compile_constraint
+        from tailored.engine.hooks import HooksProcessor
+
+        grammar = compile_constraint(s.constraint, self.tokenizer, self.stop_ids)
+        hooks = HooksProcessor([[grammar.start()] for _ in range(rows)], width, self.stop_ids)
+        return {"logits_processor": LogitsProcessorList([hooks])}
 
     def chat(self, messages: list[dict[str, Any]] | str, **settings: Any) -> str:
         """One answer; ``messages`` may be a plain prompt string."""
@@ -130,9 +151,10 @@ def _cut(text: str, stop: list[str] | None) -> str:
 
 
 def load(run_or_model: str | Path | None = None, *, which: str = "final", device: str = "cpu") -> ChatModel:
-    """Load a run folder (base + trained weights, training chat template) or a base model."""
+    """Load a run folder (base + trained weights merged in memory where the method allows, training chat
+    template) or a base model."""
     if run_or_model is not None and is_run_dir(run_or_model):
-        model, tok, manifest = load_run(run_or_model, which=which, device=device)
+        model, tok, manifest = load_run(run_or_model, which=which, device=device, merged=True)
         return ChatModel(model, tok, manifest, name=Path(run_or_model).name)
     folder = local_folder(None if run_or_model is None else str(run_or_model))
     model = load_model(folder, device=device)
