@@ -70,7 +70,7 @@ def test_choice_constraint_through_generate(tiny_model_dir: Path) -> None:
     chat = tailored.load(str(tiny_model_dir))
     labels = ["billing refund", "shipping", "login password", "bug"]
     convs = [[{"role": "user", "content": p}] for p in ("the order", "hot water", "crash", "refund", "a b c")]
-    s = GenerationSettings(max_new_tokens=12, temperature=1.0, seed=0, constraint=Structure.choice(labels))
+    s = GenerationSettings(max_new_tokens=20, temperature=1.0, seed=0, constraint=Structure.choice(labels))
     answers = chat.generate_batch(convs, s)
     assert all(a in labels for a in answers), answers
     free = chat.generate_batch(convs, GenerationSettings(max_new_tokens=12))
