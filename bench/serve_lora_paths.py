@@ -7,7 +7,7 @@ merged fine-tune costs):
 * ``plain``    the base model alone (= a merged fine-tune's speed)
 * ``peft``     peft ``PeftModel`` with one active adapter (what ``tailored chat RUN`` runs)
 * ``peft-mix`` peft with ``adapter_names=`` (rows on adapter a, b and the base)
-* ``bank``     the server's path for one adapter (lora_bank hooks, no mask)
+* ``bank``     the server's path for one adapter (engine/lora.py hooks, no mask)
 * ``bank-mix`` the server's path for rows on adapter a, b and the base
 
     OMP_NUM_THREADS=1 nice .venv/bin/python bench/serve_lora_paths.py RUN_A RUN_B

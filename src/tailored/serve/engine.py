@@ -171,7 +171,7 @@ class Engine:
         self.scheduler.count(len(rows), mixed=len(used) > 1)
         if used == {BASE_ADAPTER}:
             n = run_batch(self.base_model, rows, pad, stats=self.stats)
-        else:  # one or several adapters: concatenated LoRA matrices, row-masked (see lora_bank.py)
+        else:  # one or several adapters: concatenated LoRA matrices, row-masked (see engine/lora.py)
             with self.bank.rows([r.adapter for r in rows]) as mixer:
                 n = run_batch(self.base_model, rows, pad, mixer=mixer, stats=self.stats)
         self.stats["tokens"] += n
