@@ -209,9 +209,9 @@ def end_to_end(model: Any, tokenizer: Any, rows: int = 1, tokens: int = 40) -> d
     from tailored.serve.decode import Row, TextStream, run_batch
 
     stop = [int(tokenizer.eos_token_id)]
-    prompt = tokenizer.apply_chat_template([{"role": "user", "content": "Triage: my card was lost, I am a VIP."}],
-                                           tokenize=True, add_generation_prompt=True)
-    prompt = list(prompt["input_ids"] if isinstance(prompt, dict) else prompt)
+    text = tokenizer.apply_chat_template([{"role": "user", "content": "Triage: my card was lost, I am a VIP."}],
+                                         tokenize=False, add_generation_prompt=True)
+    prompt = tokenizer(text, add_special_tokens=False)["input_ids"]
     grammar = compile_constraint(Structure("json_schema", SCHEMA), tokenizer, stop)
     out: dict[str, float] = {}
     for name in ("prefill", "free", "json_schema"):

@@ -80,7 +80,8 @@ def test_chat_constrain_labels_and_json_schema(classifier: tuple[Path, Path], ti
     assert "not a classification run" in capsys.readouterr().err
 
 
-def test_server_constrains_to_the_run_labels(classifier: tuple[Path, Path], tiny_model_dir: Path) -> None:
+def test_server_constrains_to_the_run_labels(classifier: tuple[Path, Path], tiny_model_dir: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
     from tailored.serve.server import start
 
     run, _ = classifier
@@ -93,6 +94,11 @@ def test_server_constrains_to_the_run_labels(classifier: tuple[Path, Path], tiny
                                                  extra_body={"constrain": "labels"})
             assert out.choices[0].message.content in LABELS
             assert out.choices[0].logprobs.content  # the model's confidence in its label
+        remote = ["chat", "--url", srv.url, "--api-key", "k", "--temperature", "1", "--prompt", "water", "--max-new-tokens", "16"]
+        assert main([*remote, "--model", run.name, "--constrain", "labels"]) == 0
+        assert capsys.readouterr().out.strip() in LABELS
+        assert main([*remote, "--model", "model", "--choice", "yes", "--choice", "no"]) == 0
+        assert capsys.readouterr().out.strip() in ("yes", "no")
         with pytest.raises(openai.BadRequestError, match="classification run"):
             client.chat.completions.create(model="model", messages=[{"role": "user", "content": "x"}],
                                            extra_body={"constrain": "labels"})

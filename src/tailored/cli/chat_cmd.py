@@ -37,11 +37,14 @@ def run_chat(args: argparse.Namespace) -> int:
         model = load(args.target, which=args.which)
     history = [{"role": "system", "content": args.system}] if args.system else []
     settings = {"max_new_tokens": args.max_new_tokens, "temperature": args.temperature}
-    if not getattr(args, "url", None):
-        from tailored.eval.structured import cli_structure
+    from tailored.eval.structured import cli_structure
 
-        settings["constraint"] = cli_structure(model, constrain=args.constrain, json_schema=args.json_schema,
-                                               json_object=args.json_object, regex=args.regex, choices=args.choices)
+    remote = bool(getattr(args, "url", None))  # the server knows the run's labels: it is asked for them
+    settings["constraint"] = cli_structure(None if remote else model, constrain=None if remote else args.constrain,
+                                           json_schema=args.json_schema, json_object=args.json_object, regex=args.regex,
+                                           choices=args.choices)
+    if remote and args.constrain == "labels":
+        settings["constrain"] = "labels"
     if args.prompt is not None:
         print(model.chat(history + [{"role": "user", "content": args.prompt}], **settings))
         return 0

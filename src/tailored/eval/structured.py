@@ -37,11 +37,11 @@ def read_schema(path: str | Path) -> dict:
     return schema
 
 
-def cli_structure(model: ChatModel, *, constrain: str | None = None, json_schema: str | None = None,
+def cli_structure(model: ChatModel | None, *, constrain: str | None = None, json_schema: str | None = None,
                   json_object: bool = False, regex: str | None = None, choices: list[str] | None = None) -> Structure | None:
     """The one constraint the chat flags name (None: free text); two at once is an error."""
     found: list[Structure] = []
-    if constrain == "labels":
+    if constrain == "labels" and model is not None:
         found.append(label_structure(model))
     elif constrain not in (None, "none"):
         raise ConfigError(f"--constrain {constrain!r} is not known", hint="use labels or none")
