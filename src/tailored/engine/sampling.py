@@ -76,7 +76,7 @@ def sample(logits: torch.Tensor, row: Row) -> int:
         drop = sorted_p.cumsum(0) - sorted_p > s.top_p  # keep the smallest set reaching top_p
         sorted_p[drop] = 0.0
         probs = torch.zeros_like(probs).scatter_(0, order, sorted_p)
-    return int(torch.multinomial(probs / probs.sum(), 1, generator=row.generator))
+    return int(torch.multinomial((probs / probs.sum()).cpu(), 1, generator=row.generator))  # the row's generator is a CPU one
 
 
 def pick_tokens(logits: torch.Tensor, rows: list[Row]) -> list[int]:
