@@ -6,7 +6,7 @@ Nothing is written unless ``log_requests`` is on. Then every chat completion of 
 asked, the model id and its run folder, the prompt messages, the answer, latency, token counts and the
 finish reason. The id is the completion's own ``id`` (``chatcmpl-...``), which the client already has,
 so it can mark the answer good or bad (``POST /v1/traffic/{id}/feedback``). Rows older than
-``log_retention_days`` are deleted (on start and then hourly). ``log_redact`` rewrites every text before
+``log_retention_days`` are deleted (when the server starts, then hourly). ``log_redact`` rewrites every text before
 it is written: ``pii`` masks e-mail addresses, card and phone numbers; ``module:function`` names a
 function ``str -> str`` of your own.
 
@@ -18,7 +18,6 @@ from __future__ import annotations
 import importlib
 import json
 import re
-import threading
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -86,9 +85,7 @@ class TrafficLog:
         self.retention_s = retention_days * 86400
         self.redact = redact or (lambda text: text)
         self.projects = set(projects or [])
-        self._purged = 0.0
-        self._lock = threading.Lock()
-        self.purge()
+        self._purged = time.time()
 
     def logs(self, project: str) -> bool:
         return not self.projects or project in self.projects
@@ -166,8 +163,10 @@ def open_traffic(settings: Any) -> TrafficLog | None:
     """The server's traffic log, or None when ``log_requests`` is off (the default: then nothing is ever written)."""
     if not settings.log_requests:
         return None
-    return TrafficLog(store_path(), retention_days=settings.log_retention_days, redact=redactor(settings.log_redact),
-                      projects=settings.log_projects)
+    log = TrafficLog(store_path(), retention_days=settings.log_retention_days, redact=redactor(settings.log_redact),
+                     projects=settings.log_projects)
+    log.purge()
+    return log
 
 
 def parse_since(text: str | float | None) -> float | None:
