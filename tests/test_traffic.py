@@ -96,6 +96,11 @@ def test_logged_requests_feedback_redaction_and_tenancy(run: Path, tiny_model_di
         for path in ("/traffic", f"/traffic/{done.id}", "/drift?model=run-t"):  # auth on every route
             assert httpx.get(f"{srv.url}{path}").status_code == 401
         assert call("GET", "/drift?model=run-t", "ka").json()["data"] == []  # no check yet
+        (run / "drift").mkdir(exist_ok=True)  # what `tailored drift` appends after each check
+        (run / "drift" / "history.jsonl").write_text(json.dumps({"checked_at": "2026-12-02T08:00:00", "verdict": "drift"}) + "\n")
+        points = call("GET", "/drift?model=run-t", "ka").json()
+        assert points["data"][0]["verdict"] == "drift" and points["model"].startswith("ft:")
+        (run / "drift" / "history.jsonl").unlink()
         assert call("GET", "/drift?model=nope", "ka").status_code == 404
 
 
