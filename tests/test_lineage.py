@@ -75,3 +75,28 @@ def test_mix_old_mixes_the_parents_data_and_mismatches_are_refused(parent: tuple
                        output=str(tmp_path / "no-parent"))
     with pytest.raises(CheckpointError, match="not a run folder"):
         tailored.train(from_run=str(tmp_path), data=str(new), max_steps=1, output=str(tmp_path / "x"))
+
+
+def test_a_job_on_a_fine_tuned_model_continues_it(parent: tuple[Path, Path], tiny_model_dir: Path, tmp_path: Path) -> None:
+    """OpenAI's way to continue a fine-tune (``model: "ft:..."``) is from_run in the jobs API, within the project."""
+    import shutil
+
+    from tailored.errors import RequestError
+    from tailored.jobs.requests import parse_create
+    from tailored.jobs.service import BaseModelInfo, open_jobs
+
+    jobs = open_jobs(BaseModelInfo("tiny", str(tiny_model_dir)), home=tmp_path / "service")
+    shutil.copytree(parent[0], jobs.folder("ftjob-1") / "run")
+    body = {"id": "ftjob-1", "status": "succeeded", "fine_tuned_model": "ft:tiny:a::abc", "organization_id": "a",
+            "created_at": 1, "finished_at": 2}
+    jobs.store.add_job("ftjob-1", "a", body, {"final_step": 24})
+    run = jobs._check_model("a", "ft:tiny:a::abc")
+    assert run == str(jobs.folder("ftjob-1") / "run")
+    with pytest.raises(RequestError, match="not available"):  # another project's model is not there for it
+        jobs._check_model("b", "ft:tiny:a::abc")
+    settings = jobs._settings(parse_create({"model": "ft:tiny:a::abc", "training_file": "file-x",
+                                            "tailored": {"mix_old": 0.2}}), run)
+    assert settings["from_run"] == run and settings["method"] == "full" and settings["mix_old"] == 0.2
+    with pytest.raises(RequestError, match="from_run"):  # a path on the server is not for a tenant to name
+        parse_create({"model": "tiny", "training_file": "file-x", "tailored": {"from_run": "/etc"}})
+    jobs.store.close()
