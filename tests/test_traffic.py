@@ -60,7 +60,7 @@ def test_logging_is_off_by_default_and_nothing_is_written(run: Path, tiny_model_
 
 
 def test_logged_requests_feedback_redaction_and_tenancy(run: Path, tiny_model_dir: Path, tmp_path: Path,
-                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+                                                        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
     monkeypatch.setenv("TAILORED_HOME", str(tmp_path / "home"))
     keys = tmp_path / "keys.yaml"
     keys.write_text("keys:\n  - {key: ka, project: a}\n  - {key: kb, project: b}\n  - {key: kadmin, project: ops, admin: true}\n")
@@ -102,6 +102,15 @@ def test_logged_requests_feedback_redaction_and_tenancy(run: Path, tiny_model_di
         assert points["data"][0]["verdict"] == "drift" and points["model"].startswith("ft:")
         (run / "drift" / "history.jsonl").unlink()
         assert call("GET", "/drift?model=nope", "ka").status_code == 404
+    # `tailored drift RUN` reads the run's rows from the server's store: too few to judge, but the corrected one exports
+    from tailored.cli.main import main
+
+    assert main(["drift", str(run), "--project", "a"]) == 1
+    assert "1 traffic input(s): too few" in capsys.readouterr().err
+    assert main(["drift", str(run), "--export", str(tmp_path / "new.jsonl")]) == 0
+    exported = [json.loads(line) for line in (tmp_path / "new.jsonl").read_text().splitlines()]
+    assert exported == [{"messages": [{"role": "user", "content": "mail me at [email]"},
+                                      {"role": "assistant", "content": "card_arrival"}]}]
 
 
 def test_retention_projects_and_redaction_units(tmp_path: Path) -> None:
