@@ -70,18 +70,32 @@ def training_texts(manifest: Manifest) -> tuple[list[str], list[str | None]]:
 
 
 class Embeddings:
-    """MiniLM embeddings, computed shortest-first (less padding) and returned in the given order."""
+    """MiniLM embeddings, computed shortest-first (less padding) and returned in the given order.
 
-    def __init__(self, embedder: Any = None) -> None:
-        self._embedder = embedder
+    More than ``CHUNK`` texts show a progress bar (rate and ETA) when ``progress`` is on.
+    """
+
+    CHUNK = 512
+
+    def __init__(self, embedder: Any = None, *, progress: bool = False) -> None:
+        self._embedder, self.progress = embedder, progress
 
     def __call__(self, texts: list[str]) -> np.ndarray:
+        from tailored.train.progress import Progress
+
         if self._embedder is None:
             from tailored.models.embeddings import Embedder
 
             self._embedder = Embedder()
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-        vectors = self._embedder.encode([texts[i] for i in order]).numpy()
+        bar = Progress("embedding", len(texts), unit="text", enabled=self.progress and len(texts) > self.CHUNK,
+                       transient=True)
+        parts = []
+        for i in range(0, len(order), self.CHUNK):
+            parts.append(self._embedder.encode([texts[j] for j in order[i:i + self.CHUNK]]).numpy())
+            bar.advance(len(parts[-1]))
+        bar.close()
+        vectors = np.concatenate(parts) if parts else np.zeros((0, 384), np.float32)
         out = np.empty_like(vectors)
         out[order] = vectors
         return out
@@ -118,7 +132,7 @@ def check(run_dir: str | Path, records: list[dict[str, Any]], *, since: str | No
         raise DataError(f"{len(records)} traffic input(s){' since ' + since if since else ''}: too few to tell drift "
                         f"from chance (at least {MIN_TRAFFIC})",
                         hint="log more traffic (`tailored serve --log-requests`) or pass --traffic FILE")
-    embed = embed or Embeddings()
+    embed = embed or Embeddings(progress=True)
     texts, answers = training_texts(manifest)
     reference = Sample(texts, _training_embeddings(run, manifest, texts, embed), answers=answers)
     cur_texts = [input_text(r["messages"]) for r in records]
