@@ -124,17 +124,25 @@ def test_cli_drift_verdicts_history_and_exports(embed: Embeddings, shared_data: 
     same = render(check(run, read_traffic(shared_data / "banking77" / "validation.jsonl"), embed=embed))
     assert same.startswith("drift: NO DRIFT") and "domain classifier: ROC AUC" in same and "answer labels" in same
     capsys.readouterr()
-    foreign = tmp_path / "dolly.jsonl"
+    foreign = tmp_path / "traffic.jsonl"  # 60 dolly questions (a third rated) among 40 banking queries (all rated)
+    dolly = _rows(shared_data / "dolly-open-qa" / "validation.jsonl")[:60]
     rows = [{"id": f"q{i}", "messages": r[:2], "answer": r[2]["content"], "feedback": "good" if i % 3 == 0 else None}
-            for i, r in enumerate(_rows(shared_data / "dolly-open-qa" / "validation.jsonl")[:60])]
+            for i, r in enumerate(dolly)]
+    rows += [{"id": f"b{i}", "messages": r[:2], "answer": r[2]["content"], "feedback": "good"}
+             for i, r in enumerate(_rows(shared_data / "banking77" / "validation.jsonl")[:40])]
     foreign.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    assert main(["drift", str(run), "--traffic", str(foreign), "--to-label", str(tmp_path / "label.jsonl")]) == 0
+    assert main(["drift", str(run), "--traffic", str(foreign), "--to-label", str(tmp_path / "label.jsonl"),
+                 "--export", str(tmp_path / "drifted.jsonl"), "--drifted-only"]) == 0
     out = capsys.readouterr().out
-    assert out.startswith("drift: SEVERE") and f"tailored train --from {run}" in out and "feedback: 20 answers rated" in out
+    assert out.startswith("drift: SEVERE") and f"tailored train --from {run}" in out and "feedback: 60 answers rated" in out
     assert [h["verdict"] for h in history(run)] == ["no drift", "severe"]
     to_label = [json.loads(line) for line in (tmp_path / "label.jsonl").read_text().splitlines()]
     assert len(to_label) >= 10 and to_label[0]["messages"][-1]["role"] == "assistant"
+    assert all(r["id"].startswith("q") for r in to_label[:20])  # the dolly questions are the farthest
+    drifted = [json.loads(line)["messages"][1]["content"] for line in (tmp_path / "drifted.jsonl").read_text().splitlines()]
+    questions = {r[1]["content"] for r in dolly[::3]}
+    assert questions <= set(drifted) and len(drifted) <= len(questions) + 6  # the rated dolly ones, few banking ones
     assert main(["drift", str(run), "--traffic", str(foreign), "--export", str(tmp_path / "new.jsonl")]) == 0
     exported = [json.loads(line) for line in (tmp_path / "new.jsonl").read_text().splitlines()]
-    assert len(exported) == 20 and exported[0]["messages"][-1] == {"role": "assistant", "content": rows[0]["answer"]}
+    assert len(exported) == 60 and exported[0]["messages"][-1] == {"role": "assistant", "content": rows[0]["answer"]}
     assert main(["drift", str(run), "--traffic", str(tmp_path / "new.jsonl"), "--since", "yesterday"]) == 2  # a clear error

@@ -22,6 +22,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="Write the inputs that drifted most (farthest first) as chat lines to label here.")
     p.add_argument("--export", dest="export", default=None,
                    help="Write the labelled traffic (answers marked good, or corrected) as chat training data here.")
+    p.add_argument("--drifted-only", dest="drifted_only", action="store_true",
+                   help="With --export: only the inputs far from the training data (runs the check first).")
     p.set_defaults(func=run_drift)
 
 
@@ -48,18 +50,27 @@ def _records(args: argparse.Namespace) -> list[dict]:
 
 def run_drift(args: argparse.Namespace) -> int:
     from tailored.config.files import write_json
-    from tailored.drift.run import check, export_labelled, render, to_label
+    from tailored.drift.run import check, render, to_label
 
     records = _records(args)
-    if args.export:
-        written, left = export_labelled(records, args.export)
-        print(f"wrote {written} labelled example(s) to {args.export} ({left} unrated or bad without a correction left out)")
-        print(f"retrain: tailored train --from {args.run} --data {args.export} --mix-old 0.2")
-        return 0
+    if args.export and not args.drifted_only:  # every labelled request: no check needed
+        return _export(records, args)
     report = check(args.run, records, since=args.since, seed=args.seed)
     print(render(report))
     if args.json_out:
         write_json(args.json_out, report.as_dict(), indent=1)
     if args.to_label:
         print(f"wrote {to_label(report, records, args.to_label)} input(s) to label to {args.to_label}")
+    if args.export:
+        far = set(report.far_ids)
+        return _export([r for r in records if str(r["id"]) in far], args)
+    return 0
+
+
+def _export(records: list[dict], args: argparse.Namespace) -> int:
+    from tailored.drift.run import export_labelled
+
+    written, left = export_labelled(records, args.export)
+    print(f"wrote {written} labelled example(s) to {args.export} ({left} unrated or bad without a correction left out)")
+    print(f"retrain: tailored train --from {args.run} --data {args.export} --mix-old 0.2")
     return 0

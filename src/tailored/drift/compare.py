@@ -57,12 +57,13 @@ class DriftReport:
     n_current: int
     feedback: dict[str, Any]
     fixes: list[str] = field(default_factory=list)
+    far_ids: list[str] = field(default_factory=list)  # the inputs beyond the far-from-training line
 
     def as_dict(self) -> dict[str, Any]:
         return {"verdict": self.verdict, "n_training": self.n_reference, "n_traffic": self.n_current,
                 "checks": [c.__dict__ for c in self.checks], "most_drifted": self.most_drifted,
                 "distinctive_words": self.distinctive_words, "distinctive_examples": self.distinctive_examples,
-                "feedback": self.feedback, "fixes": self.fixes}
+                "feedback": self.feedback, "fixes": self.fixes, "far_from_training_ids": self.far_ids}
 
 
 def _status(significant: bool, sized: bool, severe: bool = False) -> str:
@@ -118,8 +119,9 @@ def compare(reference: Sample, current: Sample, *, labels: list[str] | None = No
     by_score = np.argsort(-scores)
     examples = [{"id": _id(current, ci[j]), "text": cur_texts[j], "classifier_score": round(float(scores[j]), 4)}
                 for j in by_score[:5]]
+    far_ids = [_id(current, ci[j]) for j in np.flatnonzero(dist > far.details["threshold_distance"])]
     return DriftReport(verdict, checks, most, explain.distinctive_words(ref_texts, cur_texts), examples,
-                       len(reference.texts), len(current.texts), _feedback(current))
+                       len(reference.texts), len(current.texts), _feedback(current), far_ids=far_ids)
 
 
 def _id(sample: Sample, i: int) -> str:
