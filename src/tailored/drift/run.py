@@ -152,7 +152,7 @@ def fixes(run: RunFolder, report: DriftReport, since: str | None) -> list[str]:
     window = f" --since {since}" if since else ""
     return [f"label the inputs that drifted most first (ids {ids}; all of them: `tailored drift {run.path}{window} "
             f"--to-label to_label.jsonl`), or mark served answers good/bad (POST /v1/traffic/ID/feedback)",
-            f"export the labelled traffic: `tailored drift {run.path}{window} --export new.jsonl`",
+            f"export the drifted, labelled traffic: `tailored drift {run.path}{window} --export new.jsonl --drifted-only`",
             f"retrain from this run, keeping some old data: `tailored train --from {run.path} --data new.jsonl --mix-old 0.2`",
             "then check the old task was kept: `tailored eval NEW_RUN --data OLD_TEST.jsonl` (compares with the parent)"]
 
