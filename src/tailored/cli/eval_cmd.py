@@ -16,7 +16,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--task", default="auto", choices=["auto", "classification", "generation", "sql", "choice"],
                    help="What to score (auto guesses from the data). [default: auto]")
     p.add_argument("--baseline", default="auto",
-                   help="Model or run to compare with; 'auto' = the run's base model, 'none' = no comparison. [default: auto]")
+                   help="Model or run to compare with; 'auto' = the run's parent (a run trained with --from) or else its base model, 'none' = no comparison. [default: auto]")
     p.add_argument("--probe", default="default",
                    help="Multiple-choice probe for the forgetting check ('default' = built in, a file, or 'none'). [default: default]")
     p.add_argument("--no-collapse", dest="collapse", action="store_false", help="Skip the mode-collapse sampling.")

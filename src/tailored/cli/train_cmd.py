@@ -20,7 +20,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--base-url", dest="base_url", default=None,
                    help="With --provider openai: the service's URL [default: $TAILORED_URL, else http://127.0.0.1:8000/v1].")
     p.add_argument("--api-key", dest="api_key", default=None, help="With --provider openai: its key [default: $TAILORED_API_KEY].")
-    add_model_flags(p, TrainConfig, skip={"method_options"})
+    p.add_argument("--from", "--from-run", dest="from_run", default=None, metavar="RUN",
+                   help=TrainConfig.model_fields["from_run"].description.replace(" CLI: --from.", ""))
+    add_model_flags(p, TrainConfig, skip={"method_options", "from_run"})
     p.set_defaults(func=run_train, _option_names=add_method_flags(p))
 
 

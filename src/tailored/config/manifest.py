@@ -100,6 +100,17 @@ class RunMetrics(_Record):
     tokens_per_s: float = 0.0
 
 
+class LineageRecord(_Record):
+    """The run this one continued from (``from_run``), and what it was continued on."""
+
+    parent: str  # the parent run folder
+    parent_created: str
+    parent_weights: str  # hash of the parent's final weights when they were loaded
+    data: str  # the new data file given (the manifest's ``data.train`` is what was trained on: new + old mixed)
+    data_sha256: str
+    mix_old: float = 0.0
+
+
 class Manifest(_Record):
     """What a run folder is. Field names are the keys of ``manifest.json``."""
 
@@ -122,6 +133,7 @@ class Manifest(_Record):
     best_checkpoint: str | None = None
     red_flags: dict[str, str] | None = None  # level, verdict and one verdict per flag (eval's post-train check)
     labels: list[str] | None = None  # a classification run's label set, from its training data (eval's post-train hook)
+    lineage: LineageRecord | None = None  # set when the run continued another (from_run)
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,8 @@ class TrainConfig(BaseModel):
     method: str = Field("lora", description="Fine-tuning method (see `tailored methods`).")
     method_options: dict[str, Any] = Field(default_factory=dict, description="Method settings (lora_r, ...), written flat.")
     output: str | None = Field(None, description="Run folder (default: runs/<model>-<method>-<time>).")
+    from_run: str | None = Field(None, description="Continue from this finished run's weights (same base, method and template; settings not given are the run's). CLI: --from.")
+    mix_old: float = Field(0.0, ge=0.0, lt=1.0, description="With from_run: share of the training set drawn from the parent's training data (against forgetting).")
 
     epochs: Union[int, Auto] = Field("auto", description="Passes over the data; auto follows OpenAI's rule from the dataset size.")
     batch_size: Union[int, Auto] = Field("auto", description="Examples per optimizer step, over all processes.")

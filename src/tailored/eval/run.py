@@ -85,7 +85,7 @@ def evaluate(
         target: a run folder, a model folder, a .gguf or ``smollm2``.
         data: test file (chat-like JSONL, or ``{question, choices, answer_index}`` lines for ``choice``).
         task: ``auto`` (guessed from the data), ``classification``, ``generation``, ``sql`` or ``choice``.
-        baseline: model or run to compare with; ``auto`` = the run's base model (none for a base model); None = no baseline.
+        baseline: model or run to compare with; ``auto`` = the run's parent (``from_run``) or else its base model (none for a base model); None = no baseline.
         probe: general-knowledge probe for the forgetting check: ``default`` (built in), a file, or None to skip.
         collapse: sample answers to varied prompts for the mode-collapse check.
         labels: the label set for classification (list or file); default: the labels in the data.
@@ -112,8 +112,10 @@ def evaluate(
     t0 = time.time()
     data = Path(data)
     is_run = is_run_dir(target)
-    if baseline == "auto":
-        baseline = str(base_folder(RunFolder(target).read())) if is_run else None
+    if baseline == "auto":  # a run continued from another (from_run) is compared with its parent, else its base
+        manifest = RunFolder(target).read() if is_run else None
+        parent = manifest.lineage.parent if manifest is not None and manifest.lineage else None
+        baseline = (parent if parent and is_run_dir(parent) else str(base_folder(manifest))) if manifest else None
     probe_path = DEFAULT_PROBE if probe == "default" else (Path(probe) if probe else None)
     test = None
     if task == "auto":

@@ -19,7 +19,7 @@ from tailored.errors import RequestError
 Auto = Literal["auto"]
 # Settings a job's extension may not set: the service decides them (paths, resume, threads, the post-train check).
 RESERVED = ("data", "validation", "output", "model", "epochs", "batch_size", "learning_rate_multiplier", "seed",
-            "threads", "save_every", "keep_checkpoints", "device")
+            "threads", "save_every", "keep_checkpoints", "device", "from_run")
 
 
 class Hyperparameters(BaseModel):

@@ -60,11 +60,11 @@ class Jobs:
     # ---- create ----------------------------------------------------------------------------
     def create(self, project: str, body: Any) -> dict[str, Any]:
         request = parse_create(body)
-        self._check_model(request.model)
+        parent = self._check_model(project, request.model)
         self._check_file(project, request.training_file, "training_file", request.type, minimum=10)
         if request.validation_file:
             self._check_file(project, request.validation_file, "validation_file", request.type, minimum=1)
-        settings = self._settings(request)
+        settings = self._settings(request, parent)
         hp = request.resolved_hyperparameters()
         job_id, created = new_id("ftjob-", 24), now()
         seed = request.seed if request.seed is not None else random.randint(0, 2**31 - 1)
@@ -89,12 +89,17 @@ class Jobs:
         self.wake()
         return job
 
-    def _check_model(self, model: str) -> None:
+    def _check_model(self, project: str, model: str) -> str | None:
+        """None for the base; for one of the project's fine-tuned models, its run folder (the job continues it)."""
         if self.base.matches(model):
-            return
+            return None
         if model.startswith("ft:"):
-            raise RequestError(f"model {model!r}: continuing a fine-tuned model is not supported yet",
-                               param="model", code="model_not_available", hint=f"fine-tune the base model {self.base.id}")
+            found = [m for m in self.models() if m["id"] == model and m["project"] == project]
+            if found and found[0]["which"] == "final":
+                return str(found[0]["run"])
+            if found:
+                raise RequestError(f"model {model!r} is an intermediate checkpoint; a job continues a final model",
+                                   param="model", code="model_not_available", hint="use the job's fine_tuned_model")
         raise RequestError(f"model {model!r} is not available for fine-tuning on this server", param="model",
                            code="model_not_available", hint=f"this server fine-tunes {self.base.id}")
 
@@ -122,7 +127,7 @@ class Jobs:
             raise RequestError(f"invalid {param}: {file_id} holds {fmt} data; a {kind} job needs {want}", param=param,
                                code="invalid_file_format")
 
-    def _settings(self, request: CreateJob) -> dict[str, Any]:
+    def _settings(self, request: CreateJob, parent: str | None = None) -> dict[str, Any]:
         """The ``tailored train`` settings of the job's extension field, checked like the CLI checks them.
 
         The job's type says what the method trains on (supervised: chat examples, dpo: preference pairs);
@@ -132,6 +137,10 @@ class Jobs:
         from tailored.methods.base import default_method, get_method
 
         extra = dict(request.tailored or {})
+        if parent is not None:  # continuing a fine-tune: its method unless another is asked (then refused at training)
+            from tailored.config.manifest import RunFolder
+
+            extra.setdefault("method", RunFolder(parent).read().method.name)
         wants = TRAINS_ON[request.type]
         extra.setdefault("method", default_method(wants))
         if extra["method"] in method_options() and get_method(extra["method"]).trains_on != wants:
@@ -144,7 +153,7 @@ class Jobs:
             cfg = load_train_config({"data": "-", **extra}, methods=method_options())
         except ConfigError as exc:
             raise RequestError("tailored: " + "; ".join(exc.problems), param="tailored", code="invalid_value") from None
-        return {"method": cfg.method, "method_options": cfg.method_options,
+        return {"method": cfg.method, "method_options": cfg.method_options, "from_run": parent,
                 **{k: v for k, v in extra.items() if k not in cfg.method_options and k != "method"}}
 
     # ---- read ------------------------------------------------------------------------------

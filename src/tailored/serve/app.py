@@ -65,7 +65,7 @@ def error_from(exc: TailoredError, request_id: str = "") -> JSONResponse:
 
 
 def create_app(engine: Any, registry: Any, keys: Keys | None = None, jobs: Any = None,
-               settings: ServeSettings | None = None) -> FastAPI:
+               settings: ServeSettings | None = None, traffic: Any = None) -> FastAPI:
     """The app serving ``registry``'s models through ``engine`` (and the fine-tuning ``jobs`` service, if given).
 
     Args:
@@ -74,13 +74,14 @@ def create_app(engine: Any, registry: Any, keys: Keys | None = None, jobs: Any =
         keys: the API keys and their projects; without any, only local callers are served (by Host/Origin).
         jobs: a :class:`~tailored.jobs.service.Jobs` for ``/v1/files`` and ``/v1/fine_tuning/jobs``.
         settings: ``max_request_bytes``, ``max_upload_bytes`` and ``allowed_origins`` (defaults otherwise).
+        traffic: a :class:`~tailored.serve.traffic.TrafficLog` (``--log-requests``); None logs nothing.
     """
-    from tailored.serve import routes_chat, routes_jobs, routes_models
+    from tailored.serve import routes_chat, routes_jobs, routes_models, routes_traffic
 
     keys = keys or Keys({})
     settings = settings or ServeSettings()
     app = FastAPI(title="Tailored", docs_url=None, redoc_url=None)
-    app.state.engine, app.state.registry, app.state.jobs = engine, registry, jobs
+    app.state.engine, app.state.registry, app.state.jobs, app.state.traffic = engine, registry, jobs, traffic
 
     @app.exception_handler(TailoredError)
     async def tailored_error(request: Request, exc: TailoredError) -> JSONResponse:
@@ -110,6 +111,7 @@ def create_app(engine: Any, registry: Any, keys: Keys | None = None, jobs: Any =
 
     app.include_router(routes_models.router, prefix="/v1")
     app.include_router(routes_chat.router, prefix="/v1")
+    app.include_router(routes_traffic.router, prefix="/v1")
     if jobs is not None:
         app.include_router(routes_jobs.router, prefix="/v1")
     app.add_middleware(Gate, keys=keys, settings=settings)

@@ -22,6 +22,7 @@ from fastapi.routing import APIRoute
 from tailored.errors import TailoredError
 from tailored.eval.generate import GenerationSettings
 from tailored.serve.app import internal_message
+from tailored.serve.traffic import log_completion
 from tailored.serve.protocol import (
     AssistantMessage,
     ChatCompletion,
@@ -69,6 +70,7 @@ router = APIRouter(route_class=JsonBody)
 
 @router.post("/chat/completions")
 async def chat_completions(body: ChatCompletionRequest, request: Request) -> Any:
+    started = time.monotonic()
     engine, registry = request.app.state.engine, request.app.state.registry
     entry = await asyncio.to_thread(registry.resolve, body.model, request.state.caller.scope)
     try:
@@ -97,7 +99,10 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> Any
     engine.submit(req)
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        return StreamingResponse(stream(req, events, entry.id, n, include_usage), media_type="text/event-stream",
+        async def logged(cid: str, texts: list[str], reasons: list[str], usage: dict[str, Any]) -> None:
+            await log_completion(request, entry, messages, cid, texts, reasons, usage, started)
+
+        return StreamingResponse(stream(req, events, entry.id, n, include_usage, logged), media_type="text/event-stream",
                                  headers={"cache-control": "no-cache"})
     watcher = asyncio.create_task(_on_disconnect(request, events))
     try:
@@ -118,7 +123,9 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> Any
                 choices = [Choice(index=i, message=AssistantMessage(content=t), finish_reason=r,  # type: ignore[arg-type]
                                   logprobs=ChoiceLogprobs(content=logprobs[i]) if body.logprobs else None)
                            for i, (t, r) in enumerate(zip(texts, reasons))]
-                return ChatCompletion(model=entry.id, choices=choices, usage=Usage(**payload)).model_dump(mode="json")
+                completion = ChatCompletion(model=entry.id, choices=choices, usage=Usage(**payload))
+                await log_completion(request, entry, messages, completion.id, texts, reasons, payload, started)
+                return completion.model_dump(mode="json")
     finally:
         watcher.cancel()
         req.cancel()  # no-op when finished; frees the rows if the client went away
@@ -151,9 +158,14 @@ def _sse(event: ChatCompletionChunk | ErrorResponse) -> str:
     return f"data: {event.model_dump_json()}\n\n"
 
 
-async def stream(req: Any, events: asyncio.Queue, model: str, n: int, include_usage: bool) -> AsyncIterator[str]:
-    """SSE: a role chunk per choice, content deltas, a finish chunk per choice, usage (if asked), ``[DONE]``."""
+async def stream(req: Any, events: asyncio.Queue, model: str, n: int, include_usage: bool,
+                 on_done: Callable[..., Coroutine[Any, Any, None]] | None = None) -> AsyncIterator[str]:
+    """SSE: a role chunk per choice, content deltas, a finish chunk per choice, usage (if asked), ``[DONE]``.
+
+    ``on_done(id, texts, finish reasons, usage)`` is awaited once the whole answer is sent, before ``[DONE]`` (the traffic log).
+    """
     cid, created = completion_id(), int(time.time())
+    texts, reasons = [""] * n, ["stop"] * n
 
     def chunk(*choices: ChunkChoice, usage: Usage | None = None) -> str:
         return _sse(ChatCompletionChunk(id=cid, created=created, model=model, choices=list(choices), usage=usage))
@@ -164,10 +176,12 @@ async def stream(req: Any, events: asyncio.Queue, model: str, n: int, include_us
         while True:
             kind, payload = await events.get()
             if kind == "delta":
+                texts[payload[0]] += payload[1]
                 lps = _logprobs_of(payload)
                 yield chunk(ChunkChoice(index=payload[0], delta=Delta(content=payload[1]),
                                         logprobs=ChoiceLogprobs(content=lps) if lps is not None else None))
             elif kind == "finish":
+                reasons[payload[0]] = payload[1]
                 yield chunk(ChunkChoice(index=payload[0], delta=Delta(), finish_reason=payload[1]))
             elif kind == "error":
                 error = client_error(payload, req.request_id)
@@ -180,6 +194,8 @@ async def stream(req: Any, events: asyncio.Queue, model: str, n: int, include_us
             else:
                 if include_usage:
                     yield chunk(usage=Usage(**payload))
+                if on_done is not None:  # before [DONE]: a client may hang up as soon as it reads it
+                    await on_done(cid, texts, reasons, payload)
                 yield "data: [DONE]\n\n"
                 return
     finally:

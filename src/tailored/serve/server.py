@@ -19,11 +19,14 @@ class Built:
     engine: Any
     app: Any
     runner: Any = None  # the fine-tuning jobs' runner (None with --no-jobs)
+    traffic: Any = None  # the traffic log (None unless --log-requests)
 
     def close(self) -> None:
         if self.runner is not None:
             self.runner.stop()
         self.engine.close()
+        if self.traffic is not None:
+            self.traffic.close()
 
 
 def _default_base(runs: list[Path]) -> str:
@@ -62,6 +65,9 @@ def build(settings: ServeSettings | None = None, **overrides: Any) -> Built:
     source = resolve_model(spec)
     folder = local_folder(source)
     registry = Registry(folder, source.name, content_hash(folder), runs, base_aliases=(spec, folder.name))
+    from tailored.serve.traffic import open_traffic
+
+    traffic = open_traffic(s)  # None unless --log-requests: then nothing is written
     jobs = runner = None
     if s.jobs:  # before the engine loads the model: a bad jobs setting is said at once
         jobs, runner = _jobs(s, registry, spec, folder)
@@ -73,7 +79,7 @@ def build(settings: ServeSettings | None = None, **overrides: Any) -> Built:
         from tailored.serve.engine import Engine
 
         engine = Engine(registry, s)
-    built = Built(s, registry, engine, create_app(engine, registry, keys, jobs, settings=s), runner)
+    built = Built(s, registry, engine, create_app(engine, registry, keys, jobs, settings=s, traffic=traffic), runner, traffic)
     if runner is not None:
         runner.start()
     return built

@@ -37,7 +37,16 @@ class ServeSettings(BaseModel):
     max_batch_tokens: int = Field(32768, ge=64, description="Bound on a batch's rows × (prompt + max_tokens), which bounds KV-cache memory.")
     max_request_bytes: int = Field(4 * 1024 * 1024, ge=1024, description="Largest request body in bytes (HTTP 413 beyond it), file uploads to /v1/files excepted (see --max-upload-bytes).")
     max_upload_bytes: int = Field(512 * 1024 * 1024, ge=1024, description="Largest file upload to /v1/files in bytes (HTTP 413 beyond it; OpenAI's limit is 512 MB).")
+    log_requests: bool = Field(False, description="Log every chat request (prompt, answer, latency, tokens, finish reason) in $TAILORED_HOME/service for `tailored drift` and feedback; off unless given.")
+    log_projects: list[str] = Field([], description="With --log-requests: log only these projects' traffic (default: every project's).")
+    log_retention_days: float = Field(30.0, gt=0, description="With --log-requests: logged requests older than this are deleted.")
+    log_redact: str = Field("none", description="With --log-requests: rewrite texts before they are written: none, pii (e-mails, card and phone numbers masked) or module:function (your own str -> str).")
     allowed_origins: list[str] = Field([], description="Web origins (scheme://host[:port]) allowed to call the server from a browser: CORS, and past the keyless server's local-only check.")
+
+    @field_validator("log_projects", mode="before")
+    @classmethod
+    def _projects(cls, value: Any) -> Any:
+        return [v.strip() for v in value.split(",") if v.strip()] if isinstance(value, str) else value
 
     @field_validator("allowed_origins", mode="before")
     @classmethod

@@ -27,6 +27,7 @@ from tailored.methods.base import count_parameters, parse_options
 from tailored.models.load import content_hash, load_model, load_tokenizer, local_folder
 from tailored.models.registry import resolve_model
 from tailored.train.checkpoint import load_checkpoint, remove_leftovers, writing
+from tailored.train import lineage
 from tailored.train.hparams import resolve
 from tailored.train.loop import LoopResult, TrainingDiverged, latest_checkpoint, lr_lambda, train_loop
 from tailored.train.threads import configure_threads
@@ -161,6 +162,8 @@ def train(config: TrainConfig | None = None, *, config_file: str | None = None, 
         TrainingDiverged: the loss became NaN or infinite (the step and the last checkpoint are named).
     """
     if config is None:
+        if not resume:  # from_run: the parent's model, method and options under what is given
+            settings = lineage.inherit(settings, config_file, {n: set(m.model_fields) for n, m in method_options().items()})
         config = (_resume_config(settings, config_file) if resume
                   else load_train_config(settings, yaml_path=config_file, methods=method_options()))
     cfg = config
@@ -175,7 +178,10 @@ def train(config: TrainConfig | None = None, *, config_file: str | None = None, 
     folder = local_folder(source)
     tokenizer = load_tokenizer(folder)
 
-    report, val_examples = _read_data(cfg, tokenizer)
+    parent = lineage.parent_of(cfg)
+    run = RunFolder(cfg.output or _default_output(cfg))
+    data_cfg = lineage.training_data(cfg, parent, run.path)  # mix_old: the new data with some of the parent's
+    report, val_examples = _read_data(data_cfg, tokenizer)
     # A method may train towards another goal than the token loss (DPO's preference pairs): it then encodes,
     # batches and scores the data itself (see tailored.methods.objective). No branching on method names.
     objective = method.objective(options)
@@ -194,7 +200,6 @@ def train(config: TrainConfig | None = None, *, config_file: str | None = None, 
                  learning_rate_multiplier=cfg.learning_rate_multiplier, base_learning_rate=method.base_learning_rate,
                  max_steps=cfg.max_steps, warmup_ratio=cfg.warmup_ratio, eval_every=cfg.eval_every,
                  save_every=cfg.save_every, world_size=accelerator.num_processes)
-    run = RunFolder(cfg.output or _default_output(cfg))
     run_dir = run.path
     if main and not resume and run.exists():
         raise CheckpointError(f"{run_dir} already holds a run", hint="pass another --output, or --resume to continue it")
@@ -216,9 +221,12 @@ def train(config: TrainConfig | None = None, *, config_file: str | None = None, 
     resolved_cfg = cfg.model_copy(update={"epochs": hp.epochs, "batch_size": hp.batch_size,
                                           "learning_rate_multiplier": hp.learning_rate_multiplier,
                                           "output": str(run_dir), "threads": cfg.threads})
-    manifest = _manifest(cfg, resolved_cfg, source, folder, method, options, hp, tokenizer, report, stats, val_examples,
+    manifest = _manifest(data_cfg, resolved_cfg, source, folder, method, options, hp, tokenizer, report, stats, val_examples,
                          train_rows, val_rows, trainable, total, accelerator, threads)
 
+    if parent is not None:  # checked against the new run, then the parent's weights are the start
+        manifest.lineage = lineage.adopt(parent, manifest, cfg, lambda p: method.load_state(unwrapped, p))
+        say(f"continuing from {parent.run.path}" + (f" (mixing in {100 * cfg.mix_old:.0f}% of its data)" if cfg.mix_old else ""))
     start_state: dict[str, Any] = {}
     if resume:
         old = run.read() if run.exists() else None
