@@ -111,7 +111,10 @@ class _Compilers:
         self._lock = threading.Lock()
 
     def get(self, tokenizer: Any, stop_ids: tuple[int, ...]) -> tuple[Any, int]:
-        import xgrammar as xgr
+        try:
+            import xgrammar as xgr
+        except ImportError as exc:
+            raise ConstraintError("structured outputs need the grammar engine: pip install 'tailored[grammar]'") from exc
 
         with self._lock:
             per = self._by_tokenizer.setdefault(tokenizer, {})
