@@ -177,7 +177,7 @@ def test_adapter_and_standalone_caches_drop_the_least_recently_used(tmp_path: Pa
 
     loads: list[str] = []
 
-    def load_run(run_dir: Path, device: str, which: str = "final") -> tuple[None, None, None]:
+    def load_run(run_dir: Path, device: str, which: str = "final", merged: bool = False) -> tuple[None, None, None]:
         loads.append(run_dir.name)
         return None, None, None
 

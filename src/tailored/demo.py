@@ -26,6 +26,17 @@ def _valid_json(text: str) -> bool:
     return isinstance(obj, dict) and set(obj) == {"category", "urgency"}
 
 
+def triage_schema(rows: list[dict]) -> dict:
+    """The JSON schema of the triage answers: each key's values as seen in the training answers (enums)."""
+    values: dict[str, set[str]] = {"category": set(), "urgency": set()}
+    for row in rows:
+        answer = json.loads(row["messages"][-1]["content"])
+        for key in values:
+            values[key].add(answer[key])
+    return {"type": "object", "properties": {k: {"enum": sorted(v)} for k, v in values.items()},
+            "required": list(values), "additionalProperties": False}
+
+
 def main(argv: list[str] | None = None) -> int:
     from tailored.cli.common import quiet
 
@@ -64,6 +75,10 @@ def main(argv: list[str] | None = None) -> int:
     settings = GenerationSettings(max_new_tokens=40)
     base = tailored.load("smollm2")
     base_answers = base.generate_batch(prompts, settings)
+    from tailored.engine.constraints import Structure
+
+    schema = triage_schema(read_json_rows(train_file))
+    held = base.generate_batch(prompts, GenerationSettings(max_new_tokens=40, constraint=Structure("json_schema", schema)))
     del base
     tuned = tailored.load(result.run_dir)
     tuned_answers = tuned.generate_batch(prompts, settings)
@@ -79,6 +94,10 @@ def main(argv: list[str] | None = None) -> int:
     exact = sum(t.strip() == ex.messages[-1]["content"] for ex, t in zip(held_out, tuned_answers))
     console.print(f"valid JSON in the required format: base {ok_base}/{len(prompts)} · tuned {ok_tuned}/{len(prompts)} "
                   f"(exactly right: {exact}/{len(prompts)})")
+    held_exact = sum(json.loads(h) == json.loads(ex.messages[-1]["content"]) for ex, h in zip(held_out, held) if _valid_json(h))
+    console.print(f"base model held to the JSON schema (structured output, no training): valid "
+                  f"{sum(map(_valid_json, held))}/{len(prompts)} · right {held_exact}/{len(prompts)} -- the format is "
+                  f"guaranteed, the judgement is what fine-tuning adds")
 
     history = read_json_rows(result.run_dir / "metrics.jsonl")
     val = [h["loss"] for h in history if h["split"] == "validation"]
@@ -91,6 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     console.print(f"run folder: [bold]{result.run_dir}[/bold]")
     console.print(f"next: tailored chat {result.run_dir} --prompt 'My order #123 never arrived. Please help ASAP.'")
     console.print(f"      tailored report {result.run_dir} --html report.html   (loss curves, red flags)")
+    console.print("      tailored chat RUN --json-schema SCHEMA.json --prompt '...'   (answers always valid JSON)")
     return 0
 
 

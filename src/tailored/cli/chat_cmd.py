@@ -13,6 +13,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--system", default=None, help="System prompt.")
     p.add_argument("--max-new-tokens", dest="max_new_tokens", type=int, default=256)
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy.")
+    p.add_argument("--constrain", default=None, choices=["labels", "none"],
+                   help="labels: answer with exactly one of a classification run's labels.")
+    p.add_argument("--json-schema", dest="json_schema", default=None, help="Answer with JSON valid against this schema file.")
+    p.add_argument("--json", dest="json_object", action="store_true", help="Answer with a JSON object.")
+    p.add_argument("--regex", default=None, help="Answer with text matching this regular expression.")
+    p.add_argument("--choice", dest="choices", action="append", default=None, help="Allowed answer (repeat for each).")
     p.add_argument("--which", default="final", help="Weights of a run: final, best, or a checkpoint name.")
     p.add_argument("--url", default=None, help="Talk to a running `tailored serve` (e.g. http://127.0.0.1:8000/v1) instead.")
     p.add_argument("--model", default=None, help="With --url: model id or run name (default: the first fine-tune).")
@@ -31,6 +37,14 @@ def run_chat(args: argparse.Namespace) -> int:
         model = load(args.target, which=args.which)
     history = [{"role": "system", "content": args.system}] if args.system else []
     settings = {"max_new_tokens": args.max_new_tokens, "temperature": args.temperature}
+    from tailored.eval.structured import cli_structure
+
+    remote = bool(getattr(args, "url", None))  # the server knows the run's labels: it is asked for them
+    settings["constraint"] = cli_structure(None if remote else model, constrain=None if remote else args.constrain,
+                                           json_schema=args.json_schema, json_object=args.json_object, regex=args.regex,
+                                           choices=args.choices)
+    if remote and args.constrain == "labels":
+        settings["constrain"] = "labels"
     if args.prompt is not None:
         print(model.chat(history + [{"role": "user", "content": args.prompt}], **settings))
         return 0

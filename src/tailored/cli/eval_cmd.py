@@ -21,6 +21,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="Multiple-choice probe for the forgetting check ('default' = built in, a file, or 'none'). [default: default]")
     p.add_argument("--no-collapse", dest="collapse", action="store_false", help="Skip the mode-collapse sampling.")
     p.add_argument("--labels", default=None, help="Label set for classification (JSON list or one per line).")
+    p.add_argument("--constrain", default="auto", choices=["auto", "labels", "none"],
+                   help="Classification: also answer with decoding held to the label set and report that accuracy beside "
+                        "the free one (auto: when the labels are known from --labels or the run's training data). [default: auto]")
+    p.add_argument("--json-schema", dest="json_schema", default=None,
+                   help="Generate every answer held to this JSON schema file (structured output).")
     p.add_argument("--which", default="final", help="Weights of a run: final, best, or a checkpoint name. [default: final]")
     p.add_argument("--max-new-tokens", dest="max_new_tokens", type=int, default=None,
                    help="Answer length limit (default: 1.5x the longest reference + 16).")
@@ -42,9 +47,15 @@ def run_eval(args: argparse.Namespace) -> int:
     from tailored.train.threads import configure_threads
 
     configure_threads("auto")
+    schema = None
+    if args.json_schema:
+        from tailored.eval.structured import read_schema
+
+        schema = read_schema(args.json_schema)
     report = evaluate(args.target, args.data, task=args.task, baseline=_none(args.baseline), probe=_none(args.probe),
                       collapse=args.collapse, labels=args.labels, which=args.which, max_new_tokens=args.max_new_tokens,
-                      batch_size=args.batch_size, limit=args.limit, use_cache=args.use_cache)
+                      batch_size=args.batch_size, limit=args.limit, use_cache=args.use_cache,
+                      constrain=args.constrain, json_schema=schema)
     print(render_text(report))
     if args.json_out:
         write_json(args.json_out, report, indent=1)

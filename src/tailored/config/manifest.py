@@ -121,6 +121,7 @@ class Manifest(_Record):
     stopped_early: bool = False
     best_checkpoint: str | None = None
     red_flags: dict[str, str] | None = None  # level, verdict and one verdict per flag (eval's post-train check)
+    labels: list[str] | None = None  # a classification run's label set, from its training data (eval's post-train hook)
 
 
 @dataclass(frozen=True)

@@ -53,6 +53,20 @@ def train_labels(manifest: Manifest) -> list[str] | None:
     return None
 
 
+def run_labels(manifest: Manifest) -> list[str] | None:
+    """A run's label set: recorded in the manifest after training, else read from its training data."""
+    return manifest.labels or train_labels(manifest)
+
+
+def record_labels(run_dir: str | Path) -> list[str] | None:
+    """Record the label set of a classification run in its manifest (eval, chat and serve constrain to it)."""
+    run = RunFolder(run_dir)
+    labels = train_labels(run.read())
+    if labels:
+        run.update(labels=labels)
+    return labels
+
+
 def check_run(run_dir: str | Path, level: str = "full", *, progress: bool = False, say: Any = print) -> dict[str, Any]:
     """Red flags for a finished run; writes ``red_flags.json`` and the manifest's ``red_flags`` entry.
 
@@ -97,8 +111,10 @@ def check_run(run_dir: str | Path, level: str = "full", *, progress: bool = Fals
 
 def after_training(result: Any, cfg: Any) -> None:
     """The post-train hook: pick the level from ``cfg.red_flags`` and the run's cost, then check."""
+    record_labels(result.run_dir)
     setting = getattr(cfg, "red_flags", "auto")
     if setting == "off":
+        result.manifest = RunFolder(result.run_dir).read()
         return
     level = choose_level(setting, result.metrics)
     check_run(result.run_dir, level)

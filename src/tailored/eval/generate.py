@@ -10,6 +10,7 @@ import torch
 
 from tailored.config.manifest import Manifest, is_run_dir
 from tailored.data.stops import stop_token_ids
+from tailored.engine.constraints import Structure
 from tailored.methods.runs import load_run
 from tailored.models.load import load_model, load_tokenizer, local_folder
 
@@ -28,6 +29,9 @@ class GenerationSettings:
     seed: int | None = None
     stop: list[str] = field(default_factory=list)  # cut before the first of these
     ignore_eos: bool = False  # generate max_new_tokens whatever the model says (benchmarks)
+    constraint: Structure | None = None  # structured output: JSON schema, JSON object, regex or choice (engine/)
+    logprobs: bool = False  # the server returns each answer token's logprob (OpenAI's ``logprobs``)
+    top_logprobs: int = 0  # ... and this many most likely alternatives per token
 
 
 class ChatModel:
@@ -57,14 +61,29 @@ class ChatModel:
         if s.seed is not None:
             torch.manual_seed(s.seed)
         device = next(self.model.parameters()).device
+        extra = self._constraint_processor(s, len(prompts), width)
         out = self.model.generate(
             input_ids=ids.to(device), attention_mask=mask.to(device), max_new_tokens=s.max_new_tokens,
             do_sample=s.temperature > 0, temperature=s.temperature if s.temperature > 0 else None,
             top_p=s.top_p if s.temperature > 0 else None, top_k=None, eos_token_id=self.stop_ids, pad_token_id=pad,
             **({"min_new_tokens": s.max_new_tokens} if s.ignore_eos else {}),  # EOS suppressed until the limit
+            **extra,
         )
         texts = [self.tokenizer.decode(row[width:], skip_special_tokens=True) for row in out]
         return [_cut(t, s.stop) for t in texts]
+
+    def _constraint_processor(self, s: GenerationSettings, rows: int, width: int) -> dict[str, Any]:
+        """``generate``'s ``logits_processor`` that holds each row to ``s.constraint`` (none without one)."""
+        if s.constraint is None:
+            return {}
+        from transformers import LogitsProcessorList
+
+        from tailored.engine.constraints import compile as compile_constraint
+        from tailored.engine.hooks import HooksProcessor
+
+        grammar = compile_constraint(s.constraint, self.tokenizer, self.stop_ids)
+        hooks = HooksProcessor([[grammar.start()] for _ in range(rows)], width, self.stop_ids)
+        return {"logits_processor": LogitsProcessorList([hooks])}
 
     def chat(self, messages: list[dict[str, Any]] | str, **settings: Any) -> str:
         """One answer; ``messages`` may be a plain prompt string."""
@@ -81,9 +100,10 @@ def _cut(text: str, stop: list[str] | None) -> str:
 
 
 def load(run_or_model: str | Path | None = None, *, which: str = "final", device: str = "cpu") -> ChatModel:
-    """Load a run folder (base + trained weights, training chat template) or a base model."""
+    """Load a run folder (base + trained weights merged in memory where the method allows, training chat
+    template) or a base model."""
     if run_or_model is not None and is_run_dir(run_or_model):
-        model, tok, manifest = load_run(run_or_model, which=which, device=device)
+        model, tok, manifest = load_run(run_or_model, which=which, device=device, merged=True)
         return ChatModel(model, tok, manifest, name=Path(run_or_model).name)
     folder = local_folder(None if run_or_model is None else str(run_or_model))
     model = load_model(folder, device=device)

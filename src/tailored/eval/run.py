@@ -13,6 +13,7 @@ from typing import Any
 
 from tailored.config.files import file_sha256, write_json
 from tailored.config.manifest import RunFolder, is_run_dir
+from tailored.engine.constraints import Structure
 from tailored.errors import DataError
 from tailored.eval import cache
 from tailored.eval.choice import DEFAULT_PROBE, choice_logprobs, read_choice_file, score_choices
@@ -75,6 +76,8 @@ def evaluate(
     use_cache: bool = True,
     progress: bool = True,
     save: bool = True,
+    constrain: str = "auto",
+    json_schema: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Evaluate a run folder or a model on held-out data; compare with a baseline; raise red flags.
 
@@ -94,6 +97,12 @@ def evaluate(
         use_cache: read/write ``$TAILORED_HOME/eval-cache``.
         progress: show progress bars.
         save: for a run folder, keep the report in ``RUN/evals/`` (``tailored report`` shows it).
+        constrain: ``labels``: classification answers are also generated with decoding held to the label
+            set (exact labels only) and scored as ``accuracy_constrained`` beside the free ``accuracy``;
+            ``auto`` does so when the label set is known (``labels``, or the run's training labels);
+            ``none`` never.
+        json_schema: every answer is generated held to this JSON schema (structured output); the
+            report's ``valid_json_rate`` then counts answers that parse (a token limit can cut one).
 
     Returns:
         A JSON-serialisable report: task, data, per-model metrics, side-by-side rows, red flags.
@@ -112,6 +121,7 @@ def evaluate(
     if task != "choice":
         test = read_test_set(data, limit)
     label_list = read_labels(labels) if isinstance(labels, (str, Path)) else labels
+    choice = constraint_labels(constrain, task, label_list, target if is_run else None, test)
     report: dict[str, Any] = {"target": str(target), "which": which, "baseline": None if baseline is None else str(baseline),
                               "task": task, "data": {"path": str(data.resolve()), "sha256": file_sha256(data),
                                                      "examples": len(test.references) if test else None},
@@ -126,23 +136,37 @@ def evaluate(
                               if k != "correct"}
         else:
             assert test is not None
-            settings = GenerationSettings(max_new_tokens=max_new_tokens or _max_new_tokens(model, test.references))
+            settings = GenerationSettings(max_new_tokens=max_new_tokens or _max_new_tokens(model, test.references),
+                                          constraint=Structure("json_schema", json_schema, strict=True) if json_schema else None)
             answers, was_cached = cache.cached(
                 cache.key("answers", identity, report["data"]["sha256"], limit, settings.__dict__),
                 lambda: generate_answers(model, test.prompts, settings, batch_size=batch_size, label=f"answers {name}",
                                          progress=progress), enabled=use_cache)
             out["answers"], out["cached"] = answers, was_cached
             out["metrics"] = score(task, test, answers, label_list)
+            if json_schema:
+                out["metrics"]["valid_json_rate"] = sum(map(_parses, answers)) / max(len(answers), 1)
             if task == "generation":
                 ref, _ = cache.cached(cache.key("refloss", identity, report["data"]["sha256"], limit),
                                       lambda: reference_loss(model, test.examples), enabled=use_cache)
                 out["metrics"].update(reference_loss=ref["loss"], perplexity=ref["perplexity"])
+            if choice:
+                held = GenerationSettings(max_new_tokens=settings.max_new_tokens, constraint=Structure.choice(choice))
+                constrained, _ = cache.cached(
+                    cache.key("answers", identity, report["data"]["sha256"], limit, held.__dict__),
+                    lambda: generate_answers(model, test.prompts, held, batch_size=batch_size,
+                                             label=f"constrained answers {name}", progress=progress), enabled=use_cache)
+                held_metrics = score(task, test, constrained, label_list)
+                out["constrained_answers"] = constrained
+                out["metrics"].update(accuracy_constrained=held_metrics["accuracy"],
+                                      macro_f1_constrained=held_metrics["macro_f1"])
         if probe_path is not None:
             out["probe"] = probe_scores(model, identity, probe_path, use_cache=use_cache, progress=progress)
         if collapse:
             out["diversity"] = sampled_diversity(model, identity, use_cache=use_cache, progress=progress)
         return out
 
+    report["constrained_to"] = choice
     report["models"]["tuned"] = one("tuned", target, which)
     if baseline is not None:
         report["models"]["base"] = one("base", baseline, "final")
@@ -154,6 +178,36 @@ def evaluate(
     if save and is_run:
         write_json(RunFolder(target).evals / f"{data.stem}-{report['data']['sha256'][:8]}-{which}.json", report, indent=1)
     return report
+
+
+def _parses(text: str) -> bool:
+    import json
+
+    try:
+        json.loads(text)
+    except ValueError:
+        return False
+    return True
+
+
+def constraint_labels(constrain: str, task: str, labels: list[str] | None, run_dir: str | Path | None,
+                      test: Any) -> list[str] | None:
+    """The labels that classification decoding is held to (see ``evaluate``'s ``constrain``), or None."""
+    if constrain not in ("auto", "labels", "none"):
+        raise DataError(f"--constrain {constrain!r} is not known", hint="use auto, labels or none")
+    if task != "classification" or constrain == "none":
+        return None
+    if labels:
+        return sorted(set(labels))
+    if run_dir is not None:
+        from tailored.eval.aftertrain import run_labels
+
+        known = run_labels(RunFolder(run_dir).read())
+        if known:
+            return known
+    if constrain == "labels" and test is not None:  # asked for, and only the test data names labels
+        return sorted({r.strip() for r in test.references})
+    return None
 
 
 def red_flags_for(report: dict[str, Any], run_dir: str | Path | None, probe_path: Path | None,

@@ -39,11 +39,17 @@ def run_tokenizer(run: RunFolder, manifest: Manifest | None = None) -> Any:
 
 
 def load_run(run_dir: str | Path, *, which: str = "final", dtype: torch.dtype | None = None, device: str = "cpu",
-             for_merge: bool = False) -> tuple[torch.nn.Module, Any, Manifest]:
+             for_merge: bool = False, merged: bool = False) -> tuple[torch.nn.Module, Any, Manifest]:
     """(model, tokenizer, manifest) for a run folder, ready for generation.
 
     ``for_merge`` loads the base unquantized even when training used a quantized base, so merges are
     never done into quantized weights.
+
+    ``merged`` (chat, eval, standalone serving) folds the weights into the base in memory when the
+    method can (:attr:`~tailored.methods.base.Method.mergeable`) and trained on a full-precision base:
+    the answers are the same and every step costs what the base costs (an unmerged DoRA recomputes
+    each weight's norm at every forward pass). Methods that cannot merge, or that chose a quantized
+    base to save memory, stay unmerged.
     """
     run = RunFolder(run_dir)
     manifest = run.read()
@@ -51,5 +57,7 @@ def load_run(run_dir: str | Path, *, which: str = "final", dtype: torch.dtype | 
     load_kwargs = {} if for_merge else method.base_load_kwargs(options, device)
     base = load_model(base_folder(manifest), dtype=dtype, device=device, **load_kwargs)
     model = method.load(base, run.weights(which), trainable=False)
+    if merged and not for_merge and method.mergeable and not method.quantization(options):
+        model = method.merge(model)
     model.eval()
     return model, run_tokenizer(run, manifest), manifest

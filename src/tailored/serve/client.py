@@ -39,10 +39,31 @@ class RemoteChat:
         self.name = model
 
     def chat(self, messages: list[dict[str, Any]] | str, *, max_new_tokens: int = 256, temperature: float = 0.0,
-             **settings: Any) -> str:
-        """One answer (``messages`` may be a plain prompt string); greedy by default like ``tailored chat``."""
+             constraint: Any = None, constrain: str | None = None, **settings: Any) -> str:
+        """One answer (``messages`` may be a plain prompt string); greedy by default like ``tailored chat``.
+
+        ``constraint`` (a :class:`~tailored.engine.constraints.Structure`) and ``constrain="labels"`` are sent
+        as the server's request fields (``response_format``, ``guided_regex``, ``guided_choice``, ``constrain``).
+        """
         if isinstance(messages, str):
             messages = [{"role": "user", "content": messages}]
+        extra = dict(settings.pop("extra_body", None) or {})
+        if constrain == "labels":
+            extra["constrain"] = "labels"
+        if constraint is not None:
+            settings.update(request_fields(constraint, extra))
         out = self.client.chat.completions.create(model=self.name, messages=messages, max_tokens=max_new_tokens,  # type: ignore[arg-type]
-                                                  temperature=temperature, **settings)
+                                                  temperature=temperature, extra_body=extra or None, **settings)
         return out.choices[0].message.content or ""
+
+
+def request_fields(structure: Any, extra: dict[str, Any]) -> dict[str, Any]:
+    """The chat-completion fields that ask the server for ``structure`` (vLLM's extras go into ``extra``)."""
+    if structure.kind == "json_object":
+        return {"response_format": {"type": "json_object"}}
+    if structure.kind == "json_schema":
+        return {"response_format": {"type": "json_schema", "json_schema": {"name": "answer", "schema": structure.value,
+                                                                            "strict": structure.strict}}}
+    extra["guided_regex" if structure.kind == "regex" else "guided_choice"] = (
+        structure.value if structure.kind == "regex" else list(structure.value))
+    return {}

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
+from tailored.engine import hooks as row_hooks
 from tailored.eval.generate import GenerationSettings
 
 log = logging.getLogger("tailored.serve")
@@ -78,6 +79,7 @@ class Row:
     cancelled: Callable[[], bool] = lambda: False
     generator: torch.Generator | None = None
     fail: Callable[[BaseException], None] | None = None  # told when this row cannot go on (it leaves the batch)
+    hooks: list[Any] = field(default_factory=list)  # tailored.engine RowHooks: logprobs, constraints (in order)
 
 
 GREEDY_BELOW = 1e-5  # temperatures under this decode greedily (as in vLLM): the limit of sampling as T → 0
@@ -121,7 +123,12 @@ def pick_tokens(logits: torch.Tensor, rows: list[Row]) -> list[int]:
 
 def _step(row: Row, logits: torch.Tensor, greedy: int) -> tuple[int, bool]:
     """One row's next token, added to its stream and emitted: (token, whether the row goes on)."""
+    if row.hooks:  # per-row logits hooks (tailored.engine): they see, and may mask, this row's logits
+        row_hooks.apply(row.hooks, logits)
+        greedy = int(logits.argmax())
     token = sample(logits, row) if row.sampling.temperature > 0 else greedy
+    if row.hooks:
+        row_hooks.accept(row.hooks, token)
     delta, finish = row.stream.add(token, row.sampling.max_new_tokens)
     if delta or finish:
         row.emit(delta, finish)

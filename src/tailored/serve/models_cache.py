@@ -110,7 +110,8 @@ class StandaloneModels:
         if entry.id in self._lru:
             return self._lru.use(entry.id)
         self._lru.shrink(self._lru.capacity - 1)  # make room before loading: one model's memory at a time
-        model, tok, manifest = load_run(entry.run_dir, which=entry.which, device=self.device)  # type: ignore[arg-type]
+        model, tok, manifest = load_run(entry.run_dir, which=entry.which, device=self.device,  # type: ignore[arg-type]
+                                   merged=True)  # mergeable methods run at the base's cost
         chat = ChatModel(model, tok, manifest, name=entry.id)
         self._lru.add(entry.id, chat)
         return chat

@@ -1,8 +1,10 @@
 """Request and response bodies in OpenAI's shapes (what the official ``openai`` SDK sends and accepts).
 
 Requests accept what the SDK may send and ignore unknown fields; features the server does not
-implement (tools, logprobs, penalties, JSON mode) are refused with a 400 naming the field rather than
-silently ignored. Responses emit every key the SDK's strict validation requires.
+implement (tools, penalties, logit_bias) are refused with a 400 naming the field rather than
+silently ignored. Structured outputs come as OpenAI's ``response_format`` (``json_object``,
+``json_schema``) or as vLLM's extra fields (``guided_choice``, ``guided_regex``, ``guided_json``, and
+vLLM's newer ``structured_outputs: {choice | regex | json}``): at most one per request. Responses emit every key the SDK's strict validation requires.
 """
 
 from __future__ import annotations
@@ -21,6 +23,9 @@ from pydantic import (
     model_validator,
 )
 from pydantic_core import PydanticCustomError
+
+from tailored.engine.constraints import Structure
+from tailored.engine.logprobs import MAX_TOP_LOGPROBS
 
 Role = Literal["developer", "system", "user", "assistant", "tool", "function"]
 
@@ -91,6 +96,11 @@ class ChatCompletionRequest(RequestObject):
     response_format: dict[str, Any] | None = None
     user: str | None = None
     ignore_eos: bool = False  # vLLM's extension (pass via extra_body): always generate max_tokens (benchmarks)
+    guided_choice: list[str] | None = None  # vLLM's structured-output extensions (extra_body)
+    guided_regex: str | None = None
+    guided_json: dict[str, Any] | str | None = None
+    constrain: Literal["labels", "none"] | None = None  # "labels": exactly one of a classification run's labels
+    structured_outputs: dict[str, Any] | None = None  # vLLM >= 0.12: {"choice": [...]} | {"regex": ...} | {"json": ...}
 
     @field_validator("stop")
     @classmethod
@@ -107,13 +117,56 @@ class ChatCompletionRequest(RequestObject):
                 raise ValueError(f"{name} is not supported by this server (leave it unset or 0)")
         if self.logit_bias:
             raise ValueError("logit_bias is not supported by this server")
-        if self.logprobs or self.top_logprobs:
-            raise ValueError("logprobs are not supported by this server")
+        if self.top_logprobs is not None:
+            if not 0 <= self.top_logprobs <= MAX_TOP_LOGPROBS:
+                raise ValueError(f"top_logprobs must be between 0 and {MAX_TOP_LOGPROBS}")
+            if self.top_logprobs and not self.logprobs:
+                raise ValueError("top_logprobs needs logprobs: true")
         if self.tools:
             raise ValueError("tools are not supported by this server")
-        if self.response_format and self.response_format.get("type") not in (None, "text"):
-            raise ValueError("response_format other than text is not supported by this server")
+        self.structure()  # a malformed constraint is refused here, with the field that holds it
         return self
+
+    def structure(self) -> Structure | None:
+        """The one output constraint the request names (None: free text); raises ValueError for two or a bad one."""
+        found: list[Structure] = []
+        fmt = self.response_format or {}
+        kind = fmt.get("type")
+        if kind == "json_object":
+            found.append(Structure("json_object"))
+        elif kind == "json_schema":
+            spec = fmt.get("json_schema")
+            if not isinstance(spec, dict) or not isinstance(spec.get("schema", {}), dict):
+                raise ValueError("response_format.json_schema must be an object with a `schema` object")
+            found.append(Structure("json_schema", spec.get("schema") or {}, strict=bool(spec.get("strict"))))
+        elif kind not in (None, "text"):
+            raise ValueError(f"response_format type {kind!r} is not supported (text, json_object or json_schema)")
+        vllm = dict(self.structured_outputs or {})
+        choice = self.guided_choice if self.guided_choice is not None else vllm.get("choice")
+        regex = self.guided_regex if self.guided_regex is not None else vllm.get("regex")
+        schema = self.guided_json if self.guided_json is not None else vllm.get("json")
+        if choice is not None:
+            if not isinstance(choice, list) or not choice or not all(isinstance(c, str) and c for c in choice):
+                raise ValueError("guided_choice must be a non-empty list of non-empty strings")
+            found.append(Structure.choice(choice))
+        if regex is not None:
+            if not isinstance(regex, str) or not regex:
+                raise ValueError("guided_regex must be a non-empty string")
+            found.append(Structure("regex", regex))
+        if schema is not None:
+            import json
+
+            try:
+                value = json.loads(schema) if isinstance(schema, str) else schema
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"guided_json is not valid JSON: {exc}") from None
+            if not isinstance(value, dict):
+                raise ValueError("guided_json must be a JSON schema object")
+            found.append(Structure("json_schema", value))
+        if len(found) + (self.constrain == "labels") > 1:
+            raise ValueError("give at most one of response_format (json), guided_choice, guided_regex, guided_json, "
+                             "constrain")
+        return found[0] if found else None
 
     def chat_messages(self) -> list[dict[str, str]]:
         return [m.plain() for m in self.messages]
@@ -131,11 +184,28 @@ class AssistantMessage(BaseModel):
     refusal: str | None = None
 
 
+class TopLogprob(BaseModel):
+    token: str
+    bytes: list[int] | None = None
+    logprob: float
+
+
+class TokenLogprob(TopLogprob):
+    top_logprobs: list[TopLogprob]
+
+
+class ChoiceLogprobs(BaseModel):
+    """``choices[i].logprobs``: one entry per answer token (stop tokens are not listed)."""
+
+    content: list[TokenLogprob] | None
+    refusal: list[TokenLogprob] | None = None
+
+
 class Choice(BaseModel):
     index: int
     message: AssistantMessage
     finish_reason: Literal["stop", "length"]
-    logprobs: None = None
+    logprobs: ChoiceLogprobs | None = None
 
 
 def completion_id() -> str:
@@ -166,7 +236,7 @@ class Delta(BaseModel):
 class ChunkChoice(BaseModel):
     index: int
     delta: Delta
-    logprobs: None = None
+    logprobs: ChoiceLogprobs | None = None
     finish_reason: Literal["stop", "length"] | None = None
 
 

@@ -17,13 +17,16 @@ from typing import Any
 
 import torch
 
+from tailored.engine.constraints import ConstraintError, Grammar
+from tailored.engine.constraints import compile as compile_constraint
+from tailored.engine.logprobs import LogprobRecorder, openai_entries
 from tailored.errors import TailoredError
 from tailored.eval.generate import ChatModel, GenerationSettings
 from tailored.serve.decode import Row, TextStream
 from tailored.serve.registry import Entry
 from tailored.serve.settings import ServeSettings
 
-OnEvent = Callable[[str, Any], None]  # ("delta", (index, text)) | ("finish", (index, reason)) | ("done", usage) | ("error", exc)
+OnEvent = Callable[[str, Any], None]  # ("delta", (index, text, logprobs | None)) | ("finish", (index, reason)) | ("done", usage) | ("error", exc)
 
 
 class BadRequest(TailoredError):
@@ -72,6 +75,7 @@ class GenRequest:
     completion_tokens: int = 0
     finished: bool = False
     request_id: str = ""  # the HTTP request's x-request-id (logs; vLLM's request id)
+    grammar: Grammar | None = None  # sampling.constraint compiled for this model's tokenizer
     _cancel_hooks: list[Callable[[], None]] = field(default_factory=list)
 
     @property
@@ -91,9 +95,20 @@ class GenRequest:
                 seed = (s.seed + i) % 2**64 if s.seed is not None else random.getrandbits(62)
                 gen = torch.Generator().manual_seed(seed)
             stream = TextStream(self.chat.tokenizer, set() if s.ignore_eos else set(self.chat.stop_ids), s.stop)
-            rows.append(Row(self.prompt_ids, s, stream, self._emitter(i, stream), adapter=self.entry.adapter_name,
-                            cancelled=self.cancelled.is_set, generator=gen, fail=self.fail))
+            hooks = self._hooks()
+            recorder = next((h for h in hooks if isinstance(h, LogprobRecorder)), None)
+            rows.append(Row(self.prompt_ids, s, stream, self._emitter(i, stream, recorder), adapter=self.entry.adapter_name,
+                            cancelled=self.cancelled.is_set, generator=gen, fail=self.fail, hooks=hooks))
         return rows
+
+    def _hooks(self) -> list[Any]:
+        """One row's logits hooks: the logprob recorder first (it sees the model's own distribution), then the grammar."""
+        hooks: list[Any] = []
+        if self.sampling.logprobs:
+            hooks.append(LogprobRecorder(self.sampling.top_logprobs, set(self.chat.stop_ids)))
+        if self.grammar is not None:
+            hooks.append(self.grammar.start())
+        return hooks
 
     def fail(self, exc: BaseException) -> None:
         """Report ``exc`` to the client, unless the request already finished; its other rows stop."""
@@ -117,10 +132,11 @@ class GenRequest:
         if self.cancelled.is_set():
             self.cancel()
 
-    def _emitter(self, index: int, stream: TextStream) -> Callable[[str, str | None], None]:
+    def _emitter(self, index: int, stream: TextStream, recorder: LogprobRecorder | None = None) -> Callable[[str, str | None], None]:
         def emit(text: str, finish: str | None) -> None:
-            if text:
-                self.on_event("delta", (index, text))
+            logprobs = openai_entries(self.chat.tokenizer, recorder.take()) if recorder is not None else None
+            if text or logprobs:
+                self.on_event("delta", (index, text, logprobs))
             if finish is not None:
                 self.completion_tokens += stream.count
                 self.on_event("finish", (index, finish))
@@ -131,6 +147,17 @@ class GenRequest:
                     self.on_event("done", {"prompt_tokens": prompt, "completion_tokens": self.completion_tokens,
                                            "total_tokens": prompt + self.completion_tokens})
         return emit
+
+
+def label_constraint(entry: Entry) -> Any:
+    """``constrain: "labels"``: the choice of the run's label set (a 400 for a model without one)."""
+    from tailored.engine.constraints import Structure
+    from tailored.eval.aftertrain import run_labels
+
+    labels = run_labels(entry.manifest) if entry.manifest is not None else None
+    if not labels:
+        raise BadRequest(f"constrain: labels needs a classification run; {entry.id} has no label set", param="constrain")
+    return Structure.choice(labels)
 
 
 def prepare(entry: Entry, chat_model: Callable[[Entry], ChatModel], messages: list[dict[str, Any]],
@@ -167,6 +194,11 @@ def prepare(entry: Entry, chat_model: Callable[[Entry], ChatModel], messages: li
         raise BadRequest(f"prompt ({len(prompt)} tokens) + max_tokens ({sampling.max_new_tokens}) exceeds the "
                          f"context of {context}", param="max_tokens", code="context_length_exceeded")
     req = GenRequest(entry, prompt, sampling, n, on_event, chat, remaining=n)
+    if sampling.constraint is not None:
+        try:
+            req.grammar = compile_constraint(sampling.constraint, chat.tokenizer, chat.stop_ids)
+        except ConstraintError as exc:
+            raise BadRequest(exc.message, param="response_format", code="invalid_response_format") from None
     if n > settings.max_batch or req.cost > settings.max_batch_tokens:
         raise BadRequest(f"n × (prompt + max_tokens) = {req.cost} tokens is more than one batch holds "
                          f"({settings.max_batch} rows, {settings.max_batch_tokens} tokens)", param="n")

@@ -28,6 +28,7 @@ from tailored.serve.protocol import (
     ChatCompletionChunk,
     ChatCompletionRequest,
     Choice,
+    ChoiceLogprobs,
     ChunkChoice,
     Delta,
     ErrorBody,
@@ -35,7 +36,7 @@ from tailored.serve.protocol import (
     Usage,
     completion_id,
 )
-from tailored.serve.request import BadRequest, GenerationFailed
+from tailored.serve.request import BadRequest, GenerationFailed, label_constraint
 
 log = logging.getLogger("tailored.serve")
 
@@ -74,11 +75,15 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> Any
         messages = body.chat_messages()
     except ValueError as exc:
         raise BadRequest(str(exc), param="messages") from None
+    constraint = body.structure()
+    if body.constrain == "labels":
+        constraint = await asyncio.to_thread(label_constraint, entry)
     sampling = GenerationSettings(  # OpenAI's names map to ours here, once
         max_new_tokens=body.max_completion_tokens or body.max_tokens,  # type: ignore[arg-type]  # None: engine default
         temperature=1.0 if body.temperature is None else body.temperature,  # OpenAI's default
         top_p=1.0 if body.top_p is None else body.top_p, stop=list(body.stop or []), seed=body.seed,
-        ignore_eos=body.ignore_eos,
+        ignore_eos=body.ignore_eos, constraint=constraint, logprobs=bool(body.logprobs),
+        top_logprobs=body.top_logprobs or 0,
     )
     loop = asyncio.get_running_loop()
     events: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
@@ -97,23 +102,31 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> Any
     watcher = asyncio.create_task(_on_disconnect(request, events))
     try:
         texts, reasons = [""] * n, ["stop"] * n
+        logprobs: list[list[Any]] = [[] for _ in range(n)]
         while True:
             kind, payload = await events.get()
             if kind == "gone":  # nobody is there to read an answer
                 return Response(status_code=499)
             if kind == "delta":
                 texts[payload[0]] += payload[1]
+                logprobs[payload[0]] += _logprobs_of(payload) or []
             elif kind == "finish":
                 reasons[payload[0]] = payload[1]
             elif kind == "error":
                 raise client_error(payload, req.request_id)
             else:
-                choices = [Choice(index=i, message=AssistantMessage(content=t), finish_reason=r)  # type: ignore[arg-type]
+                choices = [Choice(index=i, message=AssistantMessage(content=t), finish_reason=r,  # type: ignore[arg-type]
+                                  logprobs=ChoiceLogprobs(content=logprobs[i]) if body.logprobs else None)
                            for i, (t, r) in enumerate(zip(texts, reasons))]
                 return ChatCompletion(model=entry.id, choices=choices, usage=Usage(**payload)).model_dump(mode="json")
     finally:
         watcher.cancel()
         req.cancel()  # no-op when finished; frees the rows if the client went away
+
+
+def _logprobs_of(payload: tuple[Any, ...]) -> list[Any] | None:
+    """The logprob entries a delta event carries (engines without logprobs send ``(index, text)``)."""
+    return payload[2] if len(payload) > 2 else None
 
 
 async def _on_disconnect(request: Request, events: asyncio.Queue) -> None:
@@ -151,7 +164,9 @@ async def stream(req: Any, events: asyncio.Queue, model: str, n: int, include_us
         while True:
             kind, payload = await events.get()
             if kind == "delta":
-                yield chunk(ChunkChoice(index=payload[0], delta=Delta(content=payload[1])))
+                lps = _logprobs_of(payload)
+                yield chunk(ChunkChoice(index=payload[0], delta=Delta(content=payload[1]),
+                                        logprobs=ChoiceLogprobs(content=lps) if lps is not None else None))
             elif kind == "finish":
                 yield chunk(ChunkChoice(index=payload[0], delta=Delta(), finish_reason=payload[1]))
             elif kind == "error":

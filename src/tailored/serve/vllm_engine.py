@@ -1,5 +1,6 @@
 """``--engine vllm``: the same models through vLLM's multi-LoRA engine (CUDA machines with vLLM).
 
+Structured outputs and logprobs are passed to vLLM in its own terms (:mod:`~tailored.serve.vllm_params`).
 Kept small on purpose: it offers the built-in engine's ``prepare``/``submit``/``close`` interface and
 forwards to ``vllm.AsyncLLMEngine`` (in vLLM v1 an alias of ``AsyncLLM``) with one ``LoRARequest`` per
 adapter run, and ``abort(request_id)`` when a client leaves. Runs that are not LoRA on the served base
@@ -22,6 +23,7 @@ from tailored.serve.models_cache import ChatModels
 from tailored.serve.registry import Entry, Registry
 from tailored.serve.request import BadRequest, GenRequest
 from tailored.serve.settings import ServeSettings
+from tailored.serve.vllm_params import new_logprobs, sampling_params
 
 
 def require_vllm() -> Any:
@@ -82,21 +84,22 @@ class VllmEngine:
 
     async def _generate(self, req: GenRequest, request_id: str) -> None:
         s = req.sampling
-        params = self.api.SamplingParams(n=req.n, temperature=s.temperature, top_p=s.top_p, max_tokens=s.max_new_tokens,
-                                         stop=s.stop or None, seed=s.seed, stop_token_ids=list(req.chat.stop_ids),
-                                         ignore_eos=s.ignore_eos)
+        params = sampling_params(self.api, req)  # structured outputs and logprobs included (vllm_params.py)
+        stop_ids = set(req.chat.stop_ids)
         lora = None
         if req.entry.kind == "adapter":
             lid = self._lora_ids.setdefault(req.entry.id, next(self._ids))
             lora = self.api.LoRARequest(req.entry.adapter_name, lid, str(req.entry.weights))
-        sent = [0] * req.n
+        sent, tokens = [0] * req.n, [0] * req.n
         try:
             final = None
             async for out in self.engine.generate(self.api.TokensPrompt(prompt_token_ids=req.prompt_ids), params,
                                                   request_id=request_id, lora_request=lora):
                 for o in out.outputs:
-                    if len(o.text) > sent[o.index]:
-                        req.on_event("delta", (o.index, o.text[sent[o.index]:]))
+                    lps = new_logprobs(o, tokens[o.index], s.top_logprobs, req.chat.tokenizer, stop_ids) if s.logprobs else None
+                    tokens[o.index] = len(o.token_ids)
+                    if len(o.text) > sent[o.index] or lps:
+                        req.on_event("delta", (o.index, o.text[sent[o.index]:], lps))
                         sent[o.index] = len(o.text)
                 final = out
             completion = 0
@@ -121,11 +124,14 @@ def _vllm_api() -> Any:
     from types import SimpleNamespace
 
     require_vllm()
+    import vllm.sampling_params as sp
     from vllm import SamplingParams
     from vllm.inputs import TokensPrompt
     from vllm.lora.request import LoRARequest
 
-    return SimpleNamespace(SamplingParams=SamplingParams, TokensPrompt=TokensPrompt, LoRARequest=LoRARequest)
+    return SimpleNamespace(SamplingParams=SamplingParams, TokensPrompt=TokensPrompt, LoRARequest=LoRARequest,
+                           StructuredOutputsParams=getattr(sp, "StructuredOutputsParams", None),  # vLLM >= 0.10.2
+                           GuidedDecodingParams=getattr(sp, "GuidedDecodingParams", None))
 
 
 def _max_model_len(engine: Any) -> int:
