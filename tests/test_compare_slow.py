@@ -52,22 +52,20 @@ def test_banking77_verdict_follows_the_measurement(tmp_path: Path, shared_data: 
     train, test = tmp_path / "train.jsonl", tmp_path / "test.jsonl"
     train.write_text("".join(json.dumps(r) + "\n" for r in rows))
     test.write_text("".join(json.dumps(r) + "\n" for r in test_rows))
-    run = tailored.train(data=str(train), model=str(smollm2_dir), output=str(tmp_path / "run"), max_steps=12, batch_size=8, learning_rate_multiplier=4.0,
-                         threads=1, save_every=1000).run_dir
+    run = tailored.train(data=str(train), model=str(smollm2_dir), output=str(tmp_path / "run"), max_steps=12,
+                         batch_size=8, learning_rate_multiplier=4.0, threads=1, save_every=1000).run_dir
     report = compare(test, train=train, runs=[run], strategies=["zero-shot", "few-shot", "fine-tuned"], shots=4,
                      max_prompt_tokens=512, batch_size=8, progress=False)
     print("\n" + render_text(report))
     by = {r["name"].split(":")[0]: r for r in report["strategies"]}
     assert set(by) == {"zero-shot", "few-shot", "fine-tuned"}
-    assert "constrained decoding was not used" in by["zero-shot"]["notes"][0]
-    # 12 CPU steps teach the label format (zero-shot chats instead of answering with a label) ...
-    assert by["fine-tuned"]["quality"]["value"] > by["zero-shot"]["quality"]["value"]
+    assert "constrained to one of the 6 labels" in by["zero-shot"]["notes"][0]
+    assert by["zero-shot"]["quality"]["metrics"]["outside_label_set"] == 0  # held to the label set
     assert by["fine-tuned"]["prompt_tokens"] < by["few-shot"]["prompt_tokens"] / 2 and by["fine-tuned"]["training"]["here_seconds"] > 0
-    # ... and the verdict names the measured best (or a cheaper one within its noise), never the strategy that cannot
-    # do the task. On this 6-label subset the most similar examples usually carry the right label, so few-shot is
-    # hard to beat with a 12-step fine-tune; the numbers measured are in docs/compare.md.
+    # The verdict names the measured best (or a cheaper one within its noise). On this 6-label subset the most
+    # similar examples usually carry the right label, so few-shot is hard to beat with a 12-step fine-tune; the
+    # numbers measured are in docs/compare.md.
     best = max(report["strategies"], key=lambda r: r["quality"]["value"])
-    assert report["verdict"]["winner"] != "zero-shot"
     assert report["verdict"]["winner"] == best["name"] or best["quality"]["ci_low"] <= next(
         r for r in report["strategies"] if r["name"] == report["verdict"]["winner"])["quality"]["value"]
     assert "data:image/png;base64," in render_html(report)

@@ -158,3 +158,15 @@ def test_compare_and_advise_commands(tmp_path: Path, tiny_model_dir: Path, home,
     assert main(["compare", "--test", str(test), "--docs", str(tmp_path / "nowhere"), "--model", str(tiny_model_dir),
                  "--strategies", "rag"]) != 0
     assert "not a folder" in capsys.readouterr().err
+
+
+def test_zero_shot_classification_is_held_to_the_label_set(tmp_path: Path, tiny_model_dir: Path) -> None:
+    rows = [{"messages": [{"role": "system", "content": "Name the colour."}, {"role": "user", "content": f"thing {i}"},
+                          {"role": "assistant", "content": ["red", "green", "blue"][i % 3]}]} for i in range(6)]
+    test = tmp_path / "test.jsonl"
+    test.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    report = compare(test, model=str(tiny_model_dir), strategies=["zero-shot"], task="classification", batch_size=3,
+                     progress=False)
+    row = report["strategies"][0]
+    assert "constrained to one of the 3 labels" in row["notes"][0] and row["constrained"]
+    assert row["quality"]["metrics"]["outside_label_set"] == 0 and set(row["answers"]) <= {"red", "green", "blue"}

@@ -23,7 +23,8 @@ from tailored.methods.runs import base_folder
 from tailored.train.progress import Progress
 
 STRATEGIES = ("zero-shot", "few-shot", "rag", "fine-tuned")
-CONSTRAINED_NOTE = "label set in the prompt; constrained decoding was not used"
+CONSTRAINED_NOTE = "label set in the prompt; answers constrained to one of the {n} labels (choice constraint, xgrammar)"
+UNCONSTRAINED_NOTE = "label set in the prompt; constrained decoding was not used ({why})"
 
 
 def _answers(model: ChatModel, convs: list[P.Messages], settings: GenerationSettings, batch_size: int, label: str,
@@ -137,7 +138,7 @@ def compare(
     if base_strats:
         chat = load(base)
         count = lambda msgs: len(chat.prompt_ids(msgs))  # noqa: E731
-        settings = GenerationSettings(max_new_tokens=max_new_tokens or _max_new(chat, testset.references))
+        settings = GenerationSettings(max_new_tokens=max_new_tokens or _max_new(chat, testset.references + (label_list or [])))
         params = _params(chat)
         for name in base_strats:
             row: dict[str, Any] = {"name": name, "model": str(base), "notes": []}
@@ -145,7 +146,12 @@ def compare(
                 extra = P.label_instruction(label_list) if task == "classification" and label_list else ""
                 convs = [P.with_system(p, extra, system) for p in testset.prompts]
                 if extra:
-                    row["notes"].append(CONSTRAINED_NOTE)
+                    constrained, note = _choice(chat, label_list, settings)
+                    row["notes"].append(note)
+                    row["constrained"] = constrained is not settings
+                    report["strategies"].append(_score(row, chat, convs, constrained, batch_size, task, testset, label_list,
+                                                       pricing, params, progress))
+                    continue
             elif name == "few-shot":
                 if not pairs:
                     report["notes"].append("few-shot skipped: it needs --train")
@@ -190,6 +196,22 @@ def compare(
     report["verdict"] = verdict(report)
     report["seconds"] = round(time.time() - t0, 1)
     return report
+
+
+def _choice(chat: ChatModel, labels: list[str], settings: GenerationSettings) -> tuple[GenerationSettings, str]:
+    """Settings that hold the answer to one of ``labels`` (the structured-output engine), or why they cannot."""
+    from dataclasses import replace
+
+    from tailored.engine.constraints import ConstraintError, Structure, compile as compile_constraint
+
+    structure = Structure.choice(labels)
+    try:
+        compile_constraint(structure, chat.tokenizer, chat.stop_ids)  # fails here, not mid-generation
+    except ImportError as exc:
+        return settings, UNCONSTRAINED_NOTE.format(why=f"the grammar engine is not installed: {exc.name}")
+    except ConstraintError as exc:
+        return settings, UNCONSTRAINED_NOTE.format(why=str(exc))
+    return replace(settings, constraint=structure), CONSTRAINED_NOTE.format(n=len(labels))
 
 
 def _last_user(prompt: P.Messages) -> str:
