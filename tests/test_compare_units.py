@@ -109,7 +109,7 @@ def test_advise_recommends_rag_for_facts_in_documents_and_prompting_for_tiny_dat
     assert rag["recommendation"] == "rag" and rag["data"]["docs"]["answer_facts_in_docs"] >= 0.5
     assert rag["commands"][-1].startswith("tailored compare --test") and "--docs" in rag["commands"][-1]
     small = advise(QA / "train.jsonl")
-    assert small["recommendation"] == "prompt" and "only 8 examples" in small["reasons"][0]
+    assert small["recommendation"] == "prompt" and "only 12 examples" in small["reasons"][0]
     assert any("tailored data split" in r for r in small["reasons"])
 
 

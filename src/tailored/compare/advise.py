@@ -68,9 +68,10 @@ def _estimate(data: str | Path, gpu: str | None, model: str | None) -> dict[str,
     except Exception as exc:  # an estimate that cannot be made must not hide the advice; say why
         return {"error": f"{type(exc).__name__}: {exc}"}
     d = est.to_dict()
+    device_usd = next((v for k, v in d["money_usd"].items() if k.split(" ")[0] == d["device"]), None)
     return {"device": d["device"], "method": d["settings"].get("method"), "epochs": d["epochs"], "steps": d["steps"],
-            "memory_gib": round(d["memory"]["total_gib"], 2) if "total_gib" in d["memory"] else None, "fits": d["fits"],
-            "seconds": d["seconds"], "money_usd": d["money_usd"]}
+            "memory_gib": d["memory"]["gib"]["total"], "fits": d["fits"], "seconds": d["seconds"], "usd": device_usd,
+            "money_usd": d["money_usd"]}
 
 
 def advise(data: str | Path, *, docs: str | Path | None = None, test: str | Path | None = None, gpu: str | None = None,
@@ -118,8 +119,7 @@ def advise(data: str | Path, *, docs: str | Path | None = None, test: str | Path
     if choice == "fine-tune":
         settings = {"method": "lora (the default)", "other settings": "train's defaults (epochs and batch size auto from the data)"}
         est = _estimate(data, gpu, model) if estimate else None
-        money = (est or {}).get("money_usd") or {}
-        cost = money.get(gpu or "cpu") if isinstance(money, dict) else None
+        cost = (est or {}).get("usd")
         if budget is not None and isinstance(cost, (int, float)) and cost > budget:
             reasons.append(f"the estimate (${cost:.2f}) is over the budget (${budget:.2f}): try QLoRA (--method qlora) or few-shot first")
     test_arg = str(test) if test else "TEST.jsonl"
@@ -144,8 +144,10 @@ def render_advice(advice: dict[str, Any]) -> str:
         lines.append(f"  setting {k}: {v}")
     est = advice.get("estimate")
     if est and "error" not in est:
-        lines.append(f"  estimate on {est['device']}: {est['steps']} steps, {est['memory_gib']} GiB"
-                     f"{' (fits)' if est['fits'] else ''}, {est['seconds']:.0f} s, ${est['money_usd']}")
+        fits = {True: " (fits)", False: " (does NOT fit: see `tailored estimate`)"}.get(est["fits"], "")
+        usd = f", ${est['usd']:.2f}" if isinstance(est.get("usd"), (int, float)) else ""
+        lines.append(f"  estimate on {est['device']}: {est['steps']} steps over {est['epochs']} epochs, {est['memory_gib']:.2f} GiB"
+                     f"{fits}, {est['seconds']:.0f} s{usd} (`tailored estimate --data ...` for the detail)")
     elif est:
         lines.append(f"  estimate not available: {est['error']}")
     lines.append("run:")
