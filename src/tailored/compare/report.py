@@ -88,12 +88,13 @@ def plot_png(report: dict[str, Any]) -> str:
 
     fig, ax = plt.subplots(figsize=(8, 4.2), dpi=110)
     winner = report["verdict"]["winner"]
-    for r in report["strategies"]:
+    for i, r in enumerate(report["strategies"]):
         x, q = r["cost_per_1k"]["gpu_usd"], r["quality"]
         colour = "#1a7f37" if r["name"] == winner else "#0969da"
         ax.errorbar([x], [100 * q["value"]], yerr=[[100 * (q["value"] - q["ci_low"])], [100 * (q["ci_high"] - q["value"])]],
                     fmt="o", ms=8, color=colour, capsize=4)
-        ax.annotate(r["name"], (x, 100 * q["value"]), textcoords="offset points", xytext=(8, 6), fontsize=9, color=colour)
+        ax.annotate(r["name"], (x, 100 * q["value"]), textcoords="offset points", xytext=(8, 6 if i % 2 else -14), fontsize=9,
+                    color=colour)
     ax.set_xlabel(f"estimated cost per 1,000 requests on {report['pricing']['gpu']} (USD)")
     ax.set_ylabel(f"{report['headline']} (%), 95% interval")
     ax.set_ylim(-5, 105)
