@@ -170,3 +170,15 @@ def test_zero_shot_classification_is_held_to_the_label_set(tmp_path: Path, tiny_
     row = report["strategies"][0]
     assert "constrained to one of the 3 labels" in row["notes"][0] and row["constrained"]
     assert row["quality"]["metrics"]["outside_label_set"] == 0 and set(row["answers"]) <= {"red", "green", "blue"}
+
+
+def test_a_failed_training_is_reported_and_the_rest_is_still_measured(tmp_path: Path, tiny_model_dir: Path) -> None:
+    from tailored.testing.tiny import write_chat_dataset
+
+    train = write_chat_dataset(tmp_path / "train.jsonl", n=5)  # training needs 10
+    test = write_chat_dataset(tmp_path / "test.jsonl", n=3, seed=1)
+    report = compare(test, train=train, model=str(tiny_model_dir), strategies=["zero-shot", "fine-tuned"], max_new_tokens=3,
+                     train_output=str(tmp_path / "run"), progress=False)
+    assert [r["name"] for r in report["strategies"]] == ["zero-shot"]
+    assert any(n.startswith("fine-tuned skipped: training on") and "at least 10" in n for n in report["notes"])
+    assert "not measured: few-shot, rag, fine-tuned" in report["verdict"]["reasons"][-1]

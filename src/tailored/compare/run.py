@@ -113,11 +113,14 @@ def compare(
         if not is_run_dir(r):
             raise DataError(f"--run {r}: not a run folder (no manifest.json)", hint="pass a folder written by `tailored train`")
     t0 = time.time()
+    train_note = None
     if "fine-tuned" in strategies and not runs and train:
         from tailored.train.run import train as train_run
 
-        result = train_run(data=str(train), output=train_output, **({"model": model} if model else {}))
-        runs = [Path(result.run_dir)]
+        try:
+            runs = [Path(train_run(data=str(train), output=train_output, **({"model": model} if model else {})).run_dir)]
+        except DataError as exc:  # e.g. too few examples: the other strategies are still measured, and this is said
+            train_note = f"fine-tuned skipped: training on {train} failed: {exc.message}" + (f" ({exc.hint})" if exc.hint else "")
     base = model or (str(base_folder(RunFolder(runs[0]).read())) if runs else "smollm2")
     report: dict[str, Any] = {"test": {"path": str(Path(test).resolve()), "examples": len(testset.references)},
                               "train": str(Path(train).resolve()) if train else None, "docs": str(Path(docs).resolve()) if docs else None,
@@ -178,7 +181,7 @@ def compare(
         del chat
     if "fine-tuned" in strategies:
         if not runs:
-            report["notes"].append("fine-tuned skipped: pass --run RUN or --train TRAIN to train one")
+            report["notes"].append(train_note or "fine-tuned skipped: pass --run RUN or --train TRAIN to train one")
         for run in runs:
             chat = load(run)
             settings = GenerationSettings(max_new_tokens=max_new_tokens or _max_new(chat, testset.references))
