@@ -10,13 +10,13 @@ from tailored.config.files import write_json
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("compare", help="Zero-shot, few-shot, RAG and fine-tuned runs on the same held-out set, and a verdict.",
                        description="Score each strategy with `tailored eval`'s metrics on the same test set: quality with its "
-                                   "95%% interval, latency p50/p95, prompt tokens, cost per 1,000 requests (here, measured; "
+                                   "95% interval, latency p50/p95, prompt tokens, cost per 1,000 requests (here, measured; "
                                    "on a GPU, estimated), training cost and red flags; then say which to use and why.")
     p.add_argument("--test", required=True, help="Held-out chat data (the last assistant turn is the reference).")
     p.add_argument("--train", default=None, help="Training data: few-shot examples, RAG corpus without --docs, and a run "
                                                  "trained with defaults when no --run is given.")
     p.add_argument("--docs", default=None, help="Folder of .txt/.md/.html/.pdf documents for RAG (indexed once beside it).")
-    p.add_argument("--run", dest="runs", action="append", default=[], help="A fine-tuned run folder to score (repeatable).")
+    p.add_argument("--run", dest="runs", metavar="RUN", action="append", default=[], help="A fine-tuned run folder to score (repeatable).")
     p.add_argument("--model", default=None, help="Base model (default: the run's base, else the embedded model).")
     p.add_argument("--task", default="auto", choices=["auto", "classification", "generation", "sql"], help="[default: auto]")
     p.add_argument("--labels", default=None, help="Label set for classification (JSON list or one per line).")

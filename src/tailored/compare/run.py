@@ -16,7 +16,7 @@ from tailored.compare.quality import quality
 from tailored.compare.verdict import verdict
 from tailored.config.manifest import RunFolder, is_run_dir
 from tailored.data.readers import read_records
-from tailored.errors import DataError
+from tailored.errors import ConfigError, DataError
 from tailored.eval.generate import ChatModel, GenerationSettings, load
 from tailored.eval.tasks import detect_task, read_labels, read_test_set
 from tailored.methods.runs import base_folder
@@ -93,6 +93,10 @@ def compare(
     bad = sorted(set(strategies) - set(STRATEGIES))
     if bad:
         raise DataError(f"--strategies: {', '.join(bad)} not known", hint=f"use some of: {', '.join(STRATEGIES)}")
+    for name, value, least in (("shots", shots, 0), ("top_k", top_k, 1), ("max_prompt_tokens", max_prompt_tokens, 16),
+                               ("batch_size", batch_size, 1)):
+        if value < least:
+            raise ConfigError(f"--{name.replace('_', '-')} {value}: must be at least {least}")
     if task == "auto":
         task = detect_task(test)
     if task == "choice":
