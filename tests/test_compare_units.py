@@ -182,3 +182,30 @@ def test_a_failed_training_is_reported_and_the_rest_is_still_measured(tmp_path: 
     assert [r["name"] for r in report["strategies"]] == ["zero-shot"]
     assert any(n.startswith("fine-tuned skipped: training on") and "at least 10" in n for n in report["notes"])
     assert "not measured: few-shot, rag, fine-tuned" in report["verdict"]["reasons"][-1]
+
+
+def _write_pdf(path: Path, text: str) -> None:
+    """A one-page PDF with ``text`` in Helvetica (hand-written objects and xref table)."""
+    stream = b"BT /F1 18 Tf 10 100 Td (" + text.encode() + b") Tj ET"
+    objs = [b"<< /Type /Catalog /Pages 2 0 R >>", b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+            b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 300 144] /Contents 4 0 R /Resources << /Font << /F1 5 0 R >> >> >>",
+            b"<< /Length %d >>\nstream\n" % len(stream) + stream + b"\nendstream", b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>"]
+    out, offsets = b"%PDF-1.4\n", []
+    for i, obj in enumerate(objs, 1):
+        offsets.append(len(out))
+        out += b"%d 0 obj\n" % i + obj + b"\nendobj\n"
+    xref = len(out)
+    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objs) + 1) + b"".join(b"%010d 00000 n \n" % o for o in offsets)
+    path.write_bytes(out + b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objs) + 1, xref))
+
+
+def test_pdf_documents_are_read_with_pypdf(tmp_path: Path) -> None:
+    pytest.importorskip("pypdf")
+    from tailored.compare.documents import chunk_file, document_files
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    _write_pdf(docs / "bell.pdf", "The festival bell is copper.")
+    (docs / ".hidden.txt").write_text("not a document")
+    assert document_files(docs) == [docs / "bell.pdf"]
+    assert [c.text for c in chunk_file(docs, docs / "bell.pdf")] == ["The festival bell is copper."]
