@@ -147,6 +147,8 @@ def compare(
         count = lambda msgs: len(chat.prompt_ids(msgs))  # noqa: E731
         settings = GenerationSettings(max_new_tokens=max_new_tokens or _max_new(chat, testset.references + (label_list or [])))
         params = _params(chat)
+        context = getattr(chat.model.config, "max_position_embeddings", None) or max_prompt_tokens + settings.max_new_tokens
+        budget = min(max_prompt_tokens, context - settings.max_new_tokens)  # examples and chunks fit the model's context too
         for name in base_strats:
             row: dict[str, Any] = {"name": name, "model": str(base), "notes": []}
             if name == "zero-shot":
@@ -164,7 +166,7 @@ def compare(
                     report["notes"].append("few-shot skipped: it needs --train")
                     continue
                 convs, chosen = P.few_shot(testset.prompts, query_vectors, pairs, vectors, count_tokens=count, max_examples=shots,
-                                           max_prompt_tokens=max_prompt_tokens, seed=seed, default_system=system)
+                                           max_prompt_tokens=budget, seed=seed, default_system=system)
                 ks = [len(c) for c in chosen]
                 row["shots"] = {"mean": sum(ks) / len(ks), "min": min(ks), "max": max(ks)}
                 row["examples_used"] = chosen
@@ -179,7 +181,7 @@ def compare(
                     continue
                 row["index"] = index.stats
                 convs, row["sources"] = P.rag(testset.prompts, query_vectors, index, top_k=top_k, count_tokens=count,
-                                              max_prompt_tokens=max_prompt_tokens, default_system=system)
+                                              max_prompt_tokens=budget, default_system=system)
             report["strategies"].append(_score(row, chat, convs, settings, batch_size, task, testset, label_list, pricing,
                                                params, progress))
         del chat
