@@ -23,8 +23,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run_serve(args: argparse.Namespace) -> int:
     from tailored.cli.common import settings_from
+    from tailored.dashboard import attach
     from tailored.serve.server import serve_forever
     from tailored.serve.settings import ServeSettings, parse_settings
 
-    serve_forever(parse_settings(**settings_from(args, set(ServeSettings.model_fields))))
+    serve_forever(parse_settings(**settings_from(args, set(ServeSettings.model_fields))), compose=attach)
     return 0

@@ -80,7 +80,7 @@ def create_app(engine: Any, registry: Any, keys: Keys | None = None, jobs: Any =
     keys = keys or Keys({})
     settings = settings or ServeSettings()
     app = FastAPI(title="Tailored", docs_url=None, redoc_url=None)
-    app.state.engine, app.state.registry, app.state.jobs = engine, registry, jobs
+    app.state.engine, app.state.registry, app.state.jobs, app.state.keys = engine, registry, jobs, keys
 
     @app.exception_handler(TailoredError)
     async def tailored_error(request: Request, exc: TailoredError) -> JSONResponse:
