@@ -128,7 +128,8 @@ async def export_file(request: Request) -> dict[str, Any]:
     """The same file stored as a ``fine-tune`` file of the project, ready for a ``dpo`` job."""
     data, n, same = _jsonl(request)
     if not n:
-        raise RequestError("no decisive votes yet (A or B): nothing to export", code="no_votes")
+        why = f"the {same} decisive vote(s) all had identical answers" if same else "no decisive votes yet (A or B)"
+        raise RequestError(f"{why}: nothing to export", code="no_votes")
     files = jobs_of(request).files
     file = await asyncio.to_thread(files.add, request.state.caller.project, EXPORT_NAME, "fine-tune", data)
     return {"file": file, "pairs": n, "left_out_identical": same}
