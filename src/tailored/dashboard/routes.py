@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, RedirectResponse
 
 from tailored.dashboard.session import asset, cookie_of, set_cookie
 from tailored.errors import RequestError
@@ -55,13 +55,15 @@ async def body_of(request: Request) -> dict[str, Any]:
 
 
 @router.get("/", response_class=HTMLResponse)
-def index(request: Request) -> HTMLResponse:
+def index(request: Request) -> Any:
     """The single page; a keyless server opens a session here (for its CSRF token)."""
     sessions = request.app.state.sessions
     sid = cookie_of({"cookie": request.headers.get("cookie", "")})
     session = sessions.get(sid)
     cookie = None
-    if session is None:  # only reachable without a session on a keyless server (SessionGate redirects otherwise)
+    if session is None and request.app.state.keys.required:  # a bearer client: the page is for browsers
+        return RedirectResponse("/ui/login", status_code=303)
+    if session is None:  # a keyless server: a session for the CSRF token, no login
         sid, session = sessions.open("")
         cookie = set_cookie(sid, secure=request.url.scheme == "https")
     caller = request.state.caller
@@ -96,8 +98,7 @@ async def estimate_job(request: Request) -> dict[str, Any]:
 
     body = await body_of(request)
     jobs = jobs_of(request)
-    row = jobs.files.row(request.state.caller.project if not request.state.caller.admin else None,
-                         str(body.get("training_file") or ""))
+    row = jobs.files.row(scope_of(request), str(body.get("training_file") or ""))
     return await asyncio.to_thread(estimate_for, jobs, jobs.files.path(row["sha256"]), body)
 
 

@@ -66,11 +66,12 @@ function barChart(container, bars, opts) {
   opts = opts || {};
   container.textContent = "";
   if (!bars.length) return;
-  const W = 320, row = 16, H = bars.length * row + 8, L = 110;
+  const longest = Math.max(...bars.map(b => String(b[0]).length));
+  const L = Math.min(210, 12 + 6.2 * Math.min(longest, 32)), W = L + 230, row = 16, H = bars.length * row + 8;
   const max = Math.max(...bars.map(b => b[1])) || 1;
   const svg = svgEl("svg", {viewBox: `0 0 ${W} ${H}`, role: "img", "aria-label": opts.label || "bars"});
   bars.forEach(([label, v], i) => {
-    svg.append(svgEl("text", {x: L - 4, y: 4 + i * row + 11, "text-anchor": "end", "font-size": 11, fill: "#333"}, String(label).slice(0, 18)));
+    svg.append(svgEl("text", {x: L - 4, y: 4 + i * row + 11, "text-anchor": "end", "font-size": 11, fill: "#333"}, String(label).length > 32 ? String(label).slice(0, 31) + "…" : String(label)));
     svg.append(svgEl("rect", {x: L, y: 4 + i * row + 2, width: Math.max(1, (W - L - 40) * v / max), height: row - 4, fill: opts.color || "#55a868"}));
     svg.append(svgEl("text", {x: L + (W - L - 40) * v / max + 4, y: 4 + i * row + 11, "font-size": 11, fill: "#333"}, v));
   });
