@@ -107,11 +107,11 @@ def main() -> None:
             page.goto(base_url + "#arena")
             page.locator("#arena-file").select_option(label=next(o for o in page.locator("#arena-file option").all_inner_texts() if o.startswith("triage_validation")))
             page.locator("#arena-max").fill("32")
-            for vote in ("A is better", "B is better", "Tie"):
+            for n, vote in enumerate(("A is better", "B is better", "Tie"), 1):
                 page.get_by_role("button", name="New battle").click()
                 page.wait_for_function("!document.querySelector('#votes button').disabled")
                 page.get_by_role("button", name=vote).click()
-                page.wait_for_function("document.querySelector('#name-a').textContent !== ''")
+                page.wait_for_function(f"document.querySelector('#arena-summary').dataset.votes === '{n}'")
             page.screenshot(path=out / "dashboard-arena.png", full_page=True)
             print(f"arena {time.monotonic() - t0:.0f} s", flush=True)
             browser.close()

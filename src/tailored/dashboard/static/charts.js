@@ -56,7 +56,7 @@ function lineChart(container, series, opts) {
       g.append(m);
     }
     svg.append(g);
-    svg.append(svgEl("text", {x: W - R - 4, y: T + 12 + 14 * i, "text-anchor": "end", "font-size": 12, fill: s.color}, s.name));
+    svg.append(svgEl("text", {x: L + 8, y: T + 12 + 14 * i, "text-anchor": "start", "font-size": 12, fill: s.color}, s.name));
   });
   container.append(svg);
 }
