@@ -85,7 +85,7 @@ def main() -> None:
             print(f"jobs page {time.monotonic() - t0:.0f} s", flush=True)
             narrow = browser.new_context(viewport={"width": 390, "height": 844}, bypass_csp=True).new_page()
             narrow.goto(base_url + "#jobs")
-            narrow.locator(f'#job-table tr[data-job]').first.click()
+            narrow.locator('#job-table tr[data-job]').first.click()
             narrow.wait_for_selector("#loss-chart svg")
             narrow.screenshot(path=out / "dashboard-jobs-narrow.png", full_page=True)
 
