@@ -101,12 +101,12 @@ def test_job_run_playground_arena_and_dpo_from_votes(browser: Any, server: Any, 
     page.locator("#job-train").select_option(label=next(o for o in page.locator("#job-train option").all_inner_texts() if o.startswith("train.jsonl")))
     page.locator("#job-valid").select_option(label=next(o for o in page.locator("#job-valid option").all_inner_texts() if o.startswith("valid.jsonl")))
     page.locator("#job-batch").fill("2")
-    page.locator("#job-steps").fill("6")
+    page.locator("#job-steps").fill("4")
     page.locator("#job-suffix").fill("dash")
     assert page.get_by_role("button", name="2. Start job").is_disabled()  # the estimate comes first
     page.get_by_role("button", name="1. Estimate").click()
     page.wait_for_selector("#estimate:not(.hidden)")
-    assert "steps: 6" in page.locator("#estimate").inner_text() and "FITS" in page.locator("#estimate").inner_text()
+    assert "steps: 4" in page.locator("#estimate").inner_text() and "FITS" in page.locator("#estimate").inner_text()
     page.get_by_role("button", name="2. Start job").click()
 
     started = time.monotonic()
@@ -122,8 +122,8 @@ def test_job_run_playground_arena_and_dpo_from_votes(browser: Any, server: Any, 
     text = page.locator("#job-status").inner_text()
     assert text.startswith("succeeded"), (text, page.locator("#job-events").inner_text())
     positive = [p for p in seen if p > 0]
-    assert len(positive) >= 2 and positive == sorted(positive) and positive[-1] == 6, seen
-    page.wait_for_function("document.querySelectorAll('#loss-chart circle.point').length === 6")
+    assert len(positive) >= 2 and positive == sorted(positive) and positive[-1] == 4, seen
+    page.wait_for_function("document.querySelectorAll('#loss-chart circle.point').length === 4")
     assert page.locator("#loss-chart polygon.point").count() >= 2  # validation points (before training and after)
     assert page.locator("#loss-chart .best-mark").count() == 1  # the best checkpoint is marked
     assert "Red flags" in page.locator("#job-flags").inner_text()
