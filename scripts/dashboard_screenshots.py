@@ -92,7 +92,7 @@ def main() -> None:
             page.goto(base_url + "#runs")
             page.locator("#run-table tr", has_text=model).first.get_by_role("button", name="Open report").click()
             page.frame_locator("#run-report").locator("h1").wait_for()
-            page.wait_for_timeout(800)
+            page.wait_for_timeout(2500)  # the framed report paints after its h1 exists
             page.screenshot(path=out / "dashboard-runs.png", full_page=True)
 
             page.goto(base_url + "#playground")
