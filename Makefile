@@ -8,7 +8,7 @@ WORKERS ?= 2
 export OMP_NUM_THREADS ?= 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install demo test test-fast bench clean
+.PHONY: install browser demo test test-fast bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,7 +24,13 @@ install: $(STAMP)
 demo: install
 	$(PY) -m tailored.demo
 
-test: install
+# The browser tests drive Debian's chromium (Playwright's own download cannot work here); they skip without it.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+	  { apt-get install -y -q chromium >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null; }; }; } || \
+	  echo "chromium could not be installed (needs root and apt-get): the browser tests will skip"
+
+test: install browser
 	$(PY) -m pytest -n $(WORKERS) -p no:cacheprovider --timeout 1200 tests
 
 test-fast: install

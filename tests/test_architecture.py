@@ -12,7 +12,7 @@ from pathlib import Path
 PKG = Path(__file__).resolve().parents[1] / "src" / "tailored"
 LAYERS = ["errors", "config", "data", "models", "methods", "train", "eval", "export", "serve"]
 RANK = {name: i for i, name in enumerate(LAYERS)}
-RANK.update({"engine": RANK["train"], "estimate": RANK["train"], "compare": RANK["export"], "cli": RANK["serve"], "jobs": RANK["serve"], "demo": RANK["serve"] + 1, "testing": RANK["models"]})
+RANK.update({"engine": RANK["train"], "estimate": RANK["train"], "compare": RANK["export"], "cli": RANK["serve"] + 1, "jobs": RANK["serve"], "demo": RANK["serve"] + 1, "dashboard": RANK["serve"] + 1, "testing": RANK["models"]})
 RANK["drift"] = RANK["export"]
 
 

@@ -23,8 +23,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run_serve(args: argparse.Namespace) -> int:
     from tailored.cli.common import settings_from
+    from tailored.dashboard import attach
     from tailored.serve.server import serve_forever
     from tailored.serve.settings import ServeSettings, parse_settings
 
-    serve_forever(parse_settings(**settings_from(args, set(ServeSettings.model_fields))))
+    def with_dashboard(built: object) -> None:
+        attach(built)
+        s = built.settings  # type: ignore[attr-defined]
+        print(f"dashboard on http://{s.host}:{s.port}/", flush=True)
+
+    serve_forever(parse_settings(**settings_from(args, set(ServeSettings.model_fields))), compose=with_dashboard)
     return 0

@@ -82,6 +82,7 @@ def create_app(engine: Any, registry: Any, keys: Keys | None = None, jobs: Any =
     settings = settings or ServeSettings()
     app = FastAPI(title="Tailored", docs_url=None, redoc_url=None)
     app.state.engine, app.state.registry, app.state.jobs, app.state.traffic = engine, registry, jobs, traffic
+    app.state.keys = keys
 
     @app.exception_handler(TailoredError)
     async def tailored_error(request: Request, exc: TailoredError) -> JSONResponse:

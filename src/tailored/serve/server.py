@@ -159,11 +159,13 @@ def startup_lines(built: Built) -> list[str]:
     return lines
 
 
-def serve_forever(settings: ServeSettings) -> None:
-    """Build and run until Ctrl-C (what ``tailored serve`` does)."""
+def serve_forever(settings: ServeSettings, compose: Any = None) -> None:
+    """Build and run until Ctrl-C (what ``tailored serve`` does); ``compose(built)`` adds to the app first."""
     import uvicorn
 
     built = build(settings)
+    if compose is not None:
+        compose(built)
     s = built.settings
     print("\n".join(startup_lines(built)), flush=True)
     try:

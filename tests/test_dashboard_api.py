@@ -1,0 +1,176 @@
+"""The dashboard's server side on the tiny model: login and cookie, CSRF, tenancy on every page and download,
+the keyless (local-only) mode, the arena's leaderboard maths, and votes → a preference file a dpo job takes."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import openai
+import pytest
+
+from tailored.dashboard.arena import bradley_terry, leaderboard, preference_rows
+from tailored.testing.tiny import write_chat_dataset
+
+KEYS = {"a": "sk-dash-a", "b": "sk-dash-b"}
+
+
+@pytest.fixture(scope="module")
+def server(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory, home: None):
+    from tailored.dashboard import attach
+    from tailored.serve.server import Running, build
+
+    keys = tmp_path_factory.mktemp("keys") / "keys.yaml"
+    keys.write_text(json.dumps({"keys": [{"key": KEYS["a"], "project": "team-a"}, {"key": KEYS["b"], "project": "team-b"}]}))
+    srv = Running(attach(build(base=str(tiny_model_dir), api_keys=str(keys), port=0, max_tokens=8)))
+    yield srv
+    srv.stop()
+
+
+def root(server: Any) -> str:
+    return server.url[:-3]
+
+
+def session(server: Any, who: str = "a") -> tuple[httpx.Client, str]:
+    """A logged-in client (cookie) and its CSRF token, as the browser holds them."""
+    c = httpx.Client(base_url=root(server), timeout=60)
+    r = c.post("/ui/login", data={"key": KEYS[who]})
+    assert r.status_code == 303 and r.headers["location"] == "/"
+    page = c.get("/")
+    assert page.status_code == 200
+    return c, re.search(r'name="csrf-token" content="([^"]+)"', page.text).group(1)
+
+
+@pytest.fixture(scope="module")
+def trained(server: Any, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """One finished job of team A (a few steps on the tiny model)."""
+    sdk = openai.OpenAI(base_url=server.url, api_key=KEYS["a"], max_retries=0)
+    data = write_chat_dataset(tmp_path_factory.mktemp("d") / "train.jsonl", n=12)
+    file = sdk.files.create(file=data, purpose="fine-tune")
+    job = sdk.fine_tuning.jobs.create(model="model", training_file=file.id, extra_body={"tailored": {"max_steps": 2}})
+    deadline = time.monotonic() + 180
+    while (job := sdk.fine_tuning.jobs.retrieve(job.id)).status not in ("succeeded", "failed", "cancelled"):
+        assert time.monotonic() < deadline, job.status
+        time.sleep(0.3)
+    assert job.status == "succeeded", job.error
+    return {"job": job, "file": file}
+
+
+def test_login_gives_an_httponly_strict_cookie_and_refuses_a_wrong_key(server: Any) -> None:
+    c = httpx.Client(base_url=root(server))
+    assert c.get("/").headers["location"] == "/ui/login"  # no session: the login page
+    assert c.get("/ui/login").status_code == 200 and c.get("/ui/static/app.js").status_code == 200
+    wrong = c.post("/ui/login", data={"key": "sk-nope"})
+    assert wrong.headers["location"] == "/ui/login?failed=1" and "set-cookie" not in wrong.headers
+    foreign = c.post("/ui/login", data={"key": KEYS["a"]}, headers={"origin": "http://evil.example"})
+    assert foreign.status_code == 403  # login CSRF: another site's form cannot log a victim in
+    cookie = c.post("/ui/login", data={"key": KEYS["a"]}).headers["set-cookie"]
+    assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and KEYS["a"] not in cookie
+    assert c.get("/ui/api/runs").status_code == 200
+    assert httpx.get(root(server) + "/ui/api/runs").status_code == 401  # the API answers 401 without a session
+
+
+def test_every_change_needs_the_csrf_token_but_bearer_clients_are_untouched(server: Any, tmp_path: Path) -> None:
+    c, csrf = session(server)
+    data = write_chat_dataset(tmp_path / "t.jsonl", n=10).read_bytes()
+    upload = {"files": {"file": ("t.jsonl", data)}, "data": {"purpose": "fine-tune"}}
+    assert c.post("/v1/files", **upload).status_code == 403
+    assert c.post("/v1/files", **upload, headers={"x-csrf-token": "guess"}).status_code == 403
+    assert c.post("/ui/api/arena/preferences", headers={"x-csrf-token": "guess"}).status_code == 403
+    assert httpx.post(root(server) + "/ui/api/arena/preferences").status_code == 403  # no session at all
+    assert c.post("/v1/files", **upload, headers={"x-csrf-token": csrf}).json()["status"] == "processed"
+    sdk = openai.OpenAI(base_url=server.url, api_key=KEYS["a"], max_retries=0)
+    assert sdk.files.create(file=("t.jsonl", data), purpose="fine-tune").status == "processed"
+    assert c.post("/ui/logout", headers={"x-csrf-token": csrf}).status_code == 303
+    assert c.get("/ui/api/runs").status_code == 401  # the session is gone
+
+
+def test_another_project_sees_none_of_a_projects_files_jobs_runs_or_downloads(server: Any, trained: dict[str, Any]) -> None:
+    a, csrf_a = session(server, "a")
+    b, csrf_b = session(server, "b")
+    job, file = trained["job"], trained["file"]
+    model = job.fine_tuned_model
+    inspected = a.get(f"/ui/api/files/{file.id}/inspect").json()
+    assert inspected["stats"]["examples"] == 12 and inspected["preview"][0]["trained_tokens"] > 0
+    curve = a.get(f"/ui/api/jobs/{job.id}/curve").json()
+    assert [p["step"] for p in curve["train"]] == [1, 2] and curve["best_step"] == 2
+    assert model in {r["model"] for r in a.get("/ui/api/runs").json()["data"]}
+    assert "Red flags" in a.get("/ui/runs/report", params={"model": model}).text
+    exported = a.post("/ui/api/runs/export", json={"model": model, "format": "adapter"}, headers={"x-csrf-token": csrf_a})
+    assert exported.status_code == 200, exported.text
+    download = a.get(exported.json()["download"])
+    assert download.status_code == 200 and download.content[:2] == b"PK"  # a zip of the adapter folder
+    for path in (f"/ui/api/files/{file.id}/inspect", f"/ui/api/jobs/{job.id}/curve"):
+        assert b.get(path).status_code == 404
+    assert model not in {r["model"] for r in b.get("/ui/api/runs").json()["data"]}
+    assert b.get("/ui/runs/report", params={"model": model}).status_code == 404
+    assert b.get("/ui/runs/download", params={"model": model, "format": "adapter"}).status_code == 404
+    assert b.post("/ui/api/runs/export", json={"model": model, "format": "adapter"},
+                  headers={"x-csrf-token": csrf_b}).status_code == 404
+
+
+def test_arena_votes_become_a_preference_file_that_a_dpo_job_takes(server: Any, trained: dict[str, Any]) -> None:
+    a, csrf = session(server, "a")
+    b, csrf_b = session(server, "b")
+    model = trained["job"].fine_tuned_model
+    for i in range(10):
+        battle = a.post("/ui/api/arena/battles", json={"prompt": f"say {i}", "max_tokens": 6, "temperature": 1.0},
+                        headers={"x-csrf-token": csrf}).json()
+        assert set(battle) == {"id", "messages", "answers"}  # no names before the vote
+        assert b.post(f"/ui/api/arena/battles/{battle['id']}/vote", json={"vote": "a"},
+                      headers={"x-csrf-token": csrf_b}).status_code == 404  # another project's battle
+        voted = a.post(f"/ui/api/arena/battles/{battle['id']}/vote", json={"vote": "a" if i % 3 else "b"},
+                       headers={"x-csrf-token": csrf}).json()
+        assert set(voted["models"]) == {"model", model}
+    again = a.post(f"/ui/api/arena/battles/{battle['id']}/vote", json={"vote": "b"}, headers={"x-csrf-token": csrf})
+    assert again.status_code == 400  # one vote per battle
+    board = a.get("/ui/api/arena/leaderboard").json()
+    assert board["votes"] == 10 and {r["model"] for r in board["data"]} == {"model", model}
+    assert b.get("/ui/api/arena/leaderboard").json()["votes"] == 0
+    saved = a.post("/ui/api/arena/preferences", headers={"x-csrf-token": csrf}).json()
+    assert "file" in saved, saved
+    file = saved["file"]
+    assert file["status"] == "processed" and saved["pairs"] + saved["left_out_identical"] == 10
+    assert saved["pairs"] == 10  # sampled at temperature 1, the two models never answered alike
+    sdk = openai.OpenAI(base_url=server.url, api_key=KEYS["a"], max_retries=0)
+    job = sdk.fine_tuning.jobs.create(model="model", training_file=file["id"], method={"type": "dpo"})  # taken as it is
+    assert job.status == "validating_files" and job.method.type == "dpo"
+    sdk.fine_tuning.jobs.cancel(job.id)
+    lines = a.get("/ui/api/arena/preferences.jsonl").text.splitlines()
+    assert len(lines) == saved["pairs"] and set(json.loads(lines[0])) == {"input", "preferred_output", "non_preferred_output"}
+
+
+def test_a_keyless_server_needs_no_login_and_answers_only_local_pages(tiny_model_dir: Path, home: None) -> None:
+    from tailored.dashboard import attach
+    from tailored.serve.server import Running, build
+
+    with Running(attach(build(base=str(tiny_model_dir), port=0, jobs=False))) as srv:
+        c = httpx.Client(base_url=root(srv))
+        page = c.get("/")
+        assert page.status_code == 200 and "HttpOnly" in page.headers["set-cookie"]
+        assert c.get("/", headers={"host": "evil.example"}).status_code == 403  # DNS rebinding
+        body = {"model": "model", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
+        assert c.post("/v1/chat/completions", json=body).status_code == 403  # the cookie alone changes nothing
+        csrf = re.search(r'name="csrf-token" content="([^"]+)"', page.text).group(1)
+        assert c.post("/v1/chat/completions", json=body, headers={"x-csrf-token": csrf}).status_code == 200
+        assert c.get("/ui/api/runs").json() == {"data": []}
+
+
+def test_the_leaderboard_ranks_by_bradley_terry_with_bootstrap_intervals() -> None:
+    votes = [{"models": ["x", "y"], "vote": "a", "answers": ["good", "bad"], "messages": []}] * 8 + \
+            [{"models": ["y", "x"], "vote": "a", "answers": ["fine", "meh"], "messages": []}] * 2 + \
+            [{"models": ["x", "z"], "vote": "tie", "answers": ["same", "same"], "messages": []},
+             {"models": ["z", "y"], "vote": "both_bad", "answers": ["?", "!"], "messages": []}]
+    board = leaderboard(votes)
+    x, y = (next(r for r in board["data"] if r["model"] == m) for m in ("x", "y"))
+    assert [r["model"] for r in board["data"]][0] == "x" and x["bt"] > y["bt"]
+    assert x["wins"] == 8 and x["losses"] == 2 and x["ties"] == 1 and x["win_rate"] == round(8.5 / 11, 3)
+    assert x["bt_low"] <= x["bt"] <= x["bt_high"] and y["both_bad"] == 1
+    even = bradley_terry([("p", "q", 1.0), ("p", "q", 0.0)], ["p", "q"])
+    assert abs(even["p"] - even["q"]) < 1e-6
+    rows, same = preference_rows(votes)
+    assert len(rows) == 10 and same == 0 and rows[-1]["preferred_output"][0]["content"] == "fine"
