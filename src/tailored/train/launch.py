@@ -9,6 +9,7 @@ node, with that node's ``--node-rank``) and waits for it. Under torchrun nothing
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -83,13 +84,52 @@ def torchrun_command(settings: dict[str, Any], launch: dict[str, Any], *, config
             "-m", "tailored.cli.main", *train]
 
 
+def check_before_launch(settings: dict[str, Any], config_file: str | None, resume: bool) -> None:
+    """Bad settings are reported once, here, rather than by every process torchrun would start."""
+    if resume:
+        return  # checked against the run by the processes (the same message from each)
+    from tailored.config import load_train_config
+    from tailored.errors import ConfigError
+    from tailored.methods import get_method, method_options
+    from tailored.methods.base import parse_options
+    from tailored.train.strategy import check_strategy, uses_cuda
+
+    cfg = load_train_config(settings, yaml_path=config_file, methods=method_options())
+    method = get_method(cfg.method)
+    problems = check_strategy(cfg, method.quantization(parse_options(method, cfg.method_options)), uses_cuda(cfg))
+    if problems:
+        raise ConfigError(problems, hint="see docs/distributed.md for what each strategy supports")
+
+
+# torchrun's own report of a failed process: a traceback and log lines that say less than the process did
+_AGENT_LOG = re.compile(r"^[EWI]\d{4} [\d:. ]+\d+ .*torch/distributed/elastic/.*$\n?", re.M)
+
+
 def run_launched(command: list[str], launch: dict[str, Any]) -> int:
-    """Print the command (and, for several nodes, what to run on the others), run it, return its exit code."""
+    """Print the command (and, for several nodes, what to run on the others), run it, return its exit code.
+
+    The processes' own output passes through as it comes; torchrun's traceback about a process that
+    failed is left out (the process has said why), and one line says how it ended.
+    """
     print("launching: " + shlex.join(command), flush=True)
     if int(launch["nnodes"]) > 1:
         print(f"run the same `tailored train` on each of the {launch['nnodes']} nodes, with its own --node-rank "
               f"(0 to {int(launch['nnodes']) - 1}); node 0 is {launch['master_addr']}:{launch['master_port']}", flush=True)
+    proc = subprocess.Popen(command, stderr=subprocess.PIPE)
+    quiet = False
     try:
-        return subprocess.run(command).returncode
+        assert proc.stderr is not None
+        while chunk := proc.stderr.read1(65536):  # type: ignore[attr-defined]
+            text = _AGENT_LOG.sub("", chunk.decode(errors="replace"))
+            if not quiet and "Traceback (most recent call last)" in text:
+                text, quiet = text.split("Traceback (most recent call last)")[0], True
+            if not quiet:
+                sys.stderr.write(text)
+                sys.stderr.flush()
+        code = proc.wait()
     except KeyboardInterrupt:  # torchrun passes Ctrl-C on to every process, which checkpoint and stop
-        return 130
+        return 130 if proc.wait() != 0 else 0
+    if code != 0:
+        print(f"error: training stopped: a process of the run exited with code {code} (its message is above)",
+              file=sys.stderr)
+    return code

@@ -249,15 +249,27 @@ class DeepSpeedEngine(Engine):
     def load_optimizer_state(self, optimizer: Any, state: dict[str, Any]) -> None:
         pass
 
+    def _partitions(self) -> list[torch.Tensor]:
+        """This process's fp32 partitions, which the AdamW states belong to (ZeRO-3's, else ZeRO-2's)."""
+        zero = self._engine.optimizer
+        return list(getattr(zero, "fp32_partitioned_groups_flat", None) or zero.single_partition_of_fp32_groups)
+
     def save_optimizer_shard(self, folder: Path) -> None:
         from tailored.train.checkpoint import write_optimizer
 
-        write_optimizer(folder, self._base_optimizer.state_dict(), name=f"optimizer-rank{self.process_index}")
+        states = self._base_optimizer.state
+        sd = {"state": {i: states[p] for i, p in enumerate(self._partitions()) if p in states},
+              "param_groups": [{k: v for k, v in g.items() if k != "params"} for g in self._base_optimizer.param_groups]}
+        write_optimizer(folder, sd, name=f"optimizer-rank{self.process_index}")
 
     def load_optimizer_shard(self, folder: Path) -> None:
         from tailored.train.checkpoint import read_optimizer
 
-        self._base_optimizer.load_state_dict(read_optimizer(folder, name=f"optimizer-rank{self.process_index}"))
+        saved = read_optimizer(folder, name=f"optimizer-rank{self.process_index}")["state"]
+        for i, p in enumerate(self._partitions()):
+            if i in saved:
+                self._base_optimizer.state[p] = {k: v.to(p.device) if isinstance(v, torch.Tensor) else v
+                                                 for k, v in saved[i].items()}
 
 
 class _Steps:
