@@ -265,7 +265,10 @@ class DeepSpeedEngine(Engine):
     def load_optimizer_shard(self, folder: Path) -> None:
         from tailored.train.checkpoint import read_optimizer
 
-        saved = read_optimizer(folder, name=f"optimizer-rank{self.process_index}")["state"]
+        sd = read_optimizer(folder, name=f"optimizer-rank{self.process_index}")
+        saved = sd["state"]
+        for group, was in zip(self._base_optimizer.param_groups, sd["param_groups"]):
+            group.update(was)  # the learning rate of the saved step, and the group's other settings
         for i, p in enumerate(self._partitions()):
             if i in saved:
                 self._base_optimizer.state[p] = {k: v.to(p.device) if isinstance(v, torch.Tensor) else v
