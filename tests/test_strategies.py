@@ -146,6 +146,16 @@ def test_fsdp_full_fine_tune_matches_one_process_and_loads_in_transformers(tiny_
     manifest = json.loads((tmp_path / "fsdp" / "manifest.json").read_text())
     assert manifest["environment"]["strategy"] == "fsdp" and manifest["environment"]["processes"] == 2
     assert manifest["config"]["nproc"] == 2
+    # the estimate of the same run: what one process holds between steps is its half of the weights and AdamW
+    # states (the estimate counts them exactly; only FSDP's uneven last shard could differ, by < 1%)
+    from tailored.estimate.report import estimate
+
+    est = estimate(model=str(tiny_model_dir), method="full", strategy="fsdp", nproc=2, calibrate="none")
+    held = manifest["environment"]["state_bytes_per_process"]
+    assert est.memory.held_state == pytest.approx(held, rel=0.01)
+    assert est.memory.held_state == pytest.approx(json.loads((one / "manifest.json").read_text())["environment"]
+                                                  ["state_bytes_per_process"] / 2, rel=0.01)
+    assert "fsdp" in est.fitting_strategies
     final = [p for p in (tmp_path / "fsdp").iterdir() if (p / "config.json").is_file()][0]
     assert list(final.glob("*.safetensors"))
     ours, ref = (AutoModelForCausalLM.from_pretrained(str(f)) for f in (final, final.parent.parent / "one" / final.name))

@@ -278,6 +278,10 @@ def train(config: TrainConfig | None = None, *, config_file: str | None = None, 
         "status": "interrupted" if loop.interrupted else "completed", "metrics": RunMetrics(**metrics),
         "stopped_early": loop.stopped_early, "best_checkpoint": "best" if loop.best_step else None})
     final_weights = accelerator.full_state_dict(model) if not loop.interrupted else None  # every process gathers
+    held = accelerator.reduce(torch.tensor(float(accelerator.state_bytes(model, optimizer)), dtype=torch.float64,
+                                           device=accelerator.device),
+                              reduction="sum")
+    manifest.environment.state_bytes_per_process = int(held.item() / accelerator.num_processes)
     if main:
         with writing(run.final if not loop.interrupted else run.manifest_file):
             if not loop.interrupted:

@@ -113,6 +113,18 @@ class Engine:
     def load_optimizer_state(self, optimizer: Any, state: dict[str, Any]) -> None:
         optimizer.load_state_dict(state)
 
+    def state_bytes(self, model: Any, optimizer: Any) -> int:
+        """Bytes of weights and optimizer states this process holds (its shards only), for the manifest."""
+        def local(t: torch.Tensor) -> int:
+            t = getattr(t, "ds_tensor", None) if getattr(t, "ds_tensor", None) is not None else t
+            t = t.to_local() if hasattr(t, "to_local") else t
+            return t.numel() * t.element_size()
+
+        base = getattr(self, "_base_optimizer", None) or getattr(optimizer, "optimizer", optimizer)
+        weights = sum(local(p) for p in self.unwrap_model(model).parameters())
+        states = sum(local(v) for st in base.state.values() for v in st.values() if isinstance(v, torch.Tensor) and v.dim())
+        return int(weights + states)
+
 
 @contextmanager
 def weights_from(model: torch.nn.Module, state: dict[str, torch.Tensor] | None) -> Iterator[None]:
