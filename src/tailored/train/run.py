@@ -203,17 +203,6 @@ def train(config: TrainConfig | None = None, *, config_file: str | None = None, 
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=hp.learning_rate, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(hp, cfg.lr_schedule))
-    ckpt = latest_checkpoint(run.path) if resume else None
-    if ckpt is not None:  # the trained weights go in before the strategy shards the model
-        check_world(ckpt, accelerator)
-        method.load_state(model, ckpt / "weights")
-    model, optimizer = accelerator.prepare(model, optimizer)
-    unwrapped = accelerator.unwrap_model(model)
-
-    def save_weights(path: Path, state: Any = None) -> None:
-        with weights_from(unwrapped, state):  # state: the full weights gathered from shards (None: unsharded)
-            method.save(unwrapped, path)
-
     resolved_cfg = cfg.model_copy(update={"epochs": hp.epochs, "batch_size": hp.batch_size,
                                           "learning_rate_multiplier": hp.learning_rate_multiplier,
                                           "output": str(run_dir), "threads": cfg.threads})
@@ -235,16 +224,28 @@ def train(config: TrainConfig | None = None, *, config_file: str | None = None, 
             manifest.created = old.created
         if main:
             remove_leftovers(run_dir)  # what a killed write left (never a checkpoint: those are renamed into place)
-        if ckpt is None:  # killed before its first checkpoint: nothing to continue but nothing lost either
-            say(f"{run_dir} has no checkpoint yet: training it again from step 0")
-            if main:
-                _truncate_metrics(run.metrics, -1)
-        else:
-            start_state = load_checkpoint(ckpt, load_weights=None, scheduler=scheduler,
-                                          load_optimizer=lambda sd: load_sharded(accelerator, optimizer, sd, ckpt))
-            say(f"resuming {run_dir} from {ckpt.name}")
-            if main:
-                _truncate_metrics(run.metrics, int(start_state["step"]))
+    ckpt = latest_checkpoint(run_dir) if resume else None
+    if ckpt is not None:  # the trained weights go in before the strategy shards the model, the optimizer's after
+        check_world(ckpt, accelerator)
+        method.load_state(model, ckpt / "weights")
+    model, optimizer = accelerator.prepare(model, optimizer)
+    unwrapped = accelerator.unwrap_model(model)
+    manifest.environment.engine_config = accelerator.engine_config
+
+    def save_weights(path: Path, state: Any = None) -> None:
+        with weights_from(unwrapped, state):  # state: the full weights gathered from shards (None: unsharded)
+            method.save(unwrapped, path)
+
+    if resume and ckpt is None:  # killed before its first checkpoint: nothing to continue but nothing lost either
+        say(f"{run_dir} has no checkpoint yet: training it again from step 0")
+        if main:
+            _truncate_metrics(run.metrics, -1)
+    elif ckpt is not None:
+        start_state = load_checkpoint(ckpt, load_weights=None, scheduler=scheduler,
+                                      load_optimizer=lambda sd: load_sharded(accelerator, optimizer, sd, ckpt))
+        say(f"resuming {run_dir} from {ckpt.name}")
+        if main:
+            _truncate_metrics(run.metrics, int(start_state["step"]))
     if main:
         with writing(run_dir):
             atomic_write(run.config_file, dump_yaml(resolved_cfg))
