@@ -115,21 +115,28 @@ def run_launched(command: list[str], launch: dict[str, Any]) -> int:
     if int(launch["nnodes"]) > 1:
         print(f"run the same `tailored train` on each of the {launch['nnodes']} nodes, with its own --node-rank "
               f"(0 to {int(launch['nnodes']) - 1}); node 0 is {launch['master_addr']}:{launch['master_port']}", flush=True)
+    # Ctrl-C: torchrun passes it on to the training processes, which stop after their step with a checkpoint
     proc = subprocess.Popen(command, stderr=subprocess.PIPE)
-    quiet = False
-    try:
-        assert proc.stderr is not None
-        while chunk := proc.stderr.read1(65536):  # type: ignore[attr-defined]
-            text = _AGENT_LOG.sub("", chunk.decode(errors="replace"))
-            if not quiet and "Traceback (most recent call last)" in text:
-                text, quiet = text.split("Traceback (most recent call last)")[0], True
-            if not quiet:
-                sys.stderr.write(text)
-                sys.stderr.flush()
-        code = proc.wait()
-    except KeyboardInterrupt:  # torchrun passes Ctrl-C on to every process, which checkpoint and stop
-        return 130 if proc.wait() != 0 else 0
+    quiet = interrupted = False
+    while True:
+        try:
+            assert proc.stderr is not None
+            while chunk := proc.stderr.read1(65536):  # type: ignore[attr-defined]
+                text = _AGENT_LOG.sub("", chunk.decode(errors="replace"))
+                if not quiet and "Traceback (most recent call last)" in text:
+                    text, quiet = text.split("Traceback (most recent call last)")[0], True
+                if not quiet:
+                    sys.stderr.write(text)
+                    sys.stderr.flush()
+            code = proc.wait()
+            break
+        except KeyboardInterrupt:  # wait for the processes' checkpoint
+            interrupted = True
+    if interrupted:
+        return 130  # the processes said where they stopped and how to resume
     if code != 0:
         print(f"error: training stopped: a process of the run exited with code {code} (its message is above)",
               file=sys.stderr)
     return code
+
+
