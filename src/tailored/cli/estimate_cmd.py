@@ -2,7 +2,7 @@
 
 The run is described with ``tailored train``'s own settings (same flags, names and meanings, built from
 :class:`TrainConfig` and the methods' options by the same helper), plus the estimate's own: where it
-runs (``--gpu``/``--cpu``, ``--devices``, ``--sharding``), prices, calibration and output.
+runs (``--gpu``/``--cpu``, ``--devices``), prices, calibration and output.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ import json
 
 from tailored.cli.common import add_method_flags, add_model_flags, settings_from
 from tailored.config.schema import TrainConfig
-from tailored.estimate.memory import SHARDING
 from tailored.estimate.report import ESTIMATE_SETTINGS
 
 
@@ -30,8 +29,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     device = where.add_mutually_exclusive_group()
     device.add_argument("--gpu", default=None, help="GPU name from the price table (h100, a100-80gb, rtx4090, ...).")
     device.add_argument("--cpu", action="store_true", help="This machine (the default): memory and speed measured here.")
-    where.add_argument("--devices", type=int, default=1, help="Devices sharing the run.")
-    where.add_argument("--sharding", default="auto", choices=("auto",) + SHARDING, help="auto: fsdp when --devices > 1.")
+    where.add_argument("--devices", type=int, default=None,
+                       help="Devices sharing the run, as --strategy says [default: --nproc × --nnodes].")
     where.add_argument("--prices", default=None, help="YAML file overriding the shipped price/device table.")
     where.add_argument("--calibrate", default="auto", choices=("auto", "model", "matmul", "none"),
                        help="CPU speed: a few real training steps of the model (auto/model), a matmul benchmark, or none.")
@@ -45,7 +44,7 @@ def run_estimate(args: argparse.Namespace) -> int:
     from tailored.estimate.report import estimate, estimate_config
 
     config = estimate_config(settings_from(args, set(ESTIMATE_SETTINGS) | args._option_names), args.config_file)
-    result = estimate(config, device=args.gpu or "cpu", devices=args.devices, sharding=args.sharding, prices=args.prices,
+    result = estimate(config, device=args.gpu or "cpu", devices=args.devices, prices=args.prices,
                       calibrate=args.calibrate, utilisation=args.utilisation, tokenizer=args.tokenizer)
     print(json.dumps(result.to_dict(), indent=2) if args.json else result.render())
     return 0

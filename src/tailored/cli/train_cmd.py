@@ -35,6 +35,12 @@ def run_train(args: argparse.Namespace) -> int:
         raise SystemExit("tailored train: --data is required (or --config FILE.yaml, or --resume --output RUN)")
     if args.provider == "openai":
         return _managed(args, settings)
+    from tailored.train.launch import check_before_launch, launch_settings, needs_launch, run_launched, torchrun_command
+
+    launch = launch_settings(settings, args.config_file, args.resume)
+    if needs_launch(launch):  # --nproc/--nnodes or a sharded strategy: torchrun runs this same command per process
+        check_before_launch(settings, args.config_file, args.resume)
+        return run_launched(torchrun_command(settings, launch, config_file=args.config_file, resume=args.resume), launch)
     result = train(config_file=args.config_file, resume=args.resume, **settings)
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun only the first process reports
         return 130 if result.loop.interrupted else 0

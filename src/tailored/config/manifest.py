@@ -86,6 +86,11 @@ class Environment(_Record):
     device: str
     processes: int
     threads: int
+    strategy: str = "ddp"  # how the processes shared the model (docs/distributed.md)
+    nodes: int = 1
+    engine_config: dict[str, Any] = Field(default_factory=dict)  # FSDP2's settings or DeepSpeed's config as used
+    strategy_config: dict[str, str] | None = None  # the user's own engine config file: path and sha256
+    state_bytes_per_process: int | None = None  # weights + optimizer states one process held after training (mean)
 
 
 class RunMetrics(_Record):

@@ -56,7 +56,21 @@ class TrainConfig(BaseModel):
     threads: Union[int, Auto] = Field("auto", description="CPU threads for torch (auto: the cores not busy now, shared among processes; 1 under pytest-xdist/CI).")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto picks CUDA when present.")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field("auto", description="auto: fp32 on CPU, bf16 on CUDA.")
-    gradient_checkpointing: bool = Field(False, description="Trade compute for activation memory.")
+    gradient_checkpointing: bool = Field(False, description="Trade compute for activation memory (activation checkpointing).")
+
+    # Scale-out (docs/distributed.md): how the processes share the model, and how many there are.
+    strategy: Literal["ddp", "fsdp", "zero2", "zero3"] = Field(
+        "ddp", description="ddp: a full copy per process; fsdp: FSDP2 shards weights, gradients and optimizer states; "
+        "zero2: DeepSpeed ZeRO-2 shards gradients and optimizer states; zero3: ZeRO-3 shards all three (zero*: pip install tailored[deepspeed]).")
+    nproc: int = Field(1, ge=1, description="Processes per machine; more than 1 (or fsdp/zero*) starts torchrun itself.")
+    nnodes: int = Field(1, ge=1, description="Machines in the run; run the same command on each with its --node-rank.")
+    node_rank: int = Field(0, ge=0, description="This machine's index, 0 to nnodes-1.")
+    master_addr: str = Field("127.0.0.1", description="Address of the machine with node_rank 0 (all machines must reach it).")
+    master_port: int = Field(29500, ge=1, le=65535, description="Port on master_addr for the processes to meet.")
+    cpu_offload: bool = Field(False, description="fsdp/zero2/zero3 on CUDA: keep sharded weights (fsdp, zero3) and optimizer states in CPU memory.")
+    strategy_config: str | None = Field(
+        None, description="Your own engine config: a DeepSpeed JSON (zero2/zero3) or an accelerate YAML with fsdp_config (fsdp); "
+        "Tailored's settings fill what it leaves out, and a conflict is an error.")
 
     @field_validator("epochs", "batch_size")
     @classmethod

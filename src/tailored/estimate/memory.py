@@ -104,12 +104,19 @@ class MemoryEstimate:
     activations: float
     logits: float
     runtime: float = 0.0  # framework/context memory outside the tensors (CPU process, CUDA context)
+    gathered: float = 0.0  # of ``weights``: the layer FSDP/ZeRO-3 gathers for its forward/backward (not held at rest)
     notes: list[str] = field(default_factory=list)
 
     @property
     def tensors(self) -> float:
         """What PyTorch's allocator holds at the peak (comparable to ``max_memory_allocated``)."""
         return self.weights + self.gradients + self.optimizer + self.activations + self.logits
+
+    @property
+    def held_state(self) -> float:
+        """Weights and optimizer states one device holds between steps (its shards): what a run's manifest
+        records as ``environment.state_bytes_per_process``."""
+        return self.weights - self.gathered + self.optimizer
 
     @property
     def total(self) -> float:
@@ -177,6 +184,7 @@ def estimate_memory(shape: ModelShape, setup: TrainSetup, *, runtime_bytes: floa
         notes.append("mixed precision: fp32 master weights plus 16-bit copies during the step")
     # Sharding: what each device keeps of the model state.
     d = max(1, setup.devices)
+    gathered = 0.0
     if d > 1 and setup.sharding in ("zero3", "fsdp"):
         gathered = max(i * o for i, o, _ in shape.linear_shapes().values()) * 7 * param_bytes  # ≈ one layer, gathered
         weights = weights / d + gathered
@@ -200,7 +208,8 @@ def estimate_memory(shape: ModelShape, setup: TrainSetup, *, runtime_bytes: floa
     activations += tokens * shape.hidden * act_bytes * 2  # embedding output and final norm
     if fp.extra_positions:  # virtual tokens: more positions in every layer
         activations *= 1 + fp.extra_positions / setup.seq_len
-    return MemoryEstimate(setup, t, n + fp.added, weights, gradients, optimizer, activations, logits, runtime_bytes, notes)
+    return MemoryEstimate(setup, t, n + fp.added, weights, gradients, optimizer, activations, logits, runtime_bytes,
+                          gathered, notes)
 
 
 def _flags(changes: dict[str, Any]) -> str:

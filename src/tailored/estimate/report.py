@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 from pydantic import BaseModel
 
@@ -14,13 +14,15 @@ from tailored.config.schema import TrainConfig
 from tailored.data.check import format_seconds
 from tailored.errors import ConfigError
 from tailored.estimate.calibrate import matmul_flops, measure_steps, train_flops_per_token
-from tailored.estimate.memory import (GIB, SHARDING, MemoryEstimate, TrainSetup, dtypes_for, estimate_memory, footprint,
+from tailored.estimate.memory import (GIB, MemoryEstimate, TrainSetup, dtypes_for, estimate_memory, footprint,
                                       suggestions, with_method)
 from tailored.estimate.plan import DataPlan, DataTokens, largest_pass
 from tailored.estimate.prices import device_entry, load_prices
 from tailored.estimate.shapes import resolve_shape
 from tailored.methods.base import get_method, method_names, method_options, parse_options
 from tailored.models.shapes import ModelShape
+
+STRATEGIES = get_args(TrainConfig.model_fields["strategy"].annotation)  # tailored train --strategy
 
 # This machine's Python + torch + transformers process before any model is loaded (VmRSS measured by
 # bench/estimate_accuracy.py), and what a CUDA context plus allocator slack takes outside the tensors.
@@ -55,6 +57,7 @@ class Estimate:
     capacity_bytes: float | None
     per_method: dict[str, float]
     fixes: list[tuple[str, float]]
+    per_strategy: dict[str, float]  # memory per device of each strategy over the devices (train's --strategy names)
     flops: float
     throughput: float  # FLOP/s per device
     throughput_source: str
@@ -62,6 +65,13 @@ class Estimate:
     money: dict[str, float]
     prices_date: str
     notes: list[str] = field(default_factory=list)
+
+    @property
+    def fitting_strategies(self) -> list[str] | None:
+        """The strategies (``tailored train --strategy``) whose memory per device fits; None: capacity unknown."""
+        if self.capacity_bytes is None:
+            return None
+        return [k for k, v in self.per_strategy.items() if v <= self.capacity_bytes]
 
     @property
     def fits(self) -> bool | None:
@@ -77,6 +87,8 @@ class Estimate:
             "memory": self.memory.to_dict(), "capacity_gib": round(self.capacity_bytes / GIB, 2) if self.capacity_bytes else None,
             "fits": self.fits, "memory_by_method_gib": {k: round(v / GIB, 2) for k, v in self.per_method.items()},
             "fixes": [{"change": c, "total_gib": round(b / GIB, 2)} for c, b in self.fixes],
+            "memory_by_strategy_gib": {k: round(v / GIB, 2) for k, v in self.per_strategy.items()},
+            "strategies_that_fit": self.fitting_strategies,
             "flops": self.flops, "throughput_flops_per_s": self.throughput, "throughput_source": self.throughput_source,
             "seconds": round(self.seconds, 1), "money_usd": self.money, "prices_date": self.prices_date, "notes": self.notes,
         }
@@ -97,16 +109,25 @@ class Estimate:
                    f"{m.gradients / GIB:.2f} + optimizer {m.optimizer / GIB:.2f} + activations {m.activations / GIB:.2f} "
                    f"+ logits/loss {m.logits / GIB:.2f} + process/allocator {m.runtime / GIB:.2f}  ({m.trainable:,} trainable)")
         out.append("  by method: " + ", ".join(f"{k} {v / GIB:.1f}" for k, v in self.per_method.items()) + " GiB")
+        if self.devices > 1:
+            fit = self.fitting_strategies
+            out.append(f"  by strategy over {self.devices} devices: " + ", ".join(
+                f"{k} {v / GIB:.2f}" + ("" if fit is None else " (fits)" if k in fit else " (does not fit)")
+                for k, v in self.per_strategy.items()) + " GiB")
         if self.fits is None:
             out.append("fits: unknown (no memory size for this device)")
         elif self.fits:
             out.append(f"FITS: {m.total / GIB:.2f} of {self.capacity_bytes / GIB:.1f} GiB")
         else:
             out.append(f"DOES NOT FIT: {m.total / GIB:.2f} GiB needed, {self.capacity_bytes / GIB:.1f} GiB available")
+            others = [k for k in self.fitting_strategies or [] if k != s.sharding]
+            if others:
+                out.append(f"  would fit with --strategy {others[0]} over the same {self.devices} devices: "
+                           f"{self.per_strategy[others[0]] / GIB:.2f} GiB")
             for change, total in self.fixes[:5]:
                 out.append(f"  would fit with {change}: {total / GIB:.2f} GiB")
             if not self.fixes:
-                out.append("  nothing tried fits one device: use more devices (--devices N --sharding fsdp) or a smaller model")
+                out.append("  nothing tried fits one device: use more devices (--nproc N --strategy fsdp) or a smaller model")
         if self.flops:
             out.append(f"time: {self.flops:.3g} FLOPs at {self.throughput / 1e9:,.1f} GFLOP/s per device ({self.throughput_source})"
                        f" ≈ {format_seconds(self.seconds)}")
@@ -179,7 +200,7 @@ def cpu_throughput(shape: ModelShape, folder: Path | None, setup: TrainSetup, ca
 
 # TrainConfig settings that decide an estimate; `tailored estimate` takes them with train's names and meanings.
 ESTIMATE_SETTINGS = ("data", "format", "model", "method", "epochs", "batch_size", "max_steps", "max_seq_length", "overlength",
-                     "batching", "micro_batch_tokens", "precision", "gradient_checkpointing")
+                     "batching", "micro_batch_tokens", "precision", "gradient_checkpointing", "strategy", "nproc", "nnodes")
 
 
 def estimate_config(settings: dict[str, Any], yaml_path: str | Path | None = None) -> TrainConfig:
@@ -191,8 +212,8 @@ def estimate_config(settings: dict[str, Any], yaml_path: str | Path | None = Non
 
 
 def estimate(
-    config: TrainConfig | None = None, options: BaseModel | None = None, *, device: str = "cpu", devices: int = 1,
-    sharding: str = "auto", prices: str | Path | None = None, calibrate: str = "auto", utilisation: float | None = None,
+    config: TrainConfig | None = None, options: BaseModel | None = None, *, device: str = "cpu", devices: int | None = None,
+    prices: str | Path | None = None, calibrate: str = "auto", utilisation: float | None = None,
     tokenizer: str | None = None, **settings: Any,
 ) -> Estimate:
     """Estimate a fine-tuning run: tokens, memory per device (and whether it fits), time and money.
@@ -208,8 +229,9 @@ def estimate(
         config: the run's settings (default: built from ``settings``).
         options: the method's options (default: parsed from ``config.method_options``).
         device: ``cpu`` (this machine, measured) or a GPU name from the price table (``a100-80gb``).
-        devices: how many devices share the run.
-        sharding: none, ddp, zero1, zero2, zero3, fsdp (auto: fsdp when devices > 1).
+        devices: how many devices share the run (default: the settings' nproc × nnodes); the run's
+            ``strategy`` (ddp, fsdp, zero2, zero3, as for ``tailored train``) says how they share it, and
+            every strategy's memory per device is reported beside it.
         prices: a YAML file replacing entries of the shipped price table.
         calibrate: auto/model (a few real steps here), matmul, or none (CPU only).
         utilisation: share of the GPU's peak throughput reached (default: from the price table).
@@ -223,10 +245,9 @@ def estimate(
         raise TypeError(f"estimate() takes a config or settings, not both (got {', '.join(settings)})")
     method = get_method(config.method)
     options = options if options is not None else parse_options(method, config.method_options)
+    devices = config.nproc * config.nnodes if devices is None else devices
     if devices < 1:
         raise ConfigError(f"--devices {devices}: must be ≥ 1")
-    if sharding != "auto" and sharding not in SHARDING:
-        raise ConfigError(f"--sharding {sharding!r}: expected auto or one of {', '.join(SHARDING)}")
     table = load_prices(prices)
     shape, folder = resolve_shape(config.model)
     dev = device_entry(table, device)
@@ -237,7 +258,7 @@ def estimate(
         tok_folder = folder or local_folder(tokenizer or "smollm2")
         name = str(tokenizer or (shape.name if folder else "smollm2 (a proxy: pass --tokenizer for the model's own)"))
         plan = DataPlan(config.data, load_tokenizer(tok_folder), name, method, options, format=config.format)
-    mode = sharding if sharding != "auto" else ("fsdp" if devices > 1 else "none")
+    mode = config.strategy
 
     def memory(setup: TrainSetup) -> MemoryEstimate:
         return cpu_memory(shape, setup) if on_cpu else estimate_memory(shape, setup, runtime_bytes=GPU_RUNTIME_BYTES)
@@ -254,6 +275,7 @@ def estimate(
     mem = memory(setup)
     capacity = _available_ram() if on_cpu else (dev["memory_gib"] * GIB if dev.get("memory_gib") else None)
     per_method = {m: memory(with_method(setup, m)).total for m in method_names()}
+    per_strategy = {k: memory(replace(setup, sharding=k)).total for k in STRATEGIES}
     fixes = []
     if capacity is not None and mem.total > capacity:
         fixes = [(label, est.total) for label, est in
@@ -289,4 +311,5 @@ def estimate(
         notes.append("no --data: memory only (tokens, time and money need a data file); the largest forward pass is "
                      "max_seq_length wide with as many rows as micro_batch_tokens allows")
     return Estimate(shape.name, shape.n_params, dev["name"], devices, config, tokens, epochs, mem, capacity, per_method, fixes,
+                    per_strategy,
                     flops, throughput, source, seconds, money, str(table.get("prices_date", "?")), notes + mem.notes)

@@ -5,6 +5,10 @@ one machine, the run identical to one process); ``command`` fills a template tha
 runs, with ``{command}`` replaced by the training command, e.g. ``srun --ntasks=1 --gpus=4 {command}``
 (Slurm) or ``ray job submit --working-dir . -- {command}`` (Ray). Whatever the launcher, the job's
 progress comes from its run folder, so the service needs nothing from the launcher but the exit code.
+
+A job's ``strategy`` (``tailored.strategy`` in the request: fsdp, zero2, zero3) runs under any launcher:
+``torchrun`` gives it ``nproc`` processes; under ``process`` and ``command`` a sharded strategy makes
+``tailored train`` start torchrun itself, with one process (see ``tailored.train.launch``).
 """
 
 from __future__ import annotations

@@ -20,6 +20,8 @@ Auto = Literal["auto"]
 # Settings a job's extension may not set: the service decides them (paths, resume, threads, the post-train check).
 RESERVED = ("data", "validation", "output", "model", "epochs", "batch_size", "learning_rate_multiplier", "seed",
             "threads", "save_every", "keep_checkpoints", "device", "from_run")
+# The launcher's, not a job's: a job sets its strategy, the service how many processes run it (jobs/launch.py).
+LAUNCH = ("nproc", "nnodes", "node_rank", "master_addr", "master_port")
 
 
 class Hyperparameters(BaseModel):
@@ -138,6 +140,12 @@ def parse_create(body: Any) -> CreateJob:
         raise RequestError("integrations are not supported: this server reaches no outside service (Weights & Biases)",
                            param="integrations", code="unsupported_parameter",
                            hint="follow the job's events, or read its result file (a step-metrics CSV)")
+    launch = sorted(set(request.tailored or {}) & set(LAUNCH))
+    if launch:
+        raise RequestError(f"tailored.{launch[0]}: how many processes and machines a job uses is the service's launcher "
+                           "setting; a job chooses only its strategy (tailored.strategy: ddp, fsdp, zero2, zero3)",
+                           param=f"tailored.{launch[0]}", code="unsupported_parameter",
+                           hint="the service's operator sets it: tailored serve --jobs-launcher torchrun --jobs-nproc N")
     taken = sorted(set(request.tailored or {}) & set(RESERVED))
     if taken:
         raise RequestError(f"tailored.{taken[0]} is set by the job itself; use the OpenAI field instead",

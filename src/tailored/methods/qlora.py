@@ -93,9 +93,12 @@ class Qlora(PeftMethod):
         if options.quant_bits == 8:  # type: ignore[attr-defined]
             return {"quantization": BitsAndBytesConfig(load_in_8bit=True)}
         compute = torch.bfloat16 if device == "cuda" else torch.float32
+        # on CUDA the packed 4-bit weights are stored as bf16 (like the rest of the model), so that FSDP and
+        # ZeRO-3 can shard them with the other weights (--strategy fsdp|zero3); one device trains the same
+        storage = {"bnb_4bit_quant_storage": torch.bfloat16} if device == "cuda" else {}
         return {"quantization": BitsAndBytesConfig(
             load_in_4bit=True, bnb_4bit_quant_type=options.quant_type,  # type: ignore[attr-defined]
-            bnb_4bit_use_double_quant=options.double_quant, bnb_4bit_compute_dtype=compute)}  # type: ignore[attr-defined]
+            bnb_4bit_use_double_quant=options.double_quant, bnb_4bit_compute_dtype=compute, **storage)}  # type: ignore[attr-defined]
 
     def prepare(self, model: torch.nn.Module, options: BaseModel) -> torch.nn.Module:
         from peft import get_peft_model, prepare_model_for_kbit_training

@@ -77,8 +77,9 @@ def writing(path: Path) -> Iterator[None]:
         raise DiskError(path, problem) from None
 
 
-def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    sd = optimizer.state_dict()
+def _optimizer_tensors(sd: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """An optimizer state dict as (safetensors tensors, JSON). Its state is keyed by parameter index, or by
+    parameter name for a state gathered from FSDP shards."""
     tensors, scalars = {}, {}
     for idx, state in sd["state"].items():
         for key, value in state.items():
@@ -89,30 +90,50 @@ def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torc
     return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
 
 
-def _restore_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
-    state: dict[int, dict[str, Any]] = {}
-    for name, value in tensors.items():
-        idx, key = name.split(".", 1)
-        state.setdefault(int(idx), {})[key] = value
-    for name, value in meta["scalars"].items():
-        idx, key = name.split(".", 1)
-        state.setdefault(int(idx), {})[key] = value
-    optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+def _optimizer_state(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> dict[str, Any]:
+    state: dict[Any, dict[str, Any]] = {}
+    for name, value in [*tensors.items(), *meta["scalars"].items()]:
+        idx, key = name.rsplit(".", 1)
+        state.setdefault(int(idx) if idx.isdigit() else idx, {})[key] = value
+    return {"state": state, "param_groups": meta["param_groups"]}
+
+
+def write_optimizer(folder: Path, sd: dict[str, Any], *, name: str = "optimizer") -> None:
+    """One optimizer state as ``name.safetensors`` + ``name.json`` in ``folder`` (a process's ZeRO partition)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    tensors, meta = _optimizer_tensors(sd)
+    save_file(tensors, str(folder / f"{name}.safetensors"))
+    write_json(folder / f"{name}.json", meta)
+
+
+def read_optimizer(folder: Path, *, name: str = "optimizer") -> dict[str, Any]:
+    if not (folder / f"{name}.safetensors").is_file():
+        raise CheckpointError(f"{folder} has no {name}.safetensors",
+                              hint="a ZeRO checkpoint resumes only with as many processes as it was saved with")
+    return _optimizer_state(load_file(str(folder / f"{name}.safetensors")), json.loads((folder / f"{name}.json").read_text()))
 
 
 def save_checkpoint(
     folder: Path,
     *,
     save_weights: Callable[[Path], None],
-    optimizer: torch.optim.Optimizer,
+    optimizer_state: dict[str, Any],
     scheduler: Any,
     state: dict[str, Any],
+    shards: Path | None = None,
 ) -> Path:
-    """Write a complete checkpoint to ``folder`` atomically and return it (a full disk: :class:`DiskError`)."""
+    """Write a complete checkpoint to ``folder`` atomically and return it (a full disk: :class:`DiskError`).
+
+    ``shards``: a folder of files the other processes wrote (their optimizer partitions), moved in.
+    """
     with writing(folder), atomic_folder(folder) as tmp:
         save_weights(tmp / "weights")
-        tensors, meta = _optimizer_tensors(optimizer)
+        tensors, meta = _optimizer_tensors(optimizer_state)
         save_file(tensors, str(tmp / "optimizer.safetensors"))
+        if shards is not None and shards.is_dir():
+            for file in shards.iterdir():
+                os.replace(file, tmp / file.name)
+            shutil.rmtree(shards, ignore_errors=True)
         rng = {"torch": torch.get_rng_state()}
         if torch.cuda.is_available():
             rng["cuda"] = torch.cuda.get_rng_state()
@@ -124,13 +145,21 @@ def save_checkpoint(
     return folder
 
 
-def load_checkpoint(folder: Path, *, load_weights: Callable[[Path], None], optimizer: torch.optim.Optimizer, scheduler: Any) -> dict[str, Any]:
-    """Restore weights, optimizer, scheduler and RNG; return the saved trainer state."""
+def read_state(folder: Path) -> dict[str, Any]:
+    """A checkpoint's trainer state (step, world size, ...) without loading anything."""
     if not (folder / STATE_FILE).is_file():
         raise CheckpointError(f"{folder} is not a complete checkpoint", hint="remove it and resume from an earlier one")
-    state = json.loads((folder / STATE_FILE).read_text())
-    load_weights(folder / "weights")
-    _restore_optimizer(optimizer, load_file(str(folder / "optimizer.safetensors")), state.pop("optimizer"))
+    return json.loads((folder / STATE_FILE).read_text())
+
+
+def load_checkpoint(folder: Path, *, load_weights: Callable[[Path], None] | None,
+                    load_optimizer: Callable[[dict[str, Any]], None], scheduler: Any) -> dict[str, Any]:
+    """Restore weights (unless ``load_weights`` is None: loaded before), optimizer, scheduler and RNG;
+    return the saved trainer state."""
+    state = read_state(folder)
+    if load_weights is not None:
+        load_weights(folder / "weights")
+    load_optimizer(_optimizer_state(load_file(str(folder / "optimizer.safetensors")), state.pop("optimizer")))
     scheduler.load_state_dict(state.pop("scheduler"))
     rng = load_file(str(folder / "rng.safetensors"))
     torch.set_rng_state(rng["torch"])

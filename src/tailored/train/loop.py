@@ -3,8 +3,9 @@
 Per optimizer step: the step's examples are split over processes and into micro-batches; every
 micro-batch's summed token loss is divided by the number of labelled tokens in the *whole* step
 (all micro-batches, all processes), so gradient accumulation and data parallelism give exactly the
-gradient of one big batch. Distribution is accelerate's (DDP under torchrun); this file never
-branches on a method's name.
+gradient of one big batch. ``accelerator`` is the run's :class:`~tailored.train.strategy.Engine` (DDP,
+FSDP2 or DeepSpeed ZeRO, all behind the same calls); this file never branches on a method's or a
+strategy's name.
 
 A loss or gradient that is not finite (NaN, inf) stops the run before the optimizer step, with the
 step and the last checkpoint (:class:`TrainingDiverged`); a full or read-only disk stops it with
@@ -131,13 +132,14 @@ def train_loop(
     hp: Resolved,
     run_dir: Path,
     pad_id: int,
-    save_weights: Callable[[Path], None],
+    save_weights: Callable[[Path, Any], None],
     start: dict[str, Any] | None = None,
     objective: Any = None,
 ) -> LoopResult:
     """Run optimizer steps from ``start`` (a restored trainer state) up to ``hp.total_steps``.
 
-    ``objective`` (a method's optional :class:`tailored.methods.objective.Objective`, e.g. DPO's) replaces
+    ``save_weights(path, state)`` writes the method's weights (``state``: the full weights gathered from
+    shards, or None). ``objective`` (a method's optional :class:`tailored.methods.objective.Objective`, e.g. DPO's) replaces
     the token loss: its ``batches`` and ``loss`` are used instead of ``micro_batches`` and ``token_loss``.
     """
     batches = objective.batches if objective is not None else micro_batches
@@ -178,15 +180,24 @@ def train_loop(
 
     def checkpoint(at_step: int) -> None:
         accelerator.wait_for_everyone()
+        # every process takes part in gathering sharded weights and optimizer states; the main one writes
+        weights = accelerator.full_state_dict(model)
+        optimizer_state = accelerator.optimizer_state(optimizer)
+        shards = run_dir / "checkpoints" / f".step-{at_step:06d}.tmp-shards"
+        if accelerator.sharded_optimizer:
+            with writing(shards):
+                accelerator.save_optimizer_shard(shards)
+            accelerator.wait_for_everyone()
         if main:
             save_checkpoint(
                 run_dir / "checkpoints" / f"step-{at_step:06d}",
-                save_weights=save_weights,
-                optimizer=optimizer,
+                save_weights=lambda path: save_weights(path, weights),
+                optimizer_state=optimizer_state,
                 scheduler=scheduler,
                 state={"step": at_step, "best_val_loss": best, "best_step": best_step, "bad_evals": bad_evals,
                        "initial_val_loss": result.initial_val_loss if result.initial_val_loss is not None
-                       else state.get("initial_val_loss")},
+                       else state.get("initial_val_loss"), "strategy": accelerator.strategy, "world_size": world},
+                shards=shards if accelerator.sharded_optimizer else None,
             )
             prune_checkpoints(run_dir, cfg.keep_checkpoints)
         accelerator.wait_for_everyone()
@@ -253,9 +264,10 @@ def train_loop(
                 improved = best is None or val_loss < best - 1e-6
                 if improved:
                     best, best_step, bad_evals = val_loss, step, 0
+                    weights = accelerator.full_state_dict(model)  # every process: sharded weights are gathered
                     if main:
                         with writing(run_dir / "best"), atomic_folder(run_dir / "best") as tmp:
-                            save_weights(tmp)
+                            save_weights(tmp, weights)
                 else:
                     bad_evals += 1
                 log({"step": step, "epoch": round(step / hp.steps_per_epoch, 3), "split": "validation",

@@ -28,6 +28,10 @@ from tailored.models.load import content_hash, load_model, load_tokenizer, local
 from tailored.models.registry import resolve_model
 from tailored.train.checkpoint import load_checkpoint, remove_leftovers, writing
 from tailored.train import lineage
+from tailored.train.resume import check_world, load_sharded
+from tailored.train.engines import config_record
+from tailored.train.launch import launched_settings
+from tailored.train.strategy import make_engine, weights_from
 from tailored.train.hparams import resolve
 from tailored.train.loop import LoopResult, TrainingDiverged, latest_checkpoint, lr_lambda, train_loop
 from tailored.train.threads import configure_threads
@@ -76,14 +80,6 @@ def trainable_model(folder: Path, method: Any, options: Any, *, device: str | to
 def _default_output(cfg: TrainConfig) -> str:
     name = resolve_model(cfg.model).name.split("/")[-1]
     return str(Path("runs") / f"{name}-{cfg.method}-{time.strftime('%Y%m%d-%H%M%S')}")
-
-
-def _accelerator(cfg: TrainConfig) -> Any:
-    from accelerate import Accelerator
-
-    use_cuda = torch.cuda.is_available() and cfg.device != "cpu"
-    precision = cfg.precision if cfg.precision != "auto" else ("bf16" if use_cuda else "fp32")
-    return Accelerator(cpu=not use_cuda, mixed_precision="no" if precision == "fp32" else precision)
 
 
 def _resume_config(settings: dict[str, Any], config_file: str | None = None) -> TrainConfig:
@@ -166,10 +162,10 @@ def train(config: TrainConfig | None = None, *, config_file: str | None = None, 
             settings = lineage.inherit(settings, config_file, {n: set(m.model_fields) for n, m in method_options().items()})
         config = (_resume_config(settings, config_file) if resume
                   else load_train_config(settings, yaml_path=config_file, methods=method_options()))
-    cfg = config
+    cfg = config.model_copy(update=launched_settings())  # under torchrun: its processes, nodes and address
     method = get_method(cfg.method)
     options = parse_options(method, cfg.method_options)
-    accelerator = _accelerator(cfg)
+    accelerator = make_engine(cfg, method.quantization(options))  # the strategy's engine (checks its settings)
     threads = configure_threads(cfg.threads, accelerator.num_processes) if accelerator.device.type == "cpu" else 0
     main = accelerator.is_main_process
     say = print if main else (lambda *a, **k: None)
@@ -212,12 +208,6 @@ def train(config: TrainConfig | None = None, *, config_file: str | None = None, 
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=hp.learning_rate, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(hp, cfg.lr_schedule))
-    model, optimizer = accelerator.prepare(model, optimizer)
-    unwrapped = accelerator.unwrap_model(model)
-
-    def save_weights(path: Path) -> None:
-        method.save(accelerator.unwrap_model(model), path)
-
     resolved_cfg = cfg.model_copy(update={"epochs": hp.epochs, "batch_size": hp.batch_size,
                                           "learning_rate_multiplier": hp.learning_rate_multiplier,
                                           "output": str(run_dir), "threads": cfg.threads})
@@ -242,17 +232,28 @@ def train(config: TrainConfig | None = None, *, config_file: str | None = None, 
             manifest.created = old.created
         if main:
             remove_leftovers(run_dir)  # what a killed write left (never a checkpoint: those are renamed into place)
-        ckpt = latest_checkpoint(run_dir)
-        if ckpt is None:  # killed before its first checkpoint: nothing to continue but nothing lost either
-            say(f"{run_dir} has no checkpoint yet: training it again from step 0")
-            if main:
-                _truncate_metrics(run.metrics, -1)
-        else:
-            start_state = load_checkpoint(ckpt, load_weights=lambda p: method.load_state(unwrapped, p),
-                                          optimizer=optimizer, scheduler=scheduler)
-            say(f"resuming {run_dir} from {ckpt.name}")
-            if main:
-                _truncate_metrics(run.metrics, int(start_state["step"]))
+    ckpt = latest_checkpoint(run_dir) if resume else None
+    if ckpt is not None:  # the trained weights go in before the strategy shards the model, the optimizer's after
+        check_world(ckpt, accelerator)
+        method.load_state(model, ckpt / "weights")
+    model, optimizer = accelerator.prepare(model, optimizer)
+    unwrapped = accelerator.unwrap_model(model)
+    manifest.environment.engine_config = accelerator.engine_config
+
+    def save_weights(path: Path, state: Any = None) -> None:
+        with weights_from(unwrapped, state):  # state: the full weights gathered from shards (None: unsharded)
+            method.save(unwrapped, path)
+
+    if resume and ckpt is None:  # killed before its first checkpoint: nothing to continue but nothing lost either
+        say(f"{run_dir} has no checkpoint yet: training it again from step 0")
+        if main:
+            _truncate_metrics(run.metrics, -1)
+    elif ckpt is not None:
+        start_state = load_checkpoint(ckpt, load_weights=None, scheduler=scheduler,
+                                      load_optimizer=lambda sd: load_sharded(accelerator, optimizer, sd, ckpt))
+        say(f"resuming {run_dir} from {ckpt.name}")
+        if main:
+            _truncate_metrics(run.metrics, int(start_state["step"]))
     if main:
         with writing(run_dir):
             atomic_write(run.config_file, dump_yaml(resolved_cfg))
@@ -285,11 +286,16 @@ def train(config: TrainConfig | None = None, *, config_file: str | None = None, 
     manifest = manifest.model_copy(update={
         "status": "interrupted" if loop.interrupted else "completed", "metrics": RunMetrics(**metrics),
         "stopped_early": loop.stopped_early, "best_checkpoint": "best" if loop.best_step else None})
+    final_weights = accelerator.full_state_dict(model) if not loop.interrupted else None  # every process gathers
+    held = accelerator.reduce(torch.tensor(float(accelerator.state_bytes(model, optimizer)), dtype=torch.float64,
+                                           device=accelerator.device),
+                              reduction="sum")
+    manifest.environment.state_bytes_per_process = int(held.item() / accelerator.num_processes)
     if main:
         with writing(run.final if not loop.interrupted else run.manifest_file):
             if not loop.interrupted:
                 with atomic_folder(run.final) as tmp:
-                    save_weights(tmp)
+                    save_weights(tmp, final_weights)
                     tokenizer.save_pretrained(str(tmp))
             manifest = run.write(manifest)
         if loop.interrupted and loop.checkpointed:
@@ -366,5 +372,6 @@ def _manifest(cfg: TrainConfig, resolved_cfg: TrainConfig, source: Any, folder: 
         eos_token_ids=stop_token_ids(tokenizer),
         parameters=ParameterCounts(trainable=trainable, total=total),
         environment=Environment(versions=versions(), device=str(accelerator.device), processes=accelerator.num_processes,
-                                threads=threads),
+                                threads=threads, strategy=cfg.strategy, nodes=cfg.nnodes,
+                                engine_config=accelerator.engine_config, strategy_config=config_record(cfg.strategy_config)),
     )
