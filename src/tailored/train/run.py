@@ -214,8 +214,8 @@ def train(config: TrainConfig | None = None, *, config_file: str | None = None, 
     manifest = _manifest(data_cfg, resolved_cfg, source, folder, method, options, hp, tokenizer, report, stats, val_examples,
                          train_rows, val_rows, trainable, total, accelerator, threads)
 
-    if parent is not None:  # checked against the new run, then the parent's weights are the start
-        manifest.lineage = lineage.adopt(parent, manifest, cfg, lambda p: method.load_state(unwrapped, p))
+    if parent is not None:  # checked against the new run; the parent's weights are the start (loaded before sharding)
+        manifest.lineage = lineage.adopt(parent, manifest, cfg, lambda p: method.load_state(model, p))
         say(f"continuing from {parent.run.path}" + (f" (mixing in {100 * cfg.mix_old:.0f}% of its data)" if cfg.mix_old else ""))
     start_state: dict[str, Any] = {}
     if resume:
