@@ -21,7 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="Multiple-choice probe for the forgetting check ('default' = built in, a file, or 'none'). [default: default]")
     p.add_argument("--no-collapse", dest="collapse", action="store_false", help="Skip the mode-collapse sampling.")
     p.add_argument("--labels", default=None, help="Label set for classification (JSON list or one per line).")
-    p.add_argument("--which", default="final", help="Weights of a run: final, best, or a checkpoint name. [default: final]")
+    p.add_argument("--which", default="auto", help="Weights of a run: auto (the best validation step's when kept, else the final ones), final, best, or a checkpoint name (step-000050). [default: auto]")
     p.add_argument("--max-new-tokens", dest="max_new_tokens", type=int, default=None,
                    help="Answer length limit (default: 1.5x the longest reference + 16).")
     p.add_argument("--batch-size", dest="batch_size", type=int, default=8, help="Prompts per generation batch. [default: 8]")

@@ -19,7 +19,7 @@ from tailored.eval.choice import DEFAULT_PROBE, choice_logprobs, read_choice_fil
 from tailored.eval.generate import ChatModel, GenerationSettings, load
 from tailored.eval.generation import generate_answers, reference_loss
 from tailored.eval.metrics import diversity
-from tailored.eval.redflags import VARIED_PROMPTS, Flag, forgetting, mode_collapse, overfitting, worst
+from tailored.eval.redflags import VARIED_PROMPTS, Flag, completion, forgetting, mode_collapse, overfitting, worst
 from tailored.eval.tasks import TASKS, detect_task, read_labels, read_test_set, score
 from tailored.methods.runs import base_folder
 from tailored.train.progress import Progress
@@ -67,7 +67,7 @@ def evaluate(
     probe: str | Path | None = "default",
     collapse: bool = True,
     labels: str | Path | list[str] | None = None,
-    which: str = "final",
+    which: str = "auto",
     max_new_tokens: int | None = None,
     batch_size: int = 8,
     limit: int | None = None,
@@ -86,7 +86,8 @@ def evaluate(
         probe: general-knowledge probe for the forgetting check: ``default`` (built in), a file, or None to skip.
         collapse: sample answers to varied prompts for the mode-collapse check.
         labels: the label set for classification (list or file); default: the labels in the data.
-        which: weights of a run: ``final``, ``best`` or a checkpoint name.
+        which: weights of a run: ``auto`` (the best validation step's when the run kept them, else the final
+            ones), ``final``, ``best`` or a checkpoint name; the report names the one used (``which``, ``weights``).
         max_new_tokens: answer length limit (default: 1.5x the longest reference + 16).
         batch_size: prompts per generation batch.
         limit: evaluate only the first N examples.
@@ -112,7 +113,9 @@ def evaluate(
     if task != "choice":
         test = read_test_set(data, limit)
     label_list = read_labels(labels) if isinstance(labels, (str, Path)) else labels
-    report: dict[str, Any] = {"target": str(target), "which": which, "baseline": None if baseline is None else str(baseline),
+    weights = RunFolder(target).describe_weights(which) if is_run else None
+    which = RunFolder(target).pick(which) if is_run else which
+    report: dict[str, Any] = {"target": str(target), "which": which, "weights": weights, "baseline": None if baseline is None else str(baseline),
                               "task": task, "data": {"path": str(data.resolve()), "sha256": file_sha256(data),
                                                      "examples": len(test.references) if test else None},
                               "models": {}}
@@ -150,6 +153,8 @@ def evaluate(
     report["red_flags"] = [f.as_dict() for f in red_flags_for(report, target if is_run else None, probe_path,
                                                                 test.references if test else None)]
     report["verdict"] = worst(report["red_flags"])
+    if (more := completion(report["red_flags"])):
+        report["to_complete"] = more
     report["seconds"] = round(time.time() - t0, 1)
     if save and is_run:
         write_json(RunFolder(target).evals / f"{data.stem}-{report['data']['sha256'][:8]}-{which}.json", report, indent=1)

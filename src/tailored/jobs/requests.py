@@ -138,7 +138,11 @@ def parse_create(body: Any) -> CreateJob:
         raise RequestError("integrations are not supported: this server reaches no outside service (Weights & Biases)",
                            param="integrations", code="unsupported_parameter",
                            hint="follow the job's events, or read its result file (a step-metrics CSV)")
-    taken = sorted(set(request.tailored or {}) & set(RESERVED))
+    extension = request.tailored or {}
+    # validation: "none" (train on all of training_file) or "auto" (the default: hold out a stratified share) is the
+    # job's own choice; a validation file comes by validation_file.
+    own = {"validation"} if extension.get("validation") in ("auto", "none") and not request.validation_file else set()
+    taken = sorted(set(extension) & set(RESERVED) - own)
     if taken:
         raise RequestError(f"tailored.{taken[0]} is set by the job itself; use the OpenAI field instead",
                            param=f"tailored.{taken[0]}", code="unsupported_parameter")

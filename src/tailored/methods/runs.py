@@ -38,12 +38,13 @@ def run_tokenizer(run: RunFolder, manifest: Manifest | None = None) -> Any:
     return tokenizer
 
 
-def load_run(run_dir: str | Path, *, which: str = "final", dtype: torch.dtype | None = None, device: str = "cpu",
+def load_run(run_dir: str | Path, *, which: str = "auto", dtype: torch.dtype | None = None, device: str = "cpu",
              for_merge: bool = False) -> tuple[torch.nn.Module, Any, Manifest]:
     """(model, tokenizer, manifest) for a run folder, ready for generation.
 
     ``for_merge`` loads the base unquantized even when training used a quantized base, so merges are
-    never done into quantized weights.
+    never done into quantized weights. ``which``: ``auto`` (the best validation step's weights when the
+    run kept them, else the final ones), ``final``, ``best`` or a checkpoint name.
     """
     run = RunFolder(run_dir)
     manifest = run.read()
