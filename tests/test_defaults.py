@@ -209,3 +209,23 @@ def test_data_check_does_not_warn_on_banking77(shared_data: Path) -> None:
     for split in ("train", "validation"):
         report = check_file(shared_data / "banking77" / f"{split}.jsonl")
         assert not [p for p in report.problems if p.severity == "warning"], report.render()
+
+
+# ---- the forgetting probe measures knowledge, not a taste for short answers -----------------------
+
+def test_the_calibrated_probe_score_removes_the_models_prior_over_answer_forms() -> None:
+    from tailored.eval.choice import ChoiceItem, score_choices
+    from tailored.eval.redflags import forgetting
+
+    items = [ChoiceItem("q", ["no", "a long and correct answer"], 1)] * 4
+    # a tuned model that now likes short answers whatever the question: raw scoring says it "learned" or "forgot"
+    # depending on the answers' lengths; after the content-free question it likes "no" just as much, so it cancels
+    likes_short = score_choices(items, [[-2.0, -5.0]] * 4, [[-1.0, -6.0]] * 4)
+    assert likes_short["accuracy"] == 0.0 and likes_short["accuracy_calibrated"] == 1.0
+    base = score_choices(items, [[-4.0, -3.0]] * 4, [[-4.0, -4.0]] * 4)
+    flag = forgetting(base, likes_short)
+    assert flag.verdict == "ok" and flag.evidence["scoring"] == "calibrated" and flag.evidence["raw_accuracy"] == [1.0, 0.0]
+    assert "noise band" in flag.summary
+    raw_only = forgetting({k: v for k, v in base.items() if "calibrated" not in k},
+                          {k: v for k, v in likes_short.items() if "calibrated" not in k})
+    assert raw_only.verdict == "red" and raw_only.evidence["scoring"] == "raw"  # what the uncalibrated probe said

@@ -166,15 +166,17 @@ def test_staged_forgetting_is_caught(staged: dict[str, Any]) -> None:
     items = [ChoiceItem(" ".join(rng.choice(WORDS) for _ in range(4)), [rng.choice(WORDS) + " " + rng.choice(WORDS) for _ in range(4)], 0)
              for _ in range(40)]
     scores = choice_logprobs(base.model, base.tokenizer, items)
+    null = choice_logprobs(base.model, base.tokenizer, items, null=True)  # the calibrated score is the flag's
     probe = staged["dir"] / "probe.jsonl"
-    _write(probe, [{"question": it.question, "choices": it.choices, "answer_index": max(range(4), key=lambda j: s[j])}
-                   for it, s in zip(items, scores)])
+    _write(probe, [{"question": it.question, "choices": it.choices, "answer_index": max(range(4), key=lambda j: s[j] - z[j])}
+                   for it, s, z in zip(items, scores, null)])
     test = _write(staged["dir"] / "test.jsonl", _chat(6, 9))
     verdicts = {}
     for name in ("narrow", "healthy"):
         report = evaluate(staged["runs"][name], test, probe=probe, collapse=False, progress=False)
         verdicts[name] = {f["name"]: f for f in report["red_flags"]}["forgetting"]
-        assert report["models"]["base"]["probe"]["accuracy"] == 1.0
+        assert report["models"]["base"]["probe"]["accuracy_calibrated"] == 1.0
+        assert verdicts[name]["evidence"]["scoring"] == "calibrated" and verdicts[name]["evidence"]["noise_band"][1] >= 0
     assert verdicts["narrow"]["verdict"] == "red", verdicts["narrow"]["summary"]
     assert verdicts["healthy"]["verdict"] == "ok", verdicts["healthy"]["summary"]
 

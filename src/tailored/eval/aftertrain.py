@@ -27,7 +27,7 @@ from tailored.eval.redflags import Flag, completion, forgetting, headline, mode_
 
 # Forward-pass token equivalents of the full check: per model ~6.1k probe tokens (default probe, SmolLM2's
 # tokenizer) + ~1k for the sampled answers; two models; doubled for loading and slow batched decoding.
-FULL_CHECK_TOKENS = 30_000
+FULL_CHECK_TOKENS = 36_000  # with the calibrated probe's content-free pass (short prompts: +20%)
 LOAD_SECONDS = 2.0  # loading base and tuned model, tokenizing the probe: paid even by a tiny model
 FULL_SHARE = 0.5  # red_flags: auto runs the full check when it costs at most this share of the training time
 

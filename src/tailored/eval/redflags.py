@@ -128,13 +128,18 @@ def forgetting(base: dict[str, Any] | None, tuned: dict[str, Any] | None, *, thr
     if not base or not tuned:
         return Flag("forgetting", "skipped", "needs the probe scored on both the base and the tuned model", {},
                     ["run `tailored eval RUN --data TEST` (it scores the probe on the run and its base model)"])
-    diff = paired_difference(base["correct"], tuned["correct"])
+    # the calibrated score when both have it: a fine-tune's new taste for short or label-like answers is not knowledge
+    key = "calibrated" if "correct_calibrated" in base and "correct_calibrated" in tuned else None
+    acc, cor = ("accuracy_calibrated", "correct_calibrated") if key else ("accuracy", "correct")
+    diff = paired_difference(base[cor], tuned[cor])
     drop, se = -diff["delta"], diff["se"]
-    ev = {"probe": probe_name, "items": diff["n"], "base_accuracy": base["accuracy"], "tuned_accuracy": tuned["accuracy"],
+    ev = {"probe": probe_name, "scoring": key or "raw", "items": diff["n"], "base_accuracy": base[acc],
+          "tuned_accuracy": tuned[acc], "raw_accuracy": [base["accuracy"], tuned["accuracy"]],
           "chance": base.get("chance"), "delta": diff["delta"], "standard_error": se,
-          "ci95": [diff["ci_low"], diff["ci_high"]], "threshold": threshold}
-    desc = (f"{probe_name} accuracy {base['accuracy']:.1%} → {tuned['accuracy']:.1%} "
-            f"({diff['delta']:+.1%} ± {se:.1%} s.e., 95% CI {diff['ci_low']:+.1%}..{diff['ci_high']:+.1%}, {diff['n']} items)")
+          "noise_band": [-2 * se, 2 * se], "ci95": [diff["ci_low"], diff["ci_high"]], "threshold": threshold}
+    desc = (f"{probe_name} {'calibrated ' if key else ''}accuracy {base[acc]:.1%} → {tuned[acc]:.1%} "
+            f"({diff['delta']:+.1%} ± {se:.1%} s.e., noise band ±{2 * se:.1%}, 95% CI "
+            f"{diff['ci_low']:+.1%}..{diff['ci_high']:+.1%}, {diff['n']} items)")
     if drop > threshold and drop > 2 * se:
         verdict, summary = "red", "the tuned model lost general knowledge"
     elif drop > threshold / 2 and drop > se:

@@ -35,11 +35,12 @@ def probe_scores(model: ChatModel, identity: str, probe: str | Path, *, use_cach
         bar = Progress(f"probe {model.name}", len(items), unit="item", enabled=progress, transient=True)
         try:
             lps = choice_logprobs(model.model, model.tokenizer, items, on_progress=bar.advance)
+            null = choice_logprobs(model.model, model.tokenizer, items, null=True)
         finally:
             bar.close()
-        return score_choices(items, lps)
+        return score_choices(items, lps, null)
 
-    value, _ = cache.cached(cache.key("probe", identity, file_sha256(probe)), compute, enabled=use_cache)
+    value, _ = cache.cached(cache.key("probe", identity, file_sha256(probe), "calibrated"), compute, enabled=use_cache)
     return value
 
 
@@ -126,7 +127,7 @@ def evaluate(
         out: dict[str, Any] = {"target": str(spec)}
         if task == "choice":
             out["metrics"] = {k: v for k, v in probe_scores(model, identity, data, use_cache=use_cache, progress=progress).items()
-                              if k != "correct"}
+                              if not k.startswith("correct")}
         else:
             assert test is not None
             settings = GenerationSettings(max_new_tokens=max_new_tokens or _max_new_tokens(model, test.references))
