@@ -111,7 +111,8 @@ def staged(home, tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory)
     common = {"model": str(tiny_model_dir), "max_seq_length": 128, "red_flags": "full", "threads": 1}
     runs = {}
     runs["healthy"] = tailored.train(data=_write(w / "h.jsonl", _chat(40, 1)), validation=_write(w / "hv.jsonl", _chat(10, 2)),
-                                     output=str(w / "healthy"), max_steps=12, batch_size=4, eval_every=3, **common)
+                                     output=str(w / "healthy"), max_steps=12, batch_size=4, eval_every=3,
+                                     learning_rate_multiplier=1.0, **common)  # the method's base rate (auto scales it by size)
     runs["overfit"] = tailored.train(data=_write(w / "o.jsonl", _chat(10, 3)), validation=_write(w / "ov.jsonl", _chat(8, 4)),
                                      output=str(w / "overfit"), method="full", max_steps=40, batch_size=10,
                                      learning_rate_multiplier=200, eval_every=4, lr_schedule="constant", **common)
@@ -164,12 +165,15 @@ def test_staged_forgetting_is_caught(staged: dict[str, Any]) -> None:
     base = load(str(staged["model"]))
     rng = random.Random(7)
     items = [ChoiceItem(" ".join(rng.choice(WORDS) for _ in range(4)), [rng.choice(WORDS) + " " + rng.choice(WORDS) for _ in range(4)], 0)
-             for _ in range(40)]
+             for _ in range(120)]
     scores = choice_logprobs(base.model, base.tokenizer, items)
     null = choice_logprobs(base.model, base.tokenizer, items, null=True)  # the calibrated score is the flag's
+    # the probe: the 40 items the base "knows" best (widest calibrated margin), as a real probe holds what a model knows
+    calibrated = [sorted((s[j] - z[j], j) for j in range(4)) for s, z in zip(scores, null)]
+    known = sorted(range(len(items)), key=lambda i: calibrated[i][-2][0] - calibrated[i][-1][0])[:40]
     probe = staged["dir"] / "probe.jsonl"
-    _write(probe, [{"question": it.question, "choices": it.choices, "answer_index": max(range(4), key=lambda j: s[j] - z[j])}
-                   for it, s, z in zip(items, scores, null)])
+    _write(probe, [{"question": items[i].question, "choices": items[i].choices, "answer_index": calibrated[i][-1][1]}
+                   for i in known])
     test = _write(staged["dir"] / "test.jsonl", _chat(6, 9))
     verdicts = {}
     for name in ("narrow", "healthy"):
