@@ -19,11 +19,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", dest="json_object", action="store_true", help="Answer with a JSON object.")
     p.add_argument("--regex", default=None, help="Answer with text matching this regular expression.")
     p.add_argument("--choice", dest="choices", action="append", default=None, help="Allowed answer (repeat for each).")
-    p.add_argument("--which", default="final", help="Weights of a run: final, best, or a checkpoint name.")
+    p.add_argument("--which", default="auto", help="Weights of a run: auto (the best validation step's when kept, else the final ones), final, best, or a checkpoint name (step-000050). [default: auto]")
     p.add_argument("--url", default=None, help="Talk to a running `tailored serve` (e.g. http://127.0.0.1:8000/v1) instead.")
     p.add_argument("--model", default=None, help="With --url: model id or run name (default: the first fine-tune).")
     p.add_argument("--api-key", dest="api_key", default=None, help="With --url: the server's key (default $TAILORED_API_KEY).")
     p.set_defaults(func=run_chat)
+
+
+def _say_weights(target: str, which: str) -> None:
+    from tailored.config.manifest import RunFolder, is_run_dir
+
+    if is_run_dir(target):
+        print(f"weights: {RunFolder(target).describe_weights(which)}", file=sys.stderr)
 
 
 def run_chat(args: argparse.Namespace) -> int:
@@ -35,6 +42,7 @@ def run_chat(args: argparse.Namespace) -> int:
         model = RemoteChat(args.url, args.model, args.api_key)
     else:
         model = load(args.target, which=args.which)
+        _say_weights(args.target, args.which)
     history = [{"role": "system", "content": args.system}] if args.system else []
     settings = {"max_new_tokens": args.max_new_tokens, "temperature": args.temperature}
     from tailored.eval.structured import cli_structure

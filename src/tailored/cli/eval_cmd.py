@@ -26,7 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "the free one (auto: when the labels are known from --labels or the run's training data). [default: auto]")
     p.add_argument("--json-schema", dest="json_schema", default=None,
                    help="Generate every answer held to this JSON schema file (structured output).")
-    p.add_argument("--which", default="final", help="Weights of a run: final, best, or a checkpoint name. [default: final]")
+    p.add_argument("--which", default="auto", help="Weights of a run: auto (the best validation step's when kept, else the final ones), final, best, or a checkpoint name (step-000050). [default: auto]")
     p.add_argument("--max-new-tokens", dest="max_new_tokens", type=int, default=None,
                    help="Answer length limit (default: 1.5x the longest reference + 16).")
     p.add_argument("--batch-size", dest="batch_size", type=int, default=8, help="Prompts per generation batch. [default: 8]")

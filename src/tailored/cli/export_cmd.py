@@ -24,7 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "checked for vLLM/LoRAX; gguf: one GGUF file for llama.cpp/Ollama.")
     p.add_argument("--dtype", default="auto", choices=["auto", "f32", "bf16", "f16", "q8_0"],
                    help="merged: f32 (auto) | bf16 | f16; gguf: f16 (auto) | q8_0 | f32; adapter: as trained.")
-    p.add_argument("--which", default="final", help="Weights: final, best, or a checkpoint name (step-000050).")
+    p.add_argument("--which", default="auto", help="Weights of a run: auto (the best validation step's when kept, else the final ones), final, best, or a checkpoint name (step-000050). [default: auto]")
     p.add_argument("--force", action="store_true", help="Replace an existing output folder.")
     p.add_argument("--json", action="store_true", help="Print the result as JSON.")
     p.set_defaults(func=run_export)
@@ -38,6 +38,7 @@ def run_export(args: argparse.Namespace) -> int:
         print(json.dumps(result.as_dict(), indent=2))
         return 0
     print(f"exported {args.run} as {result.format} ({result.dtype}) to {result.out_dir} in {result.seconds:.1f} s")
+    print(f"weights: {result.weights}")
     for name, size in result.files.items():
         print(f"  {name:32s} {size / 1e6:10.2f} MB")
     for note in result.notes:

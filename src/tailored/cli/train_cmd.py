@@ -61,15 +61,18 @@ def _managed(args: argparse.Namespace, settings: dict) -> int:
     from tailored.methods import method_options
 
     cfg = load_train_config(settings, yaml_path=args.config_file, methods=method_options())
-    for path in filter(None, (cfg.data, cfg.validation)):
-        report = check_file(path, format=cfg.format, min_examples=1 if path == cfg.validation else 10)
+    for path in filter(None, (cfg.data, cfg.validation_file)):
+        report = check_file(path, format=cfg.format, min_examples=1 if path == cfg.validation_file else 10)
         if report.has_errors:
             raise DataError(f"{path}: the data has problems, nothing was uploaded\n{report.render(limit=20)}",
                             hint=f"run `tailored data check {path}` for the full report")
     openai = api.connect(args.base_url, args.api_key)
     training = api.upload(openai, cfg.data)
-    validation = api.upload(openai, cfg.validation) if cfg.validation else None
-    general = {k: v for k, v in settings.items() if k in ("max_seq_length", "lr_schedule", "warmup_ratio", "weight_decay")}
+    validation = api.upload(openai, cfg.validation_file) if cfg.validation_file else None
+    general = {k: v for k, v in settings.items() if k in ("max_seq_length", "lr_schedule", "warmup_ratio", "weight_decay",
+                                                           "early_stopping_patience")}
+    if cfg.validation == "none":
+        general["validation"] = "none"
     body = api.job_request(model=cfg.model, training_file=training.id, validation_file=validation.id if validation else None,
                            method=cfg.method, epochs=cfg.epochs, batch_size=cfg.batch_size,
                            learning_rate_multiplier=cfg.learning_rate_multiplier, seed=cfg.seed,

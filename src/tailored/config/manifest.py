@@ -69,6 +69,9 @@ class DataFileRecord(_Record):
     used: int
     skipped_too_long: list[int] = Field(default_factory=list)  # line numbers
     truncated: list[int] = Field(default_factory=list)
+    held_out: Literal["auto"] | None = None  # validation only: "auto" when held out of the training file (validation: auto)
+    stratified_by: str | None = None  # how the held-out examples were chosen
+    lines: list[int] = Field(default_factory=list)  # the held-out examples' lines in the training file
 
 
 class DataRecord(_Record):
@@ -196,11 +199,33 @@ class RunFolder:
         """Whether this is a run folder (it has a manifest)."""
         return self.manifest_file.is_file()
 
-    def weights_path(self, which: str = "final") -> Path:
-        """Where the weights ``which`` (``final``, ``best``, a checkpoint name like ``step-000050``) are kept."""
+    def pick(self, which: str = "auto") -> str:
+        """The weights ``which`` names: ``auto`` (the default everywhere) is ``best`` when the run kept the weights of
+        its best validation step, else ``final``; any other name is returned as it is."""
+        if which != "auto":
+            return which
+        return "best" if self.best.is_dir() and self.final.is_dir() else "final"  # a finished run's best, never mid-training
+
+    def weights_path(self, which: str = "auto") -> Path:
+        """Where the weights ``which`` (``auto``, ``final``, ``best``, a checkpoint name like ``step-000050``) are kept."""
+        which = self.pick(which)
         return {"final": self.final, "best": self.best}.get(which) or self.checkpoints / which / "weights"
 
-    def weights(self, which: str = "final") -> Path:
+    def describe_weights(self, which: str = "auto") -> str:
+        """Which weights ``which`` is, for people: ``best (step 40 of 60, validation loss 1.234)`` or ``final``."""
+        chosen = self.pick(which)
+        try:
+            metrics = self.read().metrics
+        except CheckpointError:
+            metrics = None
+        if chosen == "best" and metrics is not None and metrics.best_step:
+            loss = f", validation loss {metrics.best_validation_loss:.4f}" if metrics.best_validation_loss is not None else ""
+            return f"best (step {metrics.best_step} of {metrics.steps}{loss}; --which final for the last step's)"
+        if chosen == "final" and which == "auto":
+            return "final (the run kept no best validation step)"
+        return chosen
+
+    def weights(self, which: str = "auto") -> Path:
         """The weights ``which`` (see :meth:`weights_path`); raises when they are not there."""
         path = self.weights_path(which)
         if not path.is_dir():

@@ -20,7 +20,9 @@ class TrainConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
     data: str = Field(description="Training data file (JSONL: chat, prompt/completion, alpaca, sharegpt, text).")
-    validation: str | None = Field(None, description="Validation data file, scored every eval_every steps.")
+    validation: str = Field(
+        "auto", description="Validation data file, scored every eval_every steps; auto: hold out a stratified 5-10% of the "
+        "training data (at least a few dozen examples, never below what training needs); none: no validation.")
     format: str = Field("auto", description="Data format: auto, chat, prompt_completion, alpaca, sharegpt, text, preference.")
     model: str = Field("smollm2", description="Base model: 'smollm2' (embedded), a local HF folder, a .gguf file, or a hub id.")
     method: str = Field("lora", description="Fine-tuning method (see `tailored methods`).")
@@ -48,7 +50,8 @@ class TrainConfig(BaseModel):
         None, description="Checkpoint every N steps, or at the end of every epoch (default: about 4 times per run).")
     keep_checkpoints: int = Field(2, description="Newest checkpoints kept (the best one is always kept).")
     log_every: int = Field(1, description="Write a metrics.jsonl line every N steps.")
-    early_stopping_patience: int | None = Field(None, description="Stop after N validations without improvement.")
+    early_stopping_patience: Union[int, Auto] = Field(
+        "auto", description="Stop after N validations without improvement (auto: 2 when there is validation data; 0: never).")
     red_flags: Literal["auto", "full", "curves", "off"] = Field(
         "auto", description="Red-flag check after training: curves (overfitting), full (+ forgetting and mode collapse), "
         "auto (full when it costs little next to the training), off.")
@@ -71,6 +74,25 @@ class TrainConfig(BaseModel):
     strategy_config: str | None = Field(
         None, description="Your own engine config: a DeepSpeed JSON (zero2/zero3) or an accelerate YAML with fsdp_config (fsdp); "
         "Tailored's settings fill what it leaves out, and a conflict is an error.")
+
+    @field_validator("validation", mode="before")
+    @classmethod
+    def _validation(cls, v: Any) -> Any:
+        return "none" if v is None else v  # a run folder of an older version wrote null for "no validation"
+
+    @field_validator("early_stopping_patience", mode="before")
+    @classmethod
+    def _patience(cls, v: Any) -> Any:
+        if v is None:  # older run folders: null meant off
+            return 0
+        if v != "auto" and int(v) < 0:
+            raise ValueError("must be 'auto', 0 (never stop early) or a positive integer")
+        return v
+
+    @property
+    def validation_file(self) -> str | None:
+        """The validation file given, or None (``auto``: held out from the training data; ``none``: no validation)."""
+        return None if self.validation in ("auto", "none") else self.validation
 
     @field_validator("epochs", "batch_size")
     @classmethod

@@ -1,7 +1,8 @@
 """``data check``: every line validated, problems grouped by category with line numbers, plus statistics.
 
 Errors (exit 1): invalid lines, fewer than 10 examples. Warnings: fewer than 100 examples, examples
-longer than the context, exact duplicates. With a tokenizer: token statistics per example, total
+longer than the context, exact duplicates, and targets a model can only collapse on (one answer
+dominating, one template, answers echoing the prompt: :mod:`tailored.data.targets`). With a tokenizer: token statistics per example, total
 training tokens × epochs, and an estimated training time on this machine.
 """
 
@@ -17,6 +18,7 @@ from tailored.config.auto import auto_epochs
 from tailored.data.jsonl import DEFAULT_MAX_LINE_BYTES
 from tailored.data.readers import read_records
 from tailored.data.records import Example, Problem
+from tailored.data.targets import target_problems
 
 MIN_EXAMPLES = 10
 RECOMMENDED_EXAMPLES = 100
@@ -132,6 +134,7 @@ def check_file(
         report.problems.append(
             Problem(0, "few_examples", f"{n} examples; 100 or more usually work much better", severity="warning")
         )
+    report.problems += target_problems(read.examples)
     report.duplicates = exact_duplicate_groups(read.examples)
     for lines in report.duplicates:
         report.problems.append(

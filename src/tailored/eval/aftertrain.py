@@ -3,12 +3,15 @@
 It reaches ``train`` as the ``tailored.post_train`` entry point declared in pyproject.toml, so train
 never imports eval.
 
-``red_flags`` setting: ``curves`` reads only the run's loss curves (overfitting; instant), ``full``
-also scores the general probe and samples answers on the base and the tuned model (forgetting and
-mode collapse), ``auto`` does ``full`` when that is estimated to cost at most a fifth of the training
-time and ``curves`` otherwise (so a short run, e.g. a test, pays only for reading its curves), ``off``
-skips it. The verdict is printed, written to
-``red_flags.json`` in the run folder and summarised in the manifest (``red_flags``).
+``red_flags`` setting: ``curves`` reads the run's loss curves (overfitting) and does the cheap part of
+the mode-collapse check (the tuned model's answers to a few validation prompts against their references,
+:mod:`tailored.eval.validation_answers`; seconds); ``full`` also scores the general probe and samples
+answers to varied prompts on the base and the tuned model (forgetting, and the rest of mode collapse);
+``auto`` does ``full`` when that is estimated to cost at most half the training time (a typical CPU run
+of minutes gets all three; a test's run of seconds does not) and ``curves`` otherwise; ``off`` skips it.
+The overall verdict is ``incomplete`` (never ``ok``) while a check was skipped, with the command that
+completes it. The verdict is printed, written to ``red_flags.json`` in the run folder and summarised in
+the manifest (``red_flags``).
 """
 
 from __future__ import annotations
@@ -20,12 +23,13 @@ from typing import Any
 from tailored.config.files import write_json
 from tailored.config.manifest import Manifest, RunFolder
 from tailored.eval.choice import DEFAULT_PROBE
-from tailored.eval.redflags import Flag, forgetting, mode_collapse, overfitting, render, worst
+from tailored.eval.redflags import Flag, completion, forgetting, headline, mode_collapse, overfitting, render, worst
 
 # Forward-pass token equivalents of the full check: per model ~6.1k probe tokens (default probe, SmolLM2's
 # tokenizer) + ~1k for the sampled answers; two models; doubled for loading and slow batched decoding.
-FULL_CHECK_TOKENS = 30_000
+FULL_CHECK_TOKENS = 36_000  # with the calibrated probe's content-free pass (short prompts: +20%)
 LOAD_SECONDS = 2.0  # loading base and tuned model, tokenizing the probe: paid even by a tiny model
+FULL_SHARE = 0.5  # red_flags: auto runs the full check when it costs at most this share of the training time
 
 
 def full_check_seconds(metrics: dict[str, Any]) -> float:
@@ -37,7 +41,7 @@ def choose_level(level: str, metrics: dict[str, Any]) -> str:
     """``curves`` or ``full`` for the ``red_flags`` setting (see module docstring)."""
     if level != "auto":
         return level
-    return "full" if full_check_seconds(metrics) <= 0.2 * float(metrics.get("seconds") or 0.0) else "curves"
+    return "full" if full_check_seconds(metrics) <= FULL_SHARE * float(metrics.get("seconds") or 0.0) else "curves"
 
 
 def train_labels(manifest: Manifest) -> list[str] | None:
@@ -79,6 +83,7 @@ def check_run(run_dir: str | Path, level: str = "full", *, progress: bool = Fals
     from tailored.eval import cache
     from tailored.eval.generate import load
     from tailored.eval.run import probe_scores, sampled_diversity
+    from tailored.eval.validation_answers import answers_on_validation
     from tailored.methods.runs import base_folder
 
     t0 = time.time()
@@ -86,26 +91,44 @@ def check_run(run_dir: str | Path, level: str = "full", *, progress: bool = Fals
     run_dir = run.path
     manifest = run.read()
     flags = [overfitting(run_dir)]
+    est = full_check_seconds(manifest.metrics.model_dump() if manifest.metrics else {})
+    complete = f"run `tailored eval {run_dir} --data TEST` (or train with --red-flags full; about {est:.0f} s)"
+    tuned = load(run_dir)
     if level == "full":
         scored: dict[str, dict[str, Any]] = {}
         for name, spec in (("base", str(base_folder(manifest))), ("tuned", run_dir)):
             identity = cache.model_identity(spec)
-            model = load(spec)
+            model = tuned if name == "tuned" else load(spec)
             scored[name] = {"probe": probe_scores(model, identity, DEFAULT_PROBE, progress=progress),
                             "diversity": sampled_diversity(model, identity, progress=progress)}
             del model
         flags.append(forgetting(scored["base"]["probe"], scored["tuned"]["probe"], probe_name=DEFAULT_PROBE.name))
+        # against the base on varied prompts: a tiny or weak base gives one answer to most task prompts too, so the
+        # validation-answers part (no base to compare with) is the curves level's stand-in for this one
         flags.append(mode_collapse(scored["base"]["diversity"], scored["tuned"]["diversity"], labels=train_labels(manifest)))
     else:
-        est = full_check_seconds(manifest.metrics.model_dump() if manifest.metrics else {})
-        for name in ("forgetting", "mode_collapse"):
-            flags.append(Flag(name, "skipped", f"not checked after training (red_flags: {level})", {},
-                              [f"run `tailored eval {run_dir} --data TEST` (or train with --red-flags full; about {est:.0f} s)"]))
+        flags.append(Flag("forgetting", "skipped", f"not checked after training (red_flags: {level})", {}, [complete]))
+        on_validation = answers_on_validation(tuned, manifest)
+        if on_validation:
+            task = {"task_answers": on_validation["tuned"]["answers"],
+                    "task_references": on_validation["references"]["answers"]}
+            flag = mode_collapse(on_validation["references"], on_validation["tuned"], compared_with="the references", **task)
+            flag.summary = f"on {on_validation['tuned']['n']} validation prompts: {flag.summary}"
+            flag.evidence["scope"] = "validation prompts only; the varied-prompts part needs the full check"
+            flags.append(flag)
+        else:
+            flags.append(Flag("mode_collapse", "skipped", "not checked after training: the run has no validation data "
+                              f"(red_flags: {level})", {}, [complete]))
+    del tuned
     out = {"level": level, "verdict": worst(flags), "flags": [f.as_dict() for f in flags], "seconds": round(time.time() - t0, 1)}
+    more = completion(flags)
+    if more:
+        out["to_complete"] = more
     write_json(run.red_flags, out, indent=1)
-    run.update(red_flags={"level": level, "verdict": out["verdict"], **{f.name: f.verdict for f in flags}})
+    run.update(red_flags={"level": level, "verdict": out["verdict"], **{f.name: f.verdict for f in flags},
+                          **({"to_complete": more} if more else {})})
     if say is not None:
-        say(f"red flags ({level}, {out['seconds']:.0f} s): {out['verdict']}\n{render(flags)}")
+        say(f"red flags ({level}, {out['seconds']:.0f} s): {headline(flags)}\n{render(flags)}")
     return out
 
 

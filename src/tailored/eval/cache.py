@@ -21,7 +21,7 @@ def cache_dir() -> Path:
     return tailored_home() / "eval-cache"
 
 
-def model_identity(target: str | Path | None, which: str = "final") -> str:
+def model_identity(target: str | Path | None, which: str = "auto") -> str:
     """A stable hash of the weights ``target`` loads (a run folder's base + trained weights, or a base model)."""
     from tailored.models.load import content_hash, local_folder
 

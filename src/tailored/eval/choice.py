@@ -7,6 +7,14 @@ log-probability of its tokens after the question, rendered with the model's own 
 The prediction is the choice with the highest summed log-probability (``accuracy``; on the default
 probe and ARC-Easy it beat per-character normalisation for SmolLM2-135M); the per-character
 normalised accuracy is reported too (``accuracy_norm``), as it does not favour short choices.
+
+A fine-tune moves a model's prior over answer *forms* (short, label-like, one template) as much as its
+knowledge, and the summed log-probability rewards whichever form the model now prefers: the shipped
+probe rose from 68.5% to 83.3% after a banking77 LoRA. ``accuracy_calibrated`` removes that prior:
+each choice's log-probability after the question minus its log-probability after a content-free
+question (:data:`NULL_QUESTION`; domain-conditional PMI, Holtzman et al. 2021, "Surface Form
+Competition"), so a choice wins because of the question, not because of its length or format. The
+forgetting check uses it (``correct_calibrated``).
 """
 
 from __future__ import annotations
@@ -27,6 +35,7 @@ from tailored.train.forward import labelled_logits
 DEFAULT_PROBE = Path(__file__).parent / "probes" / "general.jsonl"
 SYSTEM = "Answer the question."
 PROMPT = "{question}"
+NULL_QUESTION = "Answer:"  # the content-free question of the calibrated score
 
 
 @dataclass
@@ -76,9 +85,10 @@ def is_choice_file(path: str | Path) -> bool:
     return False
 
 
-def _rows(tokenizer: Any, item: ChoiceItem) -> list[tuple[list[int], int]]:
-    """(token ids, number of prompt tokens) for each choice."""
-    messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": PROMPT.format(question=item.question)}]
+def _rows(tokenizer: Any, item: ChoiceItem, null: bool = False) -> list[tuple[list[int], int]]:
+    """(token ids, number of prompt tokens) for each choice (after :data:`NULL_QUESTION` when ``null``)."""
+    question = NULL_QUESTION if null else PROMPT.format(question=item.question)
+    messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": question}]
     prompt = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     p_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
     rows = []
@@ -94,9 +104,9 @@ def _rows(tokenizer: Any, item: ChoiceItem) -> list[tuple[list[int], int]]:
 
 @torch.no_grad()
 def choice_logprobs(model: torch.nn.Module, tokenizer: Any, items: list[ChoiceItem], *, batch_rows: int = 16,
-                    on_progress: Callable[[int], None] | None = None) -> list[list[float]]:
-    """Summed log-probability of every choice's tokens, per item."""
-    flat = [(i, ids, k) for i, item in enumerate(items) for ids, k in _rows(tokenizer, item)]
+                    on_progress: Callable[[int], None] | None = None, null: bool = False) -> list[list[float]]:
+    """Summed log-probability of every choice's tokens, per item (after the content-free question when ``null``)."""
+    flat = [(i, ids, k) for i, item in enumerate(items) for ids, k in _rows(tokenizer, item, null)]
     out: list[list[float]] = [[] for _ in items]
     pad = int(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id)
     device = next(model.parameters()).device
@@ -113,15 +123,23 @@ def choice_logprobs(model: torch.nn.Module, tokenizer: Any, items: list[ChoiceIt
     return out
 
 
-def score_choices(items: list[ChoiceItem], logprobs: list[list[float]]) -> dict[str, Any]:
-    """Accuracy (raw sum) and length-normalised accuracy, plus per-item correctness for paired tests."""
-    correct, correct_norm = [], []
-    for item, lps in zip(items, logprobs):
+def score_choices(items: list[ChoiceItem], logprobs: list[list[float]],
+                  null_logprobs: list[list[float]] | None = None) -> dict[str, Any]:
+    """Accuracy (raw sum), length-normalised and (with ``null_logprobs``) calibrated accuracy, plus per-item correctness
+    for paired tests (``correct``, ``correct_calibrated``)."""
+    correct, correct_norm, correct_cal = [], [], []
+    for i, (item, lps) in enumerate(zip(items, logprobs)):
         raw = max(range(len(lps)), key=lambda j: lps[j])
         norm = max(range(len(lps)), key=lambda j: lps[j] / max(len(item.choices[j]), 1))
         correct.append(float(raw == item.answer_index))
         correct_norm.append(float(norm == item.answer_index))
+        if null_logprobs is not None:
+            cal = max(range(len(lps)), key=lambda j: lps[j] - null_logprobs[i][j])
+            correct_cal.append(float(cal == item.answer_index))
     n = max(len(items), 1)
     chance = sum(1 / len(it.choices) for it in items) / n
-    return {"n": len(items), "accuracy": sum(correct) / n, "accuracy_norm": sum(correct_norm) / n, "chance": chance,
-            "correct": correct}
+    out = {"n": len(items), "accuracy": sum(correct) / n, "accuracy_norm": sum(correct_norm) / n, "chance": chance,
+           "correct": correct}
+    if null_logprobs is not None:
+        out.update(accuracy_calibrated=sum(correct_cal) / n, correct_calibrated=correct_cal)
+    return out

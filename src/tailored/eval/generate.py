@@ -150,7 +150,7 @@ def _cut(text: str, stop: list[str] | None) -> str:
     return text.strip() if stop else text
 
 
-def load(run_or_model: str | Path | None = None, *, which: str = "final", device: str = "cpu") -> ChatModel:
+def load(run_or_model: str | Path | None = None, *, which: str = "auto", device: str = "cpu") -> ChatModel:
     """Load a run folder (base + trained weights merged in memory where the method allows, training chat
     template) or a base model."""
     if run_or_model is not None and is_run_dir(run_or_model):

@@ -7,7 +7,9 @@
 - mode collapse: sampled answers to varied general prompts; distinct-n, identical outputs and
   mean pairwise similarity, compared with the base model's.
 
-Verdicts: ``ok``, ``warning``, ``red`` (and ``skipped`` when the evidence is missing).
+Verdicts: ``ok``, ``warning``, ``red`` (and ``skipped`` when the evidence is missing). The overall
+verdict (:func:`worst`) is never ``ok`` while a check was skipped: it is ``incomplete`` then, and
+:func:`completion` names the command that runs what is missing.
 """
 
 from __future__ import annotations
@@ -101,7 +103,8 @@ def overfitting(run_dir: str | Path, *, rise_warning: float = 0.03, rise_red: fl
     if verdict != "ok":
         epochs_best = best.get("epoch")
         fixes = [
-            f"use the best weights (step {best['step']}): `tailored eval {run_dir} --which best`, they are kept in {Path(run_dir) / 'best'}",
+            f"use the best weights (step {best['step']}, kept in {Path(run_dir) / 'best'}): eval, chat, export and serve "
+            "use them by default (--which auto) when the run kept them",
             (f"train for about {max(1, round(float(epochs_best) + 0.49))} epoch(s) (--epochs) instead of {last.get('epoch')}"
              if epochs_best else "train for fewer epochs (--epochs)"),
             "lower the learning rate (--learning-rate-multiplier 0.5) or stop early (--early-stopping-patience 2)",
@@ -125,13 +128,18 @@ def forgetting(base: dict[str, Any] | None, tuned: dict[str, Any] | None, *, thr
     if not base or not tuned:
         return Flag("forgetting", "skipped", "needs the probe scored on both the base and the tuned model", {},
                     ["run `tailored eval RUN --data TEST` (it scores the probe on the run and its base model)"])
-    diff = paired_difference(base["correct"], tuned["correct"])
+    # the calibrated score when both have it: a fine-tune's new taste for short or label-like answers is not knowledge
+    key = "calibrated" if "correct_calibrated" in base and "correct_calibrated" in tuned else None
+    acc, cor = ("accuracy_calibrated", "correct_calibrated") if key else ("accuracy", "correct")
+    diff = paired_difference(base[cor], tuned[cor])
     drop, se = -diff["delta"], diff["se"]
-    ev = {"probe": probe_name, "items": diff["n"], "base_accuracy": base["accuracy"], "tuned_accuracy": tuned["accuracy"],
+    ev = {"probe": probe_name, "scoring": key or "raw", "items": diff["n"], "base_accuracy": base[acc],
+          "tuned_accuracy": tuned[acc], "raw_accuracy": [base["accuracy"], tuned["accuracy"]],
           "chance": base.get("chance"), "delta": diff["delta"], "standard_error": se,
-          "ci95": [diff["ci_low"], diff["ci_high"]], "threshold": threshold}
-    desc = (f"{probe_name} accuracy {base['accuracy']:.1%} → {tuned['accuracy']:.1%} "
-            f"({diff['delta']:+.1%} ± {se:.1%} s.e., 95% CI {diff['ci_low']:+.1%}..{diff['ci_high']:+.1%}, {diff['n']} items)")
+          "noise_band": [-2 * se, 2 * se], "ci95": [diff["ci_low"], diff["ci_high"]], "threshold": threshold}
+    desc = (f"{probe_name} {'calibrated ' if key else ''}accuracy {base[acc]:.1%} → {tuned[acc]:.1%} "
+            f"({diff['delta']:+.1%} ± {se:.1%} s.e., noise band ±{2 * se:.1%}, 95% CI "
+            f"{diff['ci_low']:+.1%}..{diff['ci_high']:+.1%}, {diff['n']} items)")
     if drop > threshold and drop > 2 * se:
         verdict, summary = "red", "the tuned model lost general knowledge"
     elif drop > threshold / 2 and drop > se:
@@ -148,7 +156,8 @@ def forgetting(base: dict[str, Any] | None, tuned: dict[str, Any] | None, *, thr
 
 
 def mode_collapse(base: dict[str, Any] | None, tuned: dict[str, Any] | None, *, labels: list[str] | None = None,
-                  task_answers: list[str] | None = None, task_references: list[str] | None = None) -> Flag:
+                  task_answers: list[str] | None = None, task_references: list[str] | None = None,
+                  compared_with: str = "base") -> Flag:
     """Mode collapse from :func:`tailored.eval.metrics.diversity` of sampled answers to varied prompts.
 
     Args:
@@ -157,6 +166,8 @@ def mode_collapse(base: dict[str, Any] | None, tuned: dict[str, Any] | None, *, 
             its labels is then expected narrowing, not collapse, and only the task-level check counts.
         task_answers, task_references: answers and references on the test set: the same answer to most
             test prompts, where the references vary, is collapse whatever the task.
+        compared_with: what ``base`` is, for the summary (``base``; ``the references`` when it is the diversity of
+            the reference answers to the same prompts, as in the check after training).
     """
     from tailored.eval.metrics import OTHER, match_label, normalize
 
@@ -170,7 +181,8 @@ def mode_collapse(base: dict[str, Any] | None, tuned: dict[str, Any] | None, *, 
     b_id, b_sim, b_d2 = b.get("identical_share", 0.0), b.get("mean_similarity", 0.0), b.get("distinct_2", 1.0)
     top = tuned["most_repeated"]
     desc = (f"{top['count']}/{tuned['n']} answers identical (\"{top['text'][:60]}\"), distinct-2 {t_d2:.2f}"
-            + (f" vs base {b_d2:.2f}" if b else "") + f", mean similarity {t_sim:.2f}" + (f" vs base {b_sim:.2f}" if b else ""))
+            + (f" vs {compared_with} {b_d2:.2f}" if b else "") + f", mean similarity {t_sim:.2f}"
+            + (f" vs {compared_with} {b_sim:.2f}" if b else ""))
     if (t_id >= 0.5 and b_id < 0.5) or (t_sim >= 0.8 and b_sim < 0.5):
         verdict, summary = "red", "mode collapse: the model gives (nearly) the same answer to unrelated prompts"
     elif (t_id >= 0.25 and t_id > b_id + 0.15) or t_d2 < 0.5 * b_d2 or t_sim > b_sim + 0.25:
@@ -200,9 +212,32 @@ def mode_collapse(base: dict[str, Any] | None, tuned: dict[str, Any] | None, *, 
 
 
 def worst(flags: list[Flag] | list[dict[str, Any]]) -> str:
-    """The most severe verdict among flags (``skipped`` counts as ok)."""
+    """The overall verdict: ``red`` > ``warning`` > ``incomplete`` (a check was skipped) > ``ok`` (all three ran)."""
     verdicts = [f.verdict if isinstance(f, Flag) else f["verdict"] for f in flags]
-    return "red" if "red" in verdicts else "warning" if "warning" in verdicts else "ok"
+    if "red" in verdicts or "warning" in verdicts:
+        return "red" if "red" in verdicts else "warning"
+    return "incomplete" if "skipped" in verdicts or not verdicts else "ok"
+
+
+def completion(flags: list[Flag] | list[dict[str, Any]]) -> str | None:
+    """What completes the check: the first fix of each skipped flag (commands to run), or None when none was skipped."""
+    fixes = []
+    for f in flags:
+        d = f.as_dict() if isinstance(f, Flag) else f
+        if d["verdict"] == "skipped" and d.get("fixes") and d["fixes"][0] not in fixes:
+            fixes.append(d["fixes"][0])
+    skipped = [(f.as_dict() if isinstance(f, Flag) else f)["name"] for f in flags
+               if (f.as_dict() if isinstance(f, Flag) else f)["verdict"] == "skipped"]
+    if not skipped:
+        return None
+    return f"{', '.join(skipped)} not checked; to complete: " + ("; ".join(fixes) or "run `tailored eval RUN --data TEST`")
+
+
+def headline(flags: list[Flag] | list[dict[str, Any]]) -> str:
+    """The overall verdict in one line, with what completes it when it is incomplete."""
+    verdict = worst(flags)
+    more = completion(flags)
+    return f"{verdict} ({more})" if more else verdict
 
 
 def render(flags: list[Flag] | list[dict[str, Any]]) -> str:

@@ -17,9 +17,11 @@ from tailored.eval.redflags import Flag, overfitting, read_curves, render, worst
 
 TEMPLATE = Path(__file__).parent / "templates" / "report.html"
 TITLES = {"overfitting": "Overfitting", "forgetting": "Catastrophic forgetting", "mode_collapse": "Mode collapse"}
-VERDICT_TEXT = {"ok": "No red flag: the checks that ran found no problem.",
+VERDICT_TEXT = {"ok": "No red flag: every check ran and found no problem.",
                 "warning": "Warning: look at the flagged checks below before you ship this model.",
                 "red": "Red flag: this run has a problem; each flag below says what to change.",
+                "incomplete": "Incomplete: not every check ran, so this is no all-clear (each skipped one says what "
+                              "completes it).",
                 "skipped": "No red-flag check could run here (each one below says what it needs)."}
 # (key, label, higher is better, format)
 METRIC_ROWS = [
@@ -187,7 +189,7 @@ def render_html(*, run_dir: str | Path | None = None, evals: list[dict[str, Any]
             if f["verdict"] != "skipped" or f["name"] not in flags:
                 flags[f["name"]] = f
     flag_list = [dict(f, title=TITLES.get(f["name"], f["name"]), evidence=_evidence(f.get("evidence") or {})) for f in flags.values()]
-    verdict = worst([Flag(**{k: f[k] for k in ("name", "verdict", "summary")}) for f in flags.values()]) if flags else "ok"
+    verdict = worst([Flag(**{k: f[k] for k in ("name", "verdict", "summary")}) for f in flags.values()]) if flags else "skipped"
     if flags and all(f["verdict"] == "skipped" for f in flags.values()):
         verdict = "skipped"
     title = Path(run_dir).name if manifest else (Path(evals[0]["target"]).name if evals else "tailored")
@@ -216,6 +218,8 @@ def render_text(report: dict[str, Any]) -> str:
     models = report["models"]
     names = list(models)
     lines = [f"{report['task']} · {Path(report['data']['path']).name} · {report['data'].get('examples') or ''} examples"]
+    if report.get("weights"):
+        lines.append(f"weights: {report['weights']}")
     shown = {n: n if "base" in models else "model" for n in names}
     lines.append(f"  {'metric':36s}" + "".join(f"{shown[n]:>12s}" for n in names))
     for key, label, _higher, kind in METRIC_ROWS:
@@ -230,5 +234,6 @@ def render_text(report: dict[str, Any]) -> str:
         for n in names:
             if n in row:
                 lines.append(f"  {shown[n] + ':':10s} {row[n][:160]!r}")
-    lines.append(f"\nred flags: {report['verdict']}\n" + render(report["red_flags"]))
+    more = f" ({report['to_complete']})" if report.get("to_complete") else ""
+    lines.append(f"\nred flags: {report['verdict']}{more}\n" + render(report["red_flags"]))
     return "\n".join(lines)

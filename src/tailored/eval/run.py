@@ -20,7 +20,7 @@ from tailored.eval.choice import DEFAULT_PROBE, choice_logprobs, read_choice_fil
 from tailored.eval.generate import ChatModel, GenerationSettings, load
 from tailored.eval.generation import generate_answers, reference_loss
 from tailored.eval.metrics import diversity
-from tailored.eval.redflags import VARIED_PROMPTS, Flag, forgetting, mode_collapse, overfitting, worst
+from tailored.eval.redflags import VARIED_PROMPTS, Flag, completion, forgetting, mode_collapse, overfitting, worst
 from tailored.eval.tasks import TASKS, detect_task, read_labels, read_test_set, score
 from tailored.methods.runs import base_folder
 from tailored.train.progress import Progress
@@ -36,11 +36,12 @@ def probe_scores(model: ChatModel, identity: str, probe: str | Path, *, use_cach
         bar = Progress(f"probe {model.name}", len(items), unit="item", enabled=progress, transient=True)
         try:
             lps = choice_logprobs(model.model, model.tokenizer, items, on_progress=bar.advance)
+            null = choice_logprobs(model.model, model.tokenizer, items, null=True)
         finally:
             bar.close()
-        return score_choices(items, lps)
+        return score_choices(items, lps, null)
 
-    value, _ = cache.cached(cache.key("probe", identity, file_sha256(probe)), compute, enabled=use_cache)
+    value, _ = cache.cached(cache.key("probe", identity, file_sha256(probe), "calibrated"), compute, enabled=use_cache)
     return value
 
 
@@ -68,7 +69,7 @@ def evaluate(
     probe: str | Path | None = "default",
     collapse: bool = True,
     labels: str | Path | list[str] | None = None,
-    which: str = "final",
+    which: str = "auto",
     max_new_tokens: int | None = None,
     batch_size: int = 8,
     limit: int | None = None,
@@ -89,7 +90,8 @@ def evaluate(
         probe: general-knowledge probe for the forgetting check: ``default`` (built in), a file, or None to skip.
         collapse: sample answers to varied prompts for the mode-collapse check.
         labels: the label set for classification (list or file); default: the labels in the data.
-        which: weights of a run: ``final``, ``best`` or a checkpoint name.
+        which: weights of a run: ``auto`` (the best validation step's when the run kept them, else the final
+            ones), ``final``, ``best`` or a checkpoint name; the report names the one used (``which``, ``weights``).
         max_new_tokens: answer length limit (default: 1.5x the longest reference + 16).
         batch_size: prompts per generation batch.
         limit: evaluate only the first N examples.
@@ -124,7 +126,9 @@ def evaluate(
         test = read_test_set(data, limit)
     label_list = read_labels(labels) if isinstance(labels, (str, Path)) else labels
     choice = constraint_labels(constrain, task, label_list, target if is_run else None, test)
-    report: dict[str, Any] = {"target": str(target), "which": which, "baseline": None if baseline is None else str(baseline),
+    weights = RunFolder(target).describe_weights(which) if is_run else None
+    which = RunFolder(target).pick(which) if is_run else which
+    report: dict[str, Any] = {"target": str(target), "which": which, "weights": weights, "baseline": None if baseline is None else str(baseline),
                               "task": task, "data": {"path": str(data.resolve()), "sha256": file_sha256(data),
                                                      "examples": len(test.references) if test else None},
                               "models": {}}
@@ -135,7 +139,7 @@ def evaluate(
         out: dict[str, Any] = {"target": str(spec)}
         if task == "choice":
             out["metrics"] = {k: v for k, v in probe_scores(model, identity, data, use_cache=use_cache, progress=progress).items()
-                              if k != "correct"}
+                              if not k.startswith("correct")}
         else:
             assert test is not None
             settings = GenerationSettings(max_new_tokens=max_new_tokens or _max_new_tokens(model, test.references),
@@ -176,6 +180,8 @@ def evaluate(
     report["red_flags"] = [f.as_dict() for f in red_flags_for(report, target if is_run else None, probe_path,
                                                                 test.references if test else None)]
     report["verdict"] = worst(report["red_flags"])
+    if (more := completion(report["red_flags"])):
+        report["to_complete"] = more
     report["seconds"] = round(time.time() - t0, 1)
     if save and is_run:
         write_json(RunFolder(target).evals / f"{data.stem}-{report['data']['sha256'][:8]}-{which}.json", report, indent=1)

@@ -61,10 +61,12 @@ def red_flags(run_dir: Path, manifest: Manifest) -> tuple[str | None, list[str]]
         for flag in data["flags"]:
             fix = f" Fix: {flag['fixes'][0]}" if flag.get("fixes") and flag.get("verdict") in ("warning", "red") else ""
             lines.append(f"**{flag.get('verdict', '?')}** {flag.get('name', '?')}: {flag.get('summary', '')}{fix}")
+        if data.get("to_complete"):
+            lines.append(f"**incomplete**: {data['to_complete']}")
         return data.get("verdict"), lines
     summary = manifest.red_flags
     if summary:
-        skip = ("verdict", "level")
+        skip = ("verdict", "level", "to_complete")
         return summary.get("verdict"), [f"**{v}** {k}" for k, v in summary.items() if k not in skip]
     return None, []
 

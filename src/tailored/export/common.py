@@ -39,6 +39,7 @@ class ExportResult:
     notes: list[str] = field(default_factory=list)
     seconds: float = 0.0
     main_file: Path | None = None  # the .gguf for format gguf
+    weights: str = "final"  # which of the run's weights were exported (RunFolder.describe_weights)
 
     @property
     def size_bytes(self) -> int:
@@ -47,7 +48,7 @@ class ExportResult:
     def as_dict(self) -> dict[str, Any]:
         return {"out_dir": str(self.out_dir), "format": self.format, "dtype": self.dtype, "files": self.files,
                 "warnings": self.warnings, "notes": self.notes, "seconds": round(self.seconds, 2),
-                "main_file": str(self.main_file) if self.main_file else None}
+                "main_file": str(self.main_file) if self.main_file else None, "weights": self.weights}
 
 
 

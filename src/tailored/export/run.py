@@ -38,7 +38,7 @@ def _record(run: RunFolder, manifest: Manifest, result: ExportResult, which: str
 
 
 def export_run(run_dir: str | Path, out_dir: str | Path, *, format: str = "merged", dtype: str | None = None,
-               which: str = "final", force: bool = False) -> ExportResult:
+               which: str = "auto", force: bool = False) -> ExportResult:
     """Export a run folder as a merged HF model, a checked adapter, or a GGUF file.
 
     Everything (base model, method, chat template, stop tokens) comes from the run's manifest.
@@ -49,7 +49,8 @@ def export_run(run_dir: str | Path, out_dir: str | Path, *, format: str = "merge
         out_dir: the folder to create.
         format: ``merged`` (HF folder, default), ``adapter`` (peft adapter alone) or ``gguf``.
         dtype: merged: f32 (auto), bf16, f16; gguf: f16 (auto), q8_0, f32; adapter: as trained.
-        which: weights to export: ``final``, ``best`` or a checkpoint name.
+        which: weights to export: ``auto`` (the best validation step's when the run kept them, else the final
+            ones), ``final``, ``best`` or a checkpoint name; the one exported is in the result and the record.
         force: replace an existing non-empty ``out_dir``.
 
     Returns:
@@ -66,12 +67,13 @@ def export_run(run_dir: str | Path, out_dir: str | Path, *, format: str = "merge
     run_dir = run.path
     manifest = run.read()
     dtype = resolve_dtype(format, dtype)
+    described, which = run.describe_weights(which), run.pick(which)
     run.weights(which)  # fail early if the weights are missing
     if format != "adapter":
         from tailored.export.merge import require_mergeable
 
         require_mergeable(manifest, format)
-    result = ExportResult(out_dir=out_dir, format=format, dtype=dtype)
+    result = ExportResult(out_dir=out_dir, format=format, dtype=dtype, weights=described)
     with export_folder(out_dir, force=force) as tmp:
         if format == "adapter":
             tokenizer, stop_ids = _write_adapter(run_dir, tmp, manifest, which, result)

@@ -140,13 +140,17 @@ def parse_create(body: Any) -> CreateJob:
         raise RequestError("integrations are not supported: this server reaches no outside service (Weights & Biases)",
                            param="integrations", code="unsupported_parameter",
                            hint="follow the job's events, or read its result file (a step-metrics CSV)")
-    launch = sorted(set(request.tailored or {}) & set(LAUNCH))
+    extension = request.tailored or {}
+    # validation: "none" (train on all of training_file) or "auto" (the default: hold out a stratified share) is the
+    # job's own choice; a validation file comes by validation_file.
+    own = {"validation"} if extension.get("validation") in ("auto", "none") and not request.validation_file else set()
+    launch = sorted(set(extension) & set(LAUNCH))
     if launch:
         raise RequestError(f"tailored.{launch[0]}: how many processes and machines a job uses is the service's launcher "
                            "setting; a job chooses only its strategy (tailored.strategy: ddp, fsdp, zero2, zero3)",
                            param=f"tailored.{launch[0]}", code="unsupported_parameter",
                            hint="the service's operator sets it: tailored serve --jobs-launcher torchrun --jobs-nproc N")
-    taken = sorted(set(request.tailored or {}) & set(RESERVED))
+    taken = sorted(set(extension) & set(RESERVED) - own)
     if taken:
         raise RequestError(f"tailored.{taken[0]} is set by the job itself; use the OpenAI field instead",
                            param=f"tailored.{taken[0]}", code="unsupported_parameter")

@@ -196,7 +196,8 @@ class Runner:
         settings.update(state["settings"]["method_options"])
         settings.update(
             data=str(self.jobs.files.content(None, job["training_file"])),
-            validation=str(self.jobs.files.content(None, job["validation_file"])) if job["validation_file"] else None,
+            validation=(str(self.jobs.files.content(None, job["validation_file"])) if job["validation_file"]
+                        else settings.get("validation")),  # without a file: auto (the default) or none
             model=self.jobs.base.spec, output=str(run), seed=job["seed"], epochs=hp["n_epochs"],
             batch_size=hp["batch_size"], learning_rate_multiplier=hp["learning_rate_multiplier"],
             save_every="epoch", keep_checkpoints=2)  # with the final weights: the last 3 epochs, as OpenAI keeps
@@ -296,9 +297,11 @@ class Runner:
         self.store.update_job(job_id, update, {"final_step": final_step})
         flags = manifest.red_flags or {}
         if flags:
-            checks = {k: v for k, v in flags.items() if k not in ("level", "verdict")}
+            checks = {k: v for k, v in flags.items() if k not in ("level", "verdict", "to_complete")}
             detail = ", ".join(f"{k} {v}" for k, v in checks.items())
             verdict = flags.get("verdict") if any(v != "skipped" for v in checks.values()) else "not checked"
+            if flags.get("to_complete"):  # never "ok" while a check was skipped: say what completes it
+                detail += f"; {flags['to_complete']}"
             self.store.add_event(job_id, f"Red flags: {verdict} ({detail}); the run report has the evidence and fixes",
                                  level="warn" if verdict in ("warning", "red") else "info", data={"red_flags": flags})
         self.store.add_event(job_id, f"New fine-tuned model created: {name}")

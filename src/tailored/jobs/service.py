@@ -231,8 +231,8 @@ class Jobs:
         out = []
         for job in self.store.jobs(None, status=("succeeded",)):
             run, final = self.folder(job["id"]) / "run", self.state(job["id"]).get("final_step")
-            out.append({"id": job["fine_tuned_model"], "project": job["organization_id"], "run": run, "which": "final",
-                        "created": job["finished_at"]})
+            out.append({"id": job["fine_tuned_model"], "project": job["organization_id"], "run": run, "which": "auto",
+                        "created": job["finished_at"]})  # the best validation step's weights when kept
             for ckpt in self.store.checkpoints(job["id"]):
                 step = ckpt["step_number"]
                 out.append({"id": ckpt["fine_tuned_model_checkpoint"], "project": job["organization_id"], "run": run,

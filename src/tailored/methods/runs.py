@@ -38,7 +38,7 @@ def run_tokenizer(run: RunFolder, manifest: Manifest | None = None) -> Any:
     return tokenizer
 
 
-def load_run(run_dir: str | Path, *, which: str = "final", dtype: torch.dtype | None = None, device: str = "cpu",
+def load_run(run_dir: str | Path, *, which: str = "auto", dtype: torch.dtype | None = None, device: str = "cpu",
              for_merge: bool = False, merged: bool = False) -> tuple[torch.nn.Module, Any, Manifest]:
     """(model, tokenizer, manifest) for a run folder, ready for generation.
 
@@ -49,7 +49,8 @@ def load_run(run_dir: str | Path, *, which: str = "final", dtype: torch.dtype | 
     method can (:attr:`~tailored.methods.base.Method.mergeable`) and trained on a full-precision base:
     the answers are the same and every step costs what the base costs (an unmerged DoRA recomputes
     each weight's norm at every forward pass). Methods that cannot merge, or that chose a quantized
-    base to save memory, stay unmerged.
+    base to save memory, stay unmerged. ``which``: ``auto`` (the best validation step's weights when the
+    run kept them, else the final ones), ``final``, ``best`` or a checkpoint name.
     """
     run = RunFolder(run_dir)
     manifest = run.read()

@@ -261,6 +261,7 @@ class ModelCard(BaseModel):
     parent: str | None = None
     kind: str = "base"  # base | adapter | standalone
     run: str | None = None  # run folder name
+    weights: str | None = None  # which of the run's weights are served: best (the default when kept), final, step-N
 
 
 class ModelList(BaseModel):

@@ -108,7 +108,7 @@ class Entry:
     aliases: tuple[str, ...] = ()
     adapter_name: str = BASE_ADAPTER  # the engine's key for the adapter
     unsupported: str | None = None  # why this run cannot be served, shown on use
-    which: str = "final"  # the run's weights: final, best or a checkpoint (step-000050)
+    which: str = "final"  # the run's weights: final, best or a checkpoint (step-000050); a scan resolves "auto"
     project: str | None = None  # None: every project sees it (the base, --runs folders); else only that project
 
     @property
@@ -195,9 +195,10 @@ class Registry:
             self._entries = {e.id: e for e in results if isinstance(e, Entry)}
             self._unavailable = {n: u for u in results if isinstance(u, Unavailable) for n in u.names()}
 
-    def _entry(self, run_dir: Path, *, which: str = "final", name: str | None = None,
+    def _entry(self, run_dir: Path, *, which: str = "auto", name: str | None = None,
                project: str | None = None) -> Entry | Unavailable:
-        """The entry of a run's weights (``which``), or why it is not served; ``name``, ``project``: the jobs service's."""
+        """The entry of a run's weights (``which``; ``auto``: the best validation step's when the finished run kept them,
+        else the final ones), or why it is not served; ``name``, ``project``: the jobs service's."""
         try:
             return self._read_entry(run_dir, which, name, project)
         except Exception as exc:  # noqa: BLE001 - whatever is wrong with one run folder, the others are served
@@ -213,6 +214,7 @@ class Registry:
 
     def _read_entry(self, run_dir: Path, which: str, name: str | None, project: str | None) -> Entry | Unavailable:
         run = RunFolder(run_dir)
+        which = run.pick(which)
         weights = run.weights_path(which)
         if not weights.is_dir():  # still training (or failed, or pruned)
             where = weights.relative_to(run_dir) if weights.is_relative_to(run_dir) else weights.name

@@ -15,7 +15,7 @@ def card(entry: Any, base_id: str) -> ModelCard:
     return ModelCard(
         id=entry.id, created=entry.created, root=base_id, parent=None if entry.kind == "base" else base_id,
         kind=entry.kind, run=entry.run_dir.name if entry.run_dir is not None else None,
-        owned_by=entry.project or "tailored",
+        owned_by=entry.project or "tailored", weights=entry.which if entry.run_dir is not None else None,
     )
 
 

@@ -1,4 +1,11 @@
-"""Resolve "auto" hyperparameters from the dataset size, the way the hosted services do, as numbers."""
+"""Resolve "auto" hyperparameters from the dataset size and the model size, as numbers.
+
+Epochs and batch size follow the dataset size (:mod:`tailored.config.auto`, OpenAI's rule). The learning
+rate is the method's base rate (set for 7-8B models: LoRA 2e-4 as in the QLoRA paper and Axolotl's and
+Unsloth's LoRA examples) times :func:`size_multiplier`: ``(7e9 / parameters) ** 0.25`` between 0.5 and 4,
+so 135M → ×2.7, 1B → ×1.6, 7-8B → ×1.0, 13B → ×0.86, 33-65B → ×0.6 (the QLoRA paper's 1e-4 for
+33B and 65B). The evidence and the measurements: docs/defaults.md.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +13,16 @@ import math
 from dataclasses import asdict, dataclass
 
 from tailored.config.auto import auto_batch_size, auto_epochs
+
+
+REFERENCE_PARAMETERS = 7e9  # the model size the methods' base learning rates are set for
+
+
+def size_multiplier(parameters: int | None) -> float:
+    """``learning_rate_multiplier: auto``: ``(7e9 / parameters) ** 0.25`` within [0.5, 4], rounded to 2 digits."""
+    if not parameters:
+        return 1.0
+    return round(min(4.0, max(0.5, (REFERENCE_PARAMETERS / parameters) ** 0.25)), 2)
 
 
 @dataclass
@@ -36,11 +53,12 @@ def resolve(
     eval_every: int | None,
     save_every: int | str | None,
     world_size: int = 1,
+    model_parameters: int | None = None,
 ) -> Resolved:
     ep = auto_epochs(n_examples) if epochs == "auto" else int(epochs)
     bs = auto_batch_size(n_examples) if batch_size == "auto" else int(batch_size)
     bs = max(bs, world_size)
-    mult = 1.0 if learning_rate_multiplier == "auto" else float(learning_rate_multiplier)
+    mult = size_multiplier(model_parameters) if learning_rate_multiplier == "auto" else float(learning_rate_multiplier)
     steps_per_epoch = max(1, math.ceil(n_examples / bs))
     if steps_per_epoch > 1 and 0 < n_examples % bs < world_size:  # see data.batching.epoch_steps(min_size=)
         steps_per_epoch -= 1

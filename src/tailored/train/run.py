@@ -35,6 +35,7 @@ from tailored.train.strategy import make_engine, weights_from
 from tailored.train.hparams import resolve
 from tailored.train.loop import LoopResult, TrainingDiverged, latest_checkpoint, lr_lambda, train_loop
 from tailored.train.threads import configure_threads
+from tailored.train.validation import HeldOut, hold_out, resolve_patience
 
 
 @dataclass
@@ -177,7 +178,11 @@ def train(config: TrainConfig | None = None, *, config_file: str | None = None, 
     parent = lineage.parent_of(cfg)
     run = RunFolder(cfg.output or _default_output(cfg))
     data_cfg = lineage.training_data(cfg, parent, run.path)  # mix_old: the new data with some of the parent's
-    report, val_examples = _read_data(data_cfg, tokenizer)
+    report, val_examples, held = _read_data(data_cfg, tokenizer)
+    if held is not None:
+        say(held.describe(data_cfg.data))
+    patience = {"early_stopping_patience": resolve_patience(cfg.early_stopping_patience, bool(val_examples))}
+    cfg, data_cfg = cfg.model_copy(update=patience), data_cfg.model_copy(update=patience)
     # A method may train towards another goal than the token loss (DPO's preference pairs): it then encodes,
     # batches and scores the data itself (see tailored.methods.objective). No branching on method names.
     objective = method.objective(options)
@@ -195,7 +200,7 @@ def train(config: TrainConfig | None = None, *, config_file: str | None = None, 
     hp = resolve(n_examples=len(train_rows), epochs=cfg.epochs, batch_size=cfg.batch_size,
                  learning_rate_multiplier=cfg.learning_rate_multiplier, base_learning_rate=method.base_learning_rate,
                  max_steps=cfg.max_steps, warmup_ratio=cfg.warmup_ratio, eval_every=cfg.eval_every,
-                 save_every=cfg.save_every, world_size=accelerator.num_processes)
+                 save_every=cfg.save_every, world_size=accelerator.num_processes, model_parameters=_parameters(folder))
     run_dir = run.path
     if main and not resume and run.exists():
         raise CheckpointError(f"{run_dir} already holds a run", hint="pass another --output, or --resume to continue it")
@@ -212,7 +217,7 @@ def train(config: TrainConfig | None = None, *, config_file: str | None = None, 
                                           "learning_rate_multiplier": hp.learning_rate_multiplier,
                                           "output": str(run_dir), "threads": cfg.threads})
     manifest = _manifest(data_cfg, resolved_cfg, source, folder, method, options, hp, tokenizer, report, stats, val_examples,
-                         train_rows, val_rows, trainable, total, accelerator, threads)
+                         train_rows, val_rows, trainable, total, accelerator, threads, held)
 
     if parent is not None:  # checked against the new run; the parent's weights are the start (loaded before sharding)
         manifest.lineage = lineage.adopt(parent, manifest, cfg, lambda p: method.load_state(model, p))
@@ -314,6 +319,16 @@ def train(config: TrainConfig | None = None, *, config_file: str | None = None, 
     return result
 
 
+def _parameters(folder: Path) -> int | None:
+    """The base model's parameter count from its config.json (for the learning-rate rule), None when unknown."""
+    from tailored.models.shapes import shape_of_folder
+
+    try:
+        return shape_of_folder(folder).n_params
+    except Exception:  # noqa: BLE001 - an unusual config only means no size rule
+        return None
+
+
 def _truncate_metrics(path: Path, step: int) -> None:
     """Drop metric lines after ``step`` so a resumed run's log matches an uninterrupted one."""
     import json
@@ -331,28 +346,42 @@ def _truncate_metrics(path: Path, step: int) -> None:
     atomic_write(path, "".join(line + "\n" for line in kept))
 
 
-def _read_data(cfg: TrainConfig, tokenizer: Any) -> tuple[Any, list[Any]]:
-    """The checked training report and the validation examples; invalid data is refused with the report."""
+def _read_data(cfg: TrainConfig, tokenizer: Any) -> tuple[Any, list[Any], HeldOut | None]:
+    """The checked training report, the validation examples and (``validation: auto``) what was held out.
+
+    Invalid data is refused with the report.
+    """
     report = check_file(cfg.data, tokenizer=tokenizer, max_seq_length=cfg.max_seq_length, format=cfg.format)
     if report.has_errors:
         raise DataError(f"{cfg.data}: the data has problems, nothing was trained\n{report.render(limit=20)}",
                         hint=f"run `tailored data check {cfg.data}` for the full report")
-    if not cfg.validation:
-        return report, []
+    if cfg.validation == "auto":
+        held = hold_out(report.examples, seed=cfg.seed)
+        examples = report.examples
+        report.examples = [examples[i] for i in held.train_index]
+        if report.encoded is not None:
+            report.encoded = [report.encoded[i] for i in held.train_index]
+        return report, [examples[i] for i in held.validation_index], held
+    if cfg.validation_file is None:
+        return report, [], None
     val_report = check_file(cfg.validation, tokenizer=tokenizer, max_seq_length=cfg.max_seq_length, format=cfg.format,
                             min_examples=1)
     if val_report.has_errors:
         raise DataError(f"{cfg.validation}: the validation data has problems\n{val_report.render(limit=20)}",
                         hint=f"run `tailored data check {cfg.validation}`")
-    return report, val_report.examples
+    return report, val_report.examples, None
 
 
 def _manifest(cfg: TrainConfig, resolved_cfg: TrainConfig, source: Any, folder: Path, method: Any, options: Any, hp: Any,
               tokenizer: Any, report: Any, stats: Any, val_examples: list[Any], train_rows: list[Any], val_rows: list[Any],
-              trainable: int, total: int, accelerator: Any, threads: int) -> Manifest:
+              trainable: int, total: int, accelerator: Any, threads: int, held: HeldOut | None = None) -> Manifest:
     """What the run folder is: everything export, eval and serve need, so they never ask again."""
     validation = None
-    if cfg.validation:
+    if held is not None and held.validation_index:
+        validation = DataFileRecord(path=str(Path(cfg.data).resolve()), sha256=file_sha256(cfg.data), format=report.format,
+                                    examples=len(val_examples), used=len(val_rows), held_out="auto",
+                                    stratified_by=held.stratified_by, lines=held.lines)
+    elif cfg.validation_file:
         validation = DataFileRecord(path=str(Path(cfg.validation).resolve()), sha256=file_sha256(cfg.validation),
                                     examples=len(val_examples), used=len(val_rows))
     return Manifest(
