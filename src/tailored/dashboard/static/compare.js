@@ -120,7 +120,7 @@ function feedbackButtons(box, id) {
   box.textContent = "";
   const said = el("span", {className: "hint", textContent: "Was this answer good?"});
   for (const rating of ["good", "bad"]) {
-    const b = el("button", {type: "button", textContent: rating === "good" ? "👍 Good" : "👎 Bad"});
+    const b = el("button", {type: "button", textContent: rating === "good" ? "✓ Good" : "✗ Bad"});
     b.addEventListener("click", guard(async () => {
       await api(`/v1/traffic/${encodeURIComponent(id)}/feedback`, {json: {rating}});
       said.textContent = `rated ${rating}`;
