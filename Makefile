@@ -31,10 +31,10 @@ browser:
 	  echo "chromium could not be installed (needs root and apt-get): the browser tests will skip"
 
 test: install browser
-	$(PY) -m pytest -n $(WORKERS) -p no:cacheprovider --timeout 1200 tests
+	$(PY) -m pytest -n $(WORKERS) --dist loadgroup -p no:cacheprovider --timeout 1200 tests
 
 test-fast: install
-	$(PY) -m pytest -n $(WORKERS) -m "not slow" tests
+	$(PY) -m pytest -n $(WORKERS) --dist loadgroup -m "not slow" tests
 
 bench: install
 	$(PY) bench/train_throughput.py

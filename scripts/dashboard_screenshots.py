@@ -4,8 +4,10 @@
 
 Starts a keyless server on 127.0.0.1 (a private $TAILORED_HOME), uploads the bundled triage example
 with one broken line, trains a short job on it, opens its report, chats on both sides of the
-playground and casts three arena votes, saving one PNG per page (and the jobs page on a narrow
-screen). Takes a few minutes on a CPU.
+playground (rating the fine-tune's answer), casts three arena votes, then sends the fine-tune 20
+support tickets and 20 cooking questions (logged: the server runs with ``log_requests``) and runs
+``tailored drift``'s check on each set, for the runs page's drift view; one PNG per page (and the jobs
+page on a narrow screen). Takes a few minutes on a CPU.
 """
 
 from __future__ import annotations
@@ -17,6 +19,30 @@ import tempfile
 import time
 from importlib import resources
 from pathlib import Path
+from typing import Any
+
+
+DISHES = ["risotto", "lasagne", "pancakes", "ramen", "paella", "curry", "brownies", "falafel", "gnocchi", "chili",
+          "sourdough", "tiramisu", "dumplings", "tacos", "goulash", "quiche", "hummus", "biryani", "crepes", "pho"]
+
+
+def drift_checks(srv: Any, model: str, valid: Path) -> None:
+    """Log 20 on-topic tickets and 20 cooking questions to the fine-tune; one drift check of each set."""
+    import json
+    from concurrent.futures import ThreadPoolExecutor
+
+    import openai
+
+    from tailored.drift.run import check, render
+
+    sdk = openai.OpenAI(base_url=srv.url, api_key="local", max_retries=0)
+    tickets = [json.loads(line)["messages"][:-1] for line in valid.read_text().splitlines()[:20]]
+    cooking = [[{"role": "user", "content": f"What is the secret to a really good {dish}? I keep getting it wrong."}] for dish in DISHES]
+    for batch in (tickets, cooking):
+        with ThreadPoolExecutor(8) as pool:
+            ids = {c.id for c in pool.map(lambda m: sdk.chat.completions.create(model=model, messages=m, max_tokens=32), batch)}
+        records = [r for r in srv.built.traffic.rows(None, model=model) if r["id"] in ids]
+        print(render(check(srv.built.registry.resolve(model).run_dir, records)), flush=True)
 
 
 def main() -> None:
@@ -47,7 +73,7 @@ def main() -> None:
     lines = train.read_text().splitlines()
     broken.write_text("\n".join(lines[:40] + ['{"messages": [{"role": "user", "content": "my order never came"}'] + lines[40:]) + "\n")
 
-    srv = Running(attach(build(base="smollm2", port=0, max_tokens=48)))
+    srv = Running(attach(build(base="smollm2", port=0, max_tokens=48, log_requests=True)))
     base_url = srv.url[:-3] + "/"
     t0 = time.monotonic()
     try:
@@ -101,6 +127,8 @@ def main() -> None:
             page.locator("#play-max").fill("40")
             page.get_by_role("button", name="Send to all").click()
             page.wait_for_function("[...document.querySelectorAll('#play-panels .panel')].every(p => p.dataset.done === '1')")
+            page.locator("#play-panels .panel").nth(1).get_by_role("button", name="Good").click()
+            page.wait_for_function("document.querySelectorAll('#play-panels .feedback')[1].dataset.rating === 'good'")
             page.screenshot(path=out / "dashboard-playground.png", full_page=True)
             print(f"playground {time.monotonic() - t0:.0f} s", flush=True)
 
@@ -114,6 +142,13 @@ def main() -> None:
                 page.wait_for_function(f"document.querySelector('#arena-summary').dataset.votes === '{n}'")
             page.screenshot(path=out / "dashboard-arena.png", full_page=True)
             print(f"arena {time.monotonic() - t0:.0f} s", flush=True)
+
+            drift_checks(srv, model, valid)
+            page.goto(base_url + "#runs")
+            page.locator("#run-table tr", has_text=model).first.get_by_role("button", name="Drift").click()
+            page.wait_for_selector("#drift-verdict[data-checks='2']")
+            page.locator("#run-drift").screenshot(path=out / "dashboard-drift.png")
+            print(f"drift {time.monotonic() - t0:.0f} s", flush=True)
             browser.close()
     finally:
         srv.stop()

@@ -43,6 +43,24 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 
 
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """``make test`` runs ``--dist loadgroup``: a module marked ``xdist_group`` runs on one worker, its fixtures built once.
+
+    pytest-xdist 3.8 groups by appending ``@group`` to ``item._nodeid``, which pytest 9 no longer reads
+    (the id lives in ``item._id``): without this, the group is silently ignored and each worker builds
+    the module's server again.
+    """
+    if not getattr(config.option, "loadgroup", False):
+        return
+    from _pytest.nodeid import NodeId
+
+    for item in items:
+        names = sorted({str(m.args[0] if m.args else m.kwargs.get("name", "default")) for m in item.iter_markers("xdist_group")})
+        if names and "@" not in item.nodeid and isinstance(getattr(item, "_id", None), NodeId):
+            item._id = NodeId.parse(f"{item.nodeid}@{'_'.join(names)}")
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny random Llama with a ChatML byte-level BPE tokenizer, saved as a model folder."""

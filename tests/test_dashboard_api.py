@@ -1,5 +1,9 @@
 """The dashboard's server side on the tiny model: login and cookie, CSRF, tenancy on every page and download,
-the keyless (local-only) mode, the arena's leaderboard maths, and votes → a preference file a dpo job takes."""
+the keyless (local-only) mode, the playground's two sides (each the model that answered, base and fine-tune
+differing as they do when loaded locally), feedback on logged answers, the drift view's data, the arena's
+leaderboard maths, and votes → a preference file a dpo job takes.
+
+One server (logging traffic) and one tiny job for the module; one xdist group, so `make test` builds them once."""
 
 from __future__ import annotations
 
@@ -16,7 +20,9 @@ import pytest
 from tailored.dashboard.arena import bradley_terry, leaderboard, preference_rows
 from tailored.testing.tiny import write_chat_dataset
 
+pytestmark = pytest.mark.xdist_group("dashboard-api")
 KEYS = {"a": "sk-dash-a", "b": "sk-dash-b"}
+PROMPT = [{"role": "user", "content": "have each way from"}]
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +32,8 @@ def server(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory, home:
 
     keys = tmp_path_factory.mktemp("keys") / "keys.yaml"
     keys.write_text(json.dumps({"keys": [{"key": KEYS["a"], "project": "team-a"}, {"key": KEYS["b"], "project": "team-b"}]}))
-    srv = Running(attach(build(base=str(tiny_model_dir), api_keys=str(keys), port=0, max_tokens=8)))
+    srv = Running(attach(build(base=str(tiny_model_dir), api_keys=str(keys), port=0, max_tokens=8,
+                                 log_requests=True)))
     yield srv
     srv.stop()
 
@@ -47,11 +54,12 @@ def session(server: Any, who: str = "a") -> tuple[httpx.Client, str]:
 
 @pytest.fixture(scope="module")
 def trained(server: Any, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """One finished job of team A (a few steps on the tiny model)."""
+    """One finished job of team A (two steps on the tiny model, at a rate high enough to change its answers)."""
     sdk = openai.OpenAI(base_url=server.url, api_key=KEYS["a"], max_retries=0)
     data = write_chat_dataset(tmp_path_factory.mktemp("d") / "train.jsonl", n=12)
     file = sdk.files.create(file=data, purpose="fine-tune")
-    job = sdk.fine_tuning.jobs.create(model="model", training_file=file.id, extra_body={"tailored": {"max_steps": 2}})
+    job = sdk.fine_tuning.jobs.create(model="model", training_file=file.id, hyperparameters={"learning_rate_multiplier": 300},
+                                      extra_body={"tailored": {"max_steps": 2}})
     deadline = time.monotonic() + 180
     while (job := sdk.fine_tuning.jobs.retrieve(job.id)).status not in ("succeeded", "failed", "cancelled"):
         assert time.monotonic() < deadline, job.status
@@ -113,6 +121,57 @@ def test_another_project_sees_none_of_a_projects_files_jobs_runs_or_downloads(se
                   headers={"x-csrf-token": csrf_b}).status_code == 404
 
 
+def stream(client: httpx.Client, csrf: str, model: str) -> tuple[str, str, str]:
+    """What a playground side does: stream a greedy answer; (the model the chunks name, the id, the text)."""
+    body = {"model": model, "messages": PROMPT, "max_tokens": 8, "temperature": 0, "stream": True}
+    with client.stream("POST", "/v1/chat/completions", json=body, headers={"x-csrf-token": csrf}) as r:
+        assert r.status_code == 200
+        chunks = [json.loads(line[6:]) for line in r.iter_lines() if line.startswith("data: {")]
+    text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
+    assert len({c["model"] for c in chunks}) == 1 and len({c["id"] for c in chunks}) == 1
+    return chunks[0]["model"], chunks[0]["id"], text
+
+
+def test_playground_sides_are_the_models_that_answered_and_answers_take_feedback(
+        server: Any, trained: dict[str, Any], tiny_model_dir: Path) -> None:
+    import tailored
+
+    a, csrf = session(server, "a")
+    b, csrf_b = session(server, "b")
+    assert '<meta name="traffic-log" content="1">' in a.get("/").text  # the page offers feedback
+    model = trained["job"].fine_tuned_model
+    sides = [stream(a, csrf, m) for m in ("model", model)]
+    assert [s[0] for s in sides] == ["model", model]
+    run = server.built.registry.resolve(model, "team-a").run_dir
+    local = [tailored.load(f).chat(PROMPT, max_new_tokens=8) for f in (tiny_model_dir, run)]
+    assert [s[2] for s in sides] == local and local[0] != local[1]  # the adapter on its side only, as loaded locally
+    tid = sides[1][1]
+    rate = f"/v1/traffic/{tid}/feedback"
+    assert a.post(rate, json={"rating": "good"}).status_code == 403  # CSRF
+    assert b.post(rate, json={"rating": "good"}, headers={"x-csrf-token": csrf_b}).status_code == 404  # tenancy
+    assert a.post(rate, json={"rating": "meh"}, headers={"x-csrf-token": csrf}).status_code == 400
+    assert a.post(rate, json={"rating": "bad"}, headers={"x-csrf-token": csrf}).json()["feedback"] == "bad"
+    logged = a.get(f"/v1/traffic/{tid}").json()
+    assert logged["model"] == model and logged["answer"] == local[1] and logged["feedback"] == "bad"
+
+
+def test_the_drift_view_reads_the_models_checks_over_time_for_its_project_only(server: Any, trained: dict[str, Any]) -> None:
+    a, _ = session(server, "a")
+    b, _ = session(server, "b")
+    model = trained["job"].fine_tuned_model
+    assert a.get("/v1/drift", params={"model": model}).json()["data"] == []  # no check yet: the view says so
+    drift = server.built.registry.resolve(model, "team-a").run_dir / "drift"
+    drift.mkdir(exist_ok=True)  # the lines `tailored drift RUN` appends after each check (tests/test_drift.py runs it)
+    checks = [{"checked_at": "2026-12-01T09:00:00", "verdict": "no drift", "n_traffic": 40, "domain classifier": 0.52},
+              {"checked_at": "2026-12-02T09:00:00", "verdict": "severe", "n_traffic": 60, "domain classifier": 0.93}]
+    (drift / "history.jsonl").write_text("".join(json.dumps(c) + "\n" for c in checks))
+    got = a.get("/v1/drift", params={"model": model}).json()
+    assert got["model"] == model and [p["verdict"] for p in got["data"]] == ["no drift", "severe"]
+    assert got["data"][1]["domain classifier"] == 0.93
+    assert b.get("/v1/drift", params={"model": model}).status_code == 404  # another project's model
+    assert a.get("/v1/drift", params={"model": "model"}).json()["error"]["code"] == "not_a_fine_tune"
+
+
 def test_arena_votes_become_a_preference_file_that_a_dpo_job_takes(server: Any, trained: dict[str, Any]) -> None:
     a, csrf = session(server, "a")
     b, csrf_b = session(server, "b")
@@ -158,6 +217,7 @@ def test_a_keyless_server_needs_no_login_and_answers_only_local_pages(tiny_model
         csrf = re.search(r'name="csrf-token" content="([^"]+)"', page.text).group(1)
         assert c.post("/v1/chat/completions", json=body, headers={"x-csrf-token": csrf}).status_code == 200
         assert c.get("/ui/api/runs").json() == {"data": []}
+        assert '<meta name="traffic-log" content="0">' in page.text  # nothing logged: no feedback buttons
 
 
 def test_the_leaderboard_ranks_by_bradley_terry_with_bootstrap_intervals() -> None:

@@ -1,9 +1,11 @@
 """The dashboard in a real browser (Debian's chromium driven by Playwright) against a real server on the embedded model.
 
-One server and one browser for the module: upload a file with a bad line and see it named; the
-loop itself: estimate, start a job and watch its curve gain points, open the finished run's report,
-chat on both sides of the playground (each side names the model that answered), cast arena votes and
-watch the leaderboard change, export the preference file and train a DPO run from it.
+One server and one browser for the module (one xdist group: under `make test` both tests share them):
+upload a file with a bad line and see it named; the loop itself: estimate, start a job and watch its
+curve gain points, open the finished run's report and its drift view, chat on both sides of the
+playground (each side names the model that answered, the answers differ as the models do, and an
+answer is rated through the traffic log), cast arena votes and watch the leaderboard change, export
+the preference file and train a DPO run from it.
 """
 
 from __future__ import annotations
@@ -19,9 +21,11 @@ import pytest
 
 from tailored.testing.tiny import write_chat_dataset
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("dashboard-browser")]
 CHROMIUM = os.environ.get("TAILORED_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 KEY, OTHER = "sk-dash-team-a", "sk-dash-team-b"
+DRIFT_CHECKS = [{"checked_at": "2026-12-01T09:00:00", "verdict": "no drift", "n_traffic": 40, "domain classifier": 0.52, "MMD": 0.001},
+                {"checked_at": "2026-12-02T09:00:00", "verdict": "drift", "n_traffic": 60, "domain classifier": 0.71, "MMD": 0.02}]
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +47,8 @@ def server(smollm2_dir: Path, tmp_path_factory: pytest.TempPathFactory, home: No
 
     keys = tmp_path_factory.mktemp("keys") / "keys.yaml"
     keys.write_text(json.dumps({"keys": [{"key": KEY, "project": "team-a"}, {"key": OTHER, "project": "team-b"}]}))
-    srv = Running(attach(build(base=str(smollm2_dir), api_keys=str(keys), port=0, max_tokens=24)))
+    srv = Running(attach(build(base=str(smollm2_dir), api_keys=str(keys), port=0, max_tokens=24,
+                                 log_requests=True)))
     yield srv
     srv.stop()
 
@@ -93,7 +98,7 @@ def test_the_data_page_names_the_bad_line_and_shows_what_trains(browser: Any, se
 
 
 def test_job_run_playground_arena_and_dpo_from_votes(browser: Any, server: Any, files: dict[str, Path],
-                                                      smollm2_dir: Path, tmp_path: Path) -> None:
+                                                      tiny_model_dir: Path, tmp_path: Path) -> None:
     page = login(browser, server)
     upload(page, files["train"])
     upload(page, files["valid"])
@@ -102,6 +107,7 @@ def test_job_run_playground_arena_and_dpo_from_votes(browser: Any, server: Any, 
     page.locator("#job-valid").select_option(label=next(o for o in page.locator("#job-valid option").all_inner_texts() if o.startswith("valid.jsonl")))
     page.locator("#job-batch").fill("2")
     page.locator("#job-steps").fill("4")
+    page.locator("#job-lr").fill("25")  # a high rate: four steps visibly change the greedy answers
     page.locator("#job-suffix").fill("dash")
     assert page.get_by_role("button", name="2. Start job").is_disabled()  # the estimate comes first
     page.get_by_role("button", name="1. Estimate").click()
@@ -137,6 +143,13 @@ def test_job_run_playground_arena_and_dpo_from_votes(browser: Any, server: Any, 
     frame.locator("h1").wait_for()  # the run's report, inside the page
     report = frame.locator("body").inner_text()
     assert "fine-tune of smollm2" in report and "lora" in report and "Red flags" in report, report[:500]
+    drift = server.built.registry.resolve(model, "team-a").run_dir / "drift"
+    drift.mkdir(exist_ok=True)  # the lines `tailored drift RUN` appends after each check (tests/test_drift.py runs it)
+    (drift / "history.jsonl").write_text("".join(json.dumps(c) + "\n" for c in DRIFT_CHECKS))
+    row.get_by_role("button", name="Drift").click()
+    page.wait_for_selector("#drift-verdict[data-checks='2']")
+    assert page.locator("#drift-verdict").inner_text().startswith("latest verdict: drift")
+    assert page.locator("#drift-chart circle.point").count() == 4  # two statistics at two checks
 
     page.goto(page.url.split("#")[0] + "#playground")
     base = page.locator("#play-model-1 option").first.inner_text()
@@ -148,7 +161,13 @@ def test_job_run_playground_arena_and_dpo_from_votes(browser: Any, server: Any, 
     page.wait_for_function("[...document.querySelectorAll('#play-panels .panel')].every(p => p.dataset.done === '1')")
     answered = page.locator("#play-panels .answered").evaluate_all("els => els.map(e => e.dataset.model)")
     assert answered == [base, model]  # each side shows the model that answered, as the server said
-    assert all(t.strip() for t in page.locator("#play-panels .answer").all_inner_texts())
+    texts = page.locator("#play-panels .answer").all_inner_texts()
+    assert all(t.strip() for t in texts) and texts[0] != texts[1], texts  # the adapter answers on its side, not the base
+    rate = page.locator("#play-panels .panel").nth(1).locator(".feedback")
+    rate.get_by_role("button", name="Good").click()  # feedback on the fine-tune's answer, into the traffic log
+    page.wait_for_function("document.querySelectorAll('#play-panels .feedback')[1].dataset.rating === 'good'")
+    logged = server.built.traffic.row("team-a", rate.get_attribute("data-id"))
+    assert logged["model"] == model and logged["feedback"] == "good" and logged["answer"] == texts[1]
 
     print(f"playground done: {time.monotonic() - started:.0f} s")
     page.goto(page.url.split("#")[0] + "#arena")
@@ -185,6 +204,7 @@ def test_job_run_playground_arena_and_dpo_from_votes(browser: Any, server: Any, 
     from tailored.config.manifest import RunFolder
 
     out = tmp_path / "dpo-run"
-    assert main(["train", "--method", "dpo", "--data", str(prefs), "--model", str(smollm2_dir), "--output", str(out),
+    # the exported file as it is (a tiny base keeps it cheap; the file is text, any chat model trains on it)
+    assert main(["train", "--method", "dpo", "--data", str(prefs), "--model", str(tiny_model_dir), "--output", str(out),
                  "--max-steps", "1", "--batch-size", "1", "--red-flags", "off"]) == 0
     assert RunFolder(out).read().method.name == "dpo"

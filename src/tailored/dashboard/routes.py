@@ -69,7 +69,8 @@ def index(request: Request) -> Any:
     caller = request.state.caller
     page = asset("index.html").decode().replace("{{csrf}}", html.escape(session.csrf)).replace(
         "{{project}}", html.escape(caller.project + (" (admin)" if caller.admin else ""))).replace(
-        "{{keyed}}", "1" if request.app.state.keys.required else "0")
+        "{{keyed}}", "1" if request.app.state.keys.required else "0").replace(
+        "{{traffic}}", "1" if getattr(request.app.state, "traffic", None) is not None else "0")
     response = HTMLResponse(page, headers={"cache-control": "no-store", "x-frame-options": "DENY",
                                            "content-security-policy": "default-src 'self'; img-src 'self' data:; "
                                                                       "style-src 'self'; frame-src 'self'"})

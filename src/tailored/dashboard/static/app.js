@@ -1,6 +1,7 @@
 // The dashboard: one page, five sections, plain JS. Calls /v1 (the service's API) and /ui/api with the session cookie.
 "use strict";
 const CSRF = document.querySelector('meta[name="csrf-token"]').content;
+const TRAFFIC = document.querySelector('meta[name="traffic-log"]').content === "1";  // the server logs answers: feedback
 const $ = s => document.querySelector(s);
 const el = (tag, props, ...kids) => {
   const e = document.createElement(tag);

@@ -32,10 +32,13 @@ function lineChart(container, series, opts) {
   const svg = svgEl("svg", {viewBox: `0 0 ${W} ${H}`, role: "img", "aria-label": opts.label || "chart"});
   svg.append(svgEl("line", {x1: L, y1: H - B, x2: W - R, y2: H - B, stroke: "#999"}));
   svg.append(svgEl("line", {x1: L, y1: T, x2: L, y2: H - B, stroke: "#999"}));
+  let lastX = null;
   for (let i = 0; i <= 4; i++) {
     const y = y0 + (y1 - y0) * i / 4, x = x0 + (x1 - x0) * i / 4;
     svg.append(svgEl("text", {x: L - 6, y: sy(y) + 4, "text-anchor": "end", "font-size": 11, fill: "#555"}, y.toPrecision(3)));
-    svg.append(svgEl("text", {x: sx(x), y: H - B + 16, "text-anchor": "middle", "font-size": 11, fill: "#555"}, Math.round(x)));
+    if (Math.round(x) === lastX) continue;  // a short axis: each whole step labelled once, where it is
+    lastX = Math.round(x);
+    svg.append(svgEl("text", {x: sx(lastX), y: H - B + 16, "text-anchor": "middle", "font-size": 11, fill: "#555"}, lastX));
   }
   svg.append(svgEl("text", {x: (L + W) / 2, y: H - 4, "text-anchor": "middle", "font-size": 11, fill: "#555"}, opts.xlabel || "step"));
   for (const v of opts.vlines || []) {

@@ -13,6 +13,8 @@ async function loadRuns() {
       frame.src = `/ui/runs/report?model=${encodeURIComponent(r.model)}`;
       frame.classList.remove("hidden");
     });
+    const drift = el("button", {type: "button", textContent: "Drift"});
+    drift.addEventListener("click", guard(() => loadDrift(r.model)));
     const downloads = el("span", {className: "buttons"});
     for (const fmt of ["adapter", "merged", "gguf"]) {
       const b = el("button", {type: "button", textContent: fmt});
@@ -20,9 +22,35 @@ async function loadRuns() {
       downloads.append(b);
     }
     body.append(el("tr", {}, el("td", {textContent: r.model}), el("td", {textContent: r.method || r.kind}),
-      el("td", {textContent: r.red_flags || "—", className: `verdict-${r.red_flags}`}), el("td", {}, report), el("td", {}, downloads)));
+      el("td", {textContent: r.red_flags || "—", className: `verdict-${r.red_flags}`}), el("td", {}, report), el("td", {}, drift), el("td", {}, downloads)));
   }
-  if (!runs.length) body.append(el("tr", {}, el("td", {colSpan: 5, textContent: "no runs yet: a finished job appears here"})));
+  if (!runs.length) body.append(el("tr", {}, el("td", {colSpan: 6, textContent: "no runs yet: a finished job appears here"})));
+}
+
+// The model's drift checks over time (GET /v1/drift?model=ID): the latest verdict, a chart of each statistic, a table.
+const DRIFT_FIELDS = ["checked_at", "since", "verdict", "n_traffic", "report"];
+const DRIFT_COLORS = ["#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3", "#937860", "#da8bc3"];
+async function loadDrift(model) {
+  const r = await api(`/v1/drift?model=${encodeURIComponent(model)}`);
+  const points = r.data, box = $("#run-drift");
+  box.classList.remove("hidden");
+  $("#drift-title").textContent = `Drift of ${r.model}`;
+  const last = points[points.length - 1], verdict = $("#drift-verdict");
+  verdict.textContent = last ? `latest verdict: ${last.verdict} (${points.length} check(s); the last at ${last.checked_at}, `
+    + `${last.n_traffic} traffic inputs)` : `no drift check yet: run \`tailored drift\` on this model's run (with the server's traffic log)`;
+  verdict.className = last ? `verdict-${last.verdict.replace(" ", "-")}` : "hint";
+  verdict.dataset.checks = points.length;
+  const stats = [...new Set(points.flatMap(p => Object.keys(p)))].filter(k => !DRIFT_FIELDS.includes(k));
+  const series = stats.map((name, i) => ({name, color: DRIFT_COLORS[i % DRIFT_COLORS.length],
+    points: points.map((p, j) => [j + 1, p[name]]).filter(q => typeof q[1] === "number")}));
+  lineChart($("#drift-chart"), series.filter(s => s.points.length), {label: `drift statistics of ${r.model}`,
+    xlabel: "check (oldest first)", empty: "no drift check yet"});
+  const head = $("#drift-table thead"), body = $("#drift-table tbody");
+  head.textContent = ""; body.textContent = "";
+  head.append(el("tr", {}, ...["checked at", "verdict", "inputs", ...stats].map(t => el("th", {textContent: t}))));
+  for (const p of points.slice().reverse()) body.append(el("tr", {}, el("td", {textContent: p.checked_at}),
+    el("td", {textContent: p.verdict, className: `verdict-${p.verdict.replace(" ", "-")}`}), el("td", {textContent: p.n_traffic}),
+    ...stats.map(k => el("td", {textContent: typeof p[k] === "number" ? p[k].toPrecision(3) : "—"}))));
 }
 
 async function exportRun(model, fmt) {
@@ -47,7 +75,8 @@ function addPanel(model) {
   if (model) sel.value = model;
   const panel = el("article", {className: "panel"},
     el("label", {textContent: `Model ${n} `, htmlFor: sel.id}, sel),
-    el("p", {className: "answered", textContent: "answered by: —"}), el("pre", {className: "answer"}));
+    el("p", {className: "answered", textContent: "answered by: —"}), el("pre", {className: "answer"}),
+    el("div", {className: "feedback buttons hidden"}));
   $("#play-panels").append(panel);
 }
 
@@ -56,6 +85,9 @@ async function streamInto(panel, messages, temperature, topP, maxTokens) {
   const out = panel.querySelector(".answer"), who = panel.querySelector(".answered");
   out.textContent = ""; who.textContent = "answered by: …";
   panel.dataset.done = "0";
+  const rate = panel.querySelector(".feedback");
+  rate.classList.add("hidden");
+  let id = null;
   const r = await fetch("/v1/chat/completions", {method: "POST", credentials: "same-origin",
     headers: {"content-type": "application/json", "x-csrf-token": CSRF},
     body: JSON.stringify({model, messages, temperature, top_p: topP, max_tokens: maxTokens, stream: true})});
@@ -75,10 +107,31 @@ async function streamInto(panel, messages, temperature, topP, maxTokens) {
       if (chunk.error) { out.textContent += `\n[${chunk.error.message}]`; continue; }
       who.textContent = `answered by: ${chunk.model}`;  // the server's word on which model answered
       who.dataset.model = chunk.model;
+      id = chunk.id;
       for (const c of chunk.choices) if (c.delta && c.delta.content) out.textContent += c.delta.content;
     }
   }
+  if (TRAFFIC && id) feedbackButtons(rate, id);
   panel.dataset.done = "1";
+}
+
+// Good / bad on a logged answer (POST /v1/traffic/{id}/feedback; the completion id is the traffic id).
+function feedbackButtons(box, id) {
+  box.textContent = "";
+  const said = el("span", {className: "hint", textContent: "Was this answer good?"});
+  for (const rating of ["good", "bad"]) {
+    const b = el("button", {type: "button", textContent: rating === "good" ? "✓ Good" : "✗ Bad"});
+    b.addEventListener("click", guard(async () => {
+      await api(`/v1/traffic/${encodeURIComponent(id)}/feedback`, {json: {rating}});
+      said.textContent = `rated ${rating}`;
+      box.dataset.rating = rating;
+    }));
+    box.append(b);
+  }
+  box.append(said);
+  delete box.dataset.rating;
+  box.dataset.id = id;
+  box.classList.remove("hidden");
 }
 
 async function play(ev) {
