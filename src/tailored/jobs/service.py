@@ -95,7 +95,7 @@ class Jobs:
             return None
         if model.startswith("ft:"):
             found = [m for m in self.models() if m["id"] == model and m["project"] == project]
-            if found and found[0]["which"] == "final":
+            if found and found[0]["which"] in ("auto", "final"):  # the job's model, or its last checkpoint
                 return str(found[0]["run"])
             if found:
                 raise RequestError(f"model {model!r} is an intermediate checkpoint; a job continues a final model",
