@@ -54,11 +54,15 @@ def session(server: Any, who: str = "a") -> tuple[httpx.Client, str]:
 
 @pytest.fixture(scope="module")
 def trained(server: Any, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """One finished job of team A (two steps on the tiny model, at a rate high enough to change its answers)."""
+    """One finished job of team A: two steps on the tiny model towards one fixed answer, at a rate that changes its
+    greedy answers whatever the thread count (varied answers at a chaotic rate did not, on every machine)."""
     sdk = openai.OpenAI(base_url=server.url, api_key=KEYS["a"], max_retries=0)
-    data = write_chat_dataset(tmp_path_factory.mktemp("d") / "train.jsonl", n=12)
+    data = tmp_path_factory.mktemp("d") / "train.jsonl"
+    data.write_text("".join(json.dumps({"messages": [{"role": "user", "content": f"question {i}"},
+                                                     {"role": "assistant", "content": "zebra zebra zebra zebra"}]}) + "\n"
+                            for i in range(12)))
     file = sdk.files.create(file=data, purpose="fine-tune")
-    job = sdk.fine_tuning.jobs.create(model="model", training_file=file.id, hyperparameters={"learning_rate_multiplier": 300},
+    job = sdk.fine_tuning.jobs.create(model="model", training_file=file.id, hyperparameters={"learning_rate_multiplier": 50},
                                       extra_body={"tailored": {"max_steps": 2}})
     deadline = time.monotonic() + 180
     while (job := sdk.fine_tuning.jobs.retrieve(job.id)).status not in ("succeeded", "failed", "cancelled"):

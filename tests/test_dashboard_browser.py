@@ -128,7 +128,8 @@ def test_job_run_playground_arena_and_dpo_from_votes(browser: Any, server: Any, 
     text = page.locator("#job-status").inner_text()
     assert text.startswith("succeeded"), (text, page.locator("#job-events").inner_text())
     positive = [p for p in seen if p > 0]
-    assert len(positive) >= 2 and positive == sorted(positive) and positive[-1] == 4, seen
+    # the curve gained points while the job ran (its last point may land after the status says succeeded)
+    assert len(positive) >= 2 and positive == sorted(positive) and positive[-1] <= 4, seen
     page.wait_for_function("document.querySelectorAll('#loss-chart circle.point').length === 4")
     assert page.locator("#loss-chart polygon.point").count() >= 2  # validation points (before training and after)
     assert page.locator("#loss-chart .best-mark").count() == 1  # the best checkpoint is marked
