@@ -22,7 +22,7 @@ from tailored.testing.tiny import write_chat_dataset
 
 pytestmark = pytest.mark.xdist_group("dashboard-api")
 KEYS = {"a": "sk-dash-a", "b": "sk-dash-b"}
-PROMPT = [{"role": "user", "content": "have each way from"}]
+PROMPT = [{"role": "user", "content": "question 5"}]  # a question like those the job trains on
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +62,7 @@ def trained(server: Any, tmp_path_factory: pytest.TempPathFactory) -> dict[str, 
                                                      {"role": "assistant", "content": "zebra zebra zebra zebra"}]}) + "\n"
                             for i in range(12)))
     file = sdk.files.create(file=data, purpose="fine-tune")
-    job = sdk.fine_tuning.jobs.create(model="model", training_file=file.id, hyperparameters={"learning_rate_multiplier": 50},
+    job = sdk.fine_tuning.jobs.create(model="model", training_file=file.id, hyperparameters={"learning_rate_multiplier": 300},
                                       extra_body={"tailored": {"max_steps": 2}})
     deadline = time.monotonic() + 180
     while (job := sdk.fine_tuning.jobs.retrieve(job.id)).status not in ("succeeded", "failed", "cancelled"):
