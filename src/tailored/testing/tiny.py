@@ -77,19 +77,11 @@ def tiny_model(tokenizer: Any, *, hidden: int = 64, layers: int = 2, seed: int =
     return LlamaForCausalLM(config)
 
 
-def save_tiny_model(folder: str | Path, *, template: str = "chatml", seed: int = 0, **kwargs: Any) -> Path:
-    """Write a tiny model folder (safetensors + tokenizer) that ``--model FOLDER`` accepts.
-
-    Its random weights come from ``seed``, not from whatever the global generator holds: the same model whichever
-    tests ran before (a session fixture built after other tests was another model, and a test's outcome with it).
-    """
-    import torch
-
+def save_tiny_model(folder: str | Path, *, template: str = "chatml", **kwargs: Any) -> Path:
+    """Write a tiny model folder (safetensors + tokenizer) that ``--model FOLDER`` accepts."""
     folder = Path(folder)
     tok = tiny_tokenizer(template)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = tiny_model(tok, **kwargs)
+    model = tiny_model(tok, **kwargs)
     model.generation_config.eos_token_id = tok.eos_token_id
     model.generation_config.pad_token_id = tok.pad_token_id
     model.save_pretrained(str(folder), safe_serialization=True)
