@@ -147,14 +147,9 @@ def choice_ebnf(choices: list[str]) -> str:
 
 def token_bytes(tokenizer: Any) -> list[bytes | None]:
     """Each id's bytes for a byte-level BPE vocabulary (GPT-2's printable-unicode mapping); None for specials."""
-    table = {}
-    n = 0
-    for b in range(256):
-        if 33 <= b <= 126 or 161 <= b <= 172 or 174 <= b <= 255:
-            table[chr(b)] = b
-        else:
-            table[chr(256 + n)] = b
-            n += 1
+    from tailored.engine.logprobs import byte_level_table
+
+    table = byte_level_table()
     special = set(tokenizer.all_special_ids)
     out: list[bytes | None] = []
     for i, piece in enumerate(tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))):

@@ -63,7 +63,7 @@ def _finite(value: float) -> float:
 _BYTE_TOKEN = re.compile(r"<0x([0-9A-Fa-f]{2})>")
 
 
-def _byte_level_table() -> dict[str, int]:
+def byte_level_table() -> dict[str, int]:
     """GPT-2's map from the printable characters of a byte-level BPE vocabulary back to bytes."""
     table, n = {}, 0
     for b in range(256):
@@ -75,7 +75,7 @@ def _byte_level_table() -> dict[str, int]:
     return table
 
 
-_TABLE = _byte_level_table()
+_TABLE = byte_level_table()
 _BYTES: weakref.WeakKeyDictionary[Any, dict[int, bytes]] = weakref.WeakKeyDictionary()
 
 
