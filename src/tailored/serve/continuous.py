@@ -20,13 +20,14 @@ from typing import Any
 import torch
 
 from tailored.engine.core import STAT_KEYS, StepEngine
-from tailored.serve.request import GenRequest, Overloaded
+from tailored.serve.request import GenRequest
+from tailored.serve.scheduler import RequestQueue
 from tailored.serve.settings import ServeSettings
 
 log = logging.getLogger("tailored.serve")
 
 
-class ContinuousScheduler:
+class ContinuousScheduler(RequestQueue):
     """Feeds submitted requests to the step engines and steps them, on its own thread.
 
     ``stats`` (shared with the engines, served on ``/v1/stats``): ``batches`` counts busy periods (from
@@ -48,21 +49,6 @@ class ContinuousScheduler:
         self._thread = threading.Thread(target=self._loop, name="tailored-engine", daemon=True)
         self._thread.start()
 
-    def submit(self, req: GenRequest) -> None:
-        """Queue a prepared request (raises :class:`Overloaded` when the queue is full)."""
-        with self._cond:
-            waiting = len(self._pending) + self.stats["waiting_rows"]
-            if waiting >= self.settings.queue_size:
-                raise Overloaded(f"the server is busy ({waiting} requests waiting)", hint="retry shortly")
-            self._pending.append(req)
-            self.stats["queued"] = len(self._pending)
-            self._cond.notify()
-
-    def close(self) -> None:
-        with self._cond:
-            self._stop = True
-            self._cond.notify()
-        self._thread.join(timeout=10)
 
     def _busy(self) -> bool:
         return any(engine.busy for engine in self._engines())

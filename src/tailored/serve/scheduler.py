@@ -24,7 +24,38 @@ from tailored.serve.settings import ServeSettings
 log = logging.getLogger("tailored.serve")
 
 
-class Scheduler:
+class RequestQueue:
+    """The bounded queue in front of a scheduler thread (this static one and :mod:`tailored.serve.continuous`).
+
+    A subclass sets ``settings``, ``stats``, ``_pending``, ``_cond``, ``_stop`` and ``_thread``. Rows admitted
+    but not yet decoding (``stats["waiting_rows"]``, continuous batching) count as waiting too.
+    """
+
+    settings: ServeSettings
+    stats: dict[str, Any]
+    _pending: collections.deque[GenRequest]
+    _cond: threading.Condition
+    _stop: bool
+    _thread: threading.Thread
+
+    def submit(self, req: GenRequest) -> None:
+        """Queue a prepared request (raises :class:`Overloaded` when the queue is full)."""
+        with self._cond:
+            waiting = len(self._pending) + self.stats.get("waiting_rows", 0)
+            if waiting >= self.settings.queue_size:
+                raise Overloaded(f"the server is busy ({waiting} requests waiting)", hint="retry shortly")
+            self._pending.append(req)
+            self.stats["queued"] = len(self._pending)
+            self._cond.notify()
+
+    def close(self) -> None:
+        with self._cond:
+            self._stop = True
+            self._cond.notify()
+        self._thread.join(timeout=10)
+
+
+class Scheduler(RequestQueue):
     """Collects submitted requests into batches and hands each to ``run`` on its own thread.
 
     ``stats`` counts batches, rows, the largest batch, batches mixing several adapters, generated tokens,
@@ -43,20 +74,6 @@ class Scheduler:
         self._thread = threading.Thread(target=self._loop, name="tailored-scheduler", daemon=True)
         self._thread.start()
 
-    def submit(self, req: GenRequest) -> None:
-        """Queue a prepared request (raises :class:`Overloaded` when the queue is full)."""
-        with self._cond:
-            if len(self._pending) >= self.settings.queue_size:
-                raise Overloaded(f"the server is busy ({len(self._pending)} requests waiting)", hint="retry shortly")
-            self._pending.append(req)
-            self.stats["queued"] = len(self._pending)
-            self._cond.notify()
-
-    def close(self) -> None:
-        with self._cond:
-            self._stop = True
-            self._cond.notify()
-        self._thread.join(timeout=10)
 
     def count(self, rows: int, *, mixed: bool) -> None:
         """A batch of ``rows`` starts (counted before it runs: clients may read stats as soon as they are answered)."""
