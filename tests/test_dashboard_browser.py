@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from tailored.config.manifest import RunFolder
 from tailored.testing.tiny import write_chat_dataset
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("dashboard-browser")]
@@ -127,14 +128,16 @@ def test_job_run_playground_arena_and_dpo_from_votes(browser: Any, server: Any, 
         time.sleep(0.2)
     text = page.locator("#job-status").inner_text()
     assert text.startswith("succeeded"), (text, page.locator("#job-events").inner_text())
+    model = page.locator("#job-title").inner_text().split(" → ")[1]
+    steps = RunFolder(server.built.registry.resolve(model, "team-a").run_dir).read().metrics.steps
+    assert 2 <= steps <= 4  # early stopping (on by default with validation) may end a 4-step run at a worse step
     positive = [p for p in seen if p > 0]
     # the curve gained points while the job ran (its last point may land after the status says succeeded)
-    assert len(positive) >= 2 and positive == sorted(positive) and positive[-1] <= 4, seen
-    page.wait_for_function("document.querySelectorAll('#loss-chart circle.point').length === 4")
+    assert len(positive) >= 2 and positive == sorted(positive) and positive[-1] <= steps, seen
+    page.wait_for_function(f"document.querySelectorAll('#loss-chart circle.point').length === {steps}")
     assert page.locator("#loss-chart polygon.point").count() >= 2  # validation points (before training and after)
     assert page.locator("#loss-chart .best-mark").count() == 1  # the best checkpoint is marked
     assert "Red flags" in page.locator("#job-flags").inner_text()
-    model = page.locator("#job-title").inner_text().split(" → ")[1]
     print(f"job: {time.monotonic() - started:.0f} s")
 
     page.goto(page.url.split("#")[0] + "#runs")
@@ -195,14 +198,14 @@ def test_job_run_playground_arena_and_dpo_from_votes(browser: Any, server: Any, 
     got.value.save_as(prefs)
     rows = [json.loads(x) for x in prefs.read_text().splitlines()]
     assert len(rows) >= 11 and set(rows[0]) == {"input", "preferred_output", "non_preferred_output"}
-    assert rows[0]["input"]["messages"] == [{"role": "user", "content": "Name a fruit."}]  # the browser's votes come first
+    # the browser's votes come first (one with an identical or empty answer is left out)
+    assert rows[0]["input"]["messages"][0]["content"] in ("Name a fruit.", "Name a colour.", "Name a city.")
     page.get_by_role("button", name="Save it as a fine-tune file").click()
     page.wait_for_function("document.querySelector('#arena-saved').dataset.file")
     assert "processed" in page.locator("#arena-saved").inner_text()
 
     print(f"arena done: {time.monotonic() - started:.0f} s")
     from tailored.cli.main import main
-    from tailored.config.manifest import RunFolder
 
     out = tmp_path / "dpo-run"
     # the exported file as it is (a tiny base keeps it cheap; the file is text, any chat model trains on it)

@@ -156,17 +156,23 @@ def leaderboard(votes: list[dict[str, Any]], *, rounds: int = 200, seed: int = 0
             "bootstrap_rounds": rounds if outcomes else 0}
 
 
-def preference_rows(votes: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], int]:
-    """(OpenAI preference-format rows from the decisive votes, how many were left out for identical answers)."""
-    rows, same = [], 0
+def preference_rows(votes: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    """(OpenAI preference-format rows from the decisive votes, how many were left out and why).
+
+    A vote whose two answers are identical teaches nothing (``identical``); one with an empty answer would make
+    the file invalid, since an empty assistant message is not a training target (``empty``: a model may stop at
+    once when sampled)."""
+    rows, left_out = [], {"identical": 0, "empty": 0}
     for v in votes:
         if v["vote"] not in ("a", "b"):
             continue
         win, lose = (0, 1) if v["vote"] == "a" else (1, 0)
-        if v["answers"][win].strip() == v["answers"][lose].strip():
-            same += 1
-            continue
-        rows.append({"input": {"messages": v["messages"]},
-                     "preferred_output": [{"role": "assistant", "content": v["answers"][win]}],
-                     "non_preferred_output": [{"role": "assistant", "content": v["answers"][lose]}]})
-    return rows, same
+        if not v["answers"][win].strip() or not v["answers"][lose].strip():
+            left_out["empty"] += 1
+        elif v["answers"][win].strip() == v["answers"][lose].strip():
+            left_out["identical"] += 1
+        else:
+            rows.append({"input": {"messages": v["messages"]},
+                         "preferred_output": [{"role": "assistant", "content": v["answers"][win]}],
+                         "non_preferred_output": [{"role": "assistant", "content": v["answers"][lose]}]})
+    return rows, left_out

@@ -114,9 +114,9 @@ def board(request: Request) -> dict[str, Any]:
     return leaderboard(arena_of(request).voted(scope_of(request)))
 
 
-def _jsonl(request: Request) -> tuple[bytes, int, int]:
-    rows, same = preference_rows(arena_of(request).voted(scope_of(request)))
-    return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode("utf-8"), len(rows), same
+def _jsonl(request: Request) -> tuple[bytes, int, dict[str, int]]:
+    rows, left_out = preference_rows(arena_of(request).voted(scope_of(request)))
+    return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode("utf-8"), len(rows), left_out
 
 
 @router.get("/ui/api/arena/preferences.jsonl")
@@ -130,10 +130,12 @@ def export_download(request: Request) -> Response:
 @router.post("/ui/api/arena/preferences")
 async def export_file(request: Request) -> dict[str, Any]:
     """The same file stored as a ``fine-tune`` file of the project, ready for a ``dpo`` job."""
-    data, n, same = _jsonl(request)
+    data, n, left_out = _jsonl(request)
     if not n:
-        why = f"the {same} decisive vote(s) all had identical answers" if same else "no decisive votes yet (A or B)"
+        skipped = sum(left_out.values())
+        why = (f"the {skipped} decisive vote(s) all had identical or empty answers" if skipped
+               else "no decisive votes yet (A or B)")
         raise RequestError(f"{why}: nothing to export", code="no_votes")
     files = jobs_of(request).files
     file = await asyncio.to_thread(files.add, request.state.caller.project, EXPORT_NAME, "fine-tune", data)
-    return {"file": file, "pairs": n, "left_out_identical": same}
+    return {"file": file, "pairs": n, "left_out_identical": left_out["identical"], "left_out_empty": left_out["empty"]}

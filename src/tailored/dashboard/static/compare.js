@@ -183,7 +183,8 @@ async function loadBoard() {
 async function savePreferences() {
   const r = await api("/ui/api/arena/preferences", {method: "POST"});
   $("#arena-saved").textContent = `saved ${r.pairs} preference pair(s) as ${r.file.id} (${r.file.filename}, ${r.file.status})`
-    + (r.left_out_identical ? `; ${r.left_out_identical} left out (identical answers)` : "") + ": start a dpo job with it on the jobs page";
+    + (r.left_out_identical ? `; ${r.left_out_identical} left out (identical answers)` : "")
+    + (r.left_out_empty ? `; ${r.left_out_empty} left out (an empty answer)` : "") + ": start a dpo job with it on the jobs page";
   $("#arena-saved").dataset.file = r.file.id;
 }
 
