@@ -146,3 +146,11 @@ def test_cli_drift_verdicts_history_and_exports(embed: Embeddings, shared_data: 
     exported = [json.loads(line) for line in (tmp_path / "new.jsonl").read_text().splitlines()]
     assert len(exported) == 60 and exported[0]["messages"][-1] == {"role": "assistant", "content": rows[0]["answer"]}
     assert main(["drift", str(run), "--traffic", str(tmp_path / "new.jsonl"), "--since", "yesterday"]) == 2  # a clear error
+
+
+def test_a_wrong_run_folder_is_named_before_the_traffic_log(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("TAILORED_HOME", str(tmp_path / "home"))  # no traffic logged there either
+    assert main(["drift", str(tmp_path / "missing-run")]) == 1  # a CheckpointError, as everywhere a RUN is wrong
+    err = capsys.readouterr().err
+    assert "missing-run is not a run folder" in err and "no traffic" not in err

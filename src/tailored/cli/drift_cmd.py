@@ -50,8 +50,10 @@ def _records(args: argparse.Namespace) -> list[dict]:
 
 def run_drift(args: argparse.Namespace) -> int:
     from tailored.config.files import write_json
+    from tailored.config.manifest import RunFolder
     from tailored.drift.run import check, render, to_label
 
+    RunFolder(args.run).read()  # a wrong RUN is named first, before where the traffic comes from
     records = _records(args)
     if args.export and not args.drifted_only:  # every labelled request: no check needed
         return _export(records, args)
