@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -90,6 +91,19 @@ def smollm2_dir() -> Path:
     from tailored.models.load import local_folder
 
     return local_folder("smollm2")
+
+
+@pytest.fixture(scope="session")
+def smol_run(smollm2_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Two LoRA steps on the embedded model (short sequences: for tests about export and loading, not learning)."""
+    import tailored
+
+    root = tmp_path_factory.mktemp("smol-run")
+    rows = [{"messages": [{"role": "user", "content": f"Say the number {i}."},
+                          {"role": "assistant", "content": f"The number is {i}."}]} for i in range(12)]
+    (root / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return tailored.train(data=str(root / "train.jsonl"), model="smollm2", max_steps=2, batch_size=4, max_seq_length=64,
+                          learning_rate_multiplier=5, red_flags="off", output=str(root / "run")).run_dir
 
 
 @pytest.fixture(scope="module")

@@ -40,18 +40,6 @@ def node_llama_cpp() -> Path:
     return modules
 
 
-@pytest.fixture(scope="module")
-def run_dir(smollm2_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    import tailored
-
-    root = tmp_path_factory.mktemp("llamacpp")
-    rows = [{"messages": [{"role": "user", "content": f"Say the number {i}."},
-                          {"role": "assistant", "content": f"The number is {i}."}]} for i in range(12)]
-    (root / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return tailored.train(data=str(root / "train.jsonl"), model="smollm2", max_steps=2, batch_size=4, max_seq_length=64,
-                          learning_rate_multiplier=5, red_flags="off", output=str(root / "run")).run_dir
-
-
 def in_llama_cpp(modules: Path, gguf: Path, conversations: list[list[dict[str, str]]], tmp: Path) -> dict:
     request = tmp / f"{gguf.stem}.json"
     request.write_text(json.dumps({"node_modules": str(modules), "model": str(gguf), "conversations": conversations,
@@ -61,12 +49,12 @@ def in_llama_cpp(modules: Path, gguf: Path, conversations: list[list[dict[str, s
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def test_gguf_f16_and_q8_0_answer_in_llama_cpp_as_tailored_chat(run_dir: Path, tmp_path: Path) -> None:
+def test_gguf_f16_and_q8_0_answer_in_llama_cpp_as_tailored_chat(smol_run: Path, tmp_path: Path) -> None:
     import tailored
     from tailored.export import export_run
 
     modules = node_llama_cpp()
-    chat = tailored.load(run_dir)  # what `tailored chat RUN` answers with (greedy)
+    chat = tailored.load(smol_run)  # what `tailored chat RUN` answers with (greedy)
     conversations = [[{"role": "user", "content": p}] for p in PROMPTS]
     want_text = [chat.tokenizer.apply_chat_template(c, tokenize=False, add_generation_prompt=True) for c in conversations]
     want_ids = [chat.prompt_ids(c) for c in conversations]
@@ -75,7 +63,7 @@ def test_gguf_f16_and_q8_0_answer_in_llama_cpp_as_tailored_chat(run_dir: Path, t
 
     agreement = {}
     for dtype in ("f16", "q8_0"):
-        gguf = export_run(run_dir, tmp_path / dtype, format="gguf", dtype=dtype).main_file
+        gguf = export_run(smol_run, tmp_path / dtype, format="gguf", dtype=dtype).main_file
         got = in_llama_cpp(modules, gguf, conversations, tmp_path)["results"]
         assert [r["prompt_text"] for r in got] == want_text  # the template metadata renders tailored's prompt
         assert [r["prompt_tokens"] for r in got] == want_ids  # ... and llama.cpp tokenizes it the same way

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
@@ -13,19 +12,6 @@ from tailored.export import export_run
 pytestmark = pytest.mark.slow
 
 PROMPTS = ["What is the capital of France?", "Name a primary colour.", "How many legs does a spider have?"]
-
-
-@pytest.fixture(scope="module")
-def smol_run(smollm2_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Two LoRA steps on the embedded model (short sequences: this is about export, not learning)."""
-    import tailored
-
-    root = tmp_path_factory.mktemp("smol-export")
-    rows = [{"messages": [{"role": "user", "content": f"Say the number {i}."},
-                          {"role": "assistant", "content": f"The number is {i}."}]} for i in range(12)]
-    (root / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return tailored.train(data=str(root / "train.jsonl"), model="smollm2", max_steps=2, batch_size=4, max_seq_length=64,
-                          learning_rate_multiplier=5, output=str(root / "run")).run_dir
 
 
 @torch.no_grad()
