@@ -39,8 +39,14 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
 TASKS = {"banking77": "classification", "text-to-sql": "sql", "dolly-open-qa": "generation"}
 METRIC = {"classification": "accuracy", "sql": "execution accuracy", "generation": "ROUGE-L"}
-SWEEP = {"lr x0.5": {"learning_rate_multiplier": 0.5}, "lr x2": {"learning_rate_multiplier": 2.0},
-         "r16 all-linear": {"lora_r": 16, "lora_alpha": 32, "target_modules": "all-linear"}, "batch 8": {"batch_size": 8}}
+# The defaults are LoRA r=16 on all linear layers; each sweep entry changes one thing (the learning rate
+# multipliers are relative to the defaults' own size-scaled 2.69).
+SWEEP = {"lr x0.5": {"learning_rate_multiplier": 1.35}, "lr x2": {"learning_rate_multiplier": 5.4},
+         "r8 q,v": {"lora_r": 8, "lora_alpha": 16, "target_modules": "q_proj,v_proj"}, "batch 8": {"batch_size": 8},
+         "full": {"method": "full"}}
+BASE, RECIPE = "base (zero-shot)", "seed recipe"
+CONFIGS = {"defaults": {}} | SWEEP
+PROBES = {"general": None, "arc-easy": DATA / "forgetting-probe" / "validation.jsonl"}
 
 
 def read_rows(path: Path, limit: int | None = None) -> list[dict]:
@@ -78,52 +84,57 @@ def interval(scores: list[float], n_boot: int = 2000) -> tuple[float, float, flo
     return mean, boots[int(0.025 * len(boots))], boots[int(0.975 * len(boots)) - 1]
 
 
-def answer(model, test, max_new_tokens: int, batch_size: int = 8) -> tuple[list[str], float]:
+def answer(model, test, max_new_tokens: int, batch_size: int = 8, labels: list[str] | None = None) -> tuple[list[str], float]:
+    """Greedy answers to the test prompts (held to ``labels`` exactly when given)."""
+    from tailored.engine.constraints import Structure
     from tailored.eval.generate import GenerationSettings
 
     t = time.time()
     out: list[str] = []
-    settings = GenerationSettings(max_new_tokens=max_new_tokens)
+    settings = GenerationSettings(max_new_tokens=max_new_tokens, constraint=Structure.choice(labels) if labels else None)
     for i in range(0, len(test.prompts), batch_size):
         out += model.generate_batch(test.prompts[i:i + batch_size], settings)
     return out, time.time() - t
 
 
-def seed_recipe(train: Path, tokenizer_folder: Path, max_steps: int, threads: int):
-    """HF Trainer defaults + LoRA r=8 q/v, labels = input_ids (pads masked): the recipe the seed article used."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import Trainer, TrainingArguments
+def seed_recipe(train: Path, tokenizer_folder: Path, budget_s: float, threads: int):
+    """The seed recipe (bench/recipe.py) for its 3 epochs, stopped when ``budget_s`` of training has passed (its
+    linear schedule planned for all of them)."""
+    from transformers import Trainer, TrainerCallback
 
-    from tailored.models.load import load_model, load_tokenizer
+    from recipe import recipe_arguments, recipe_parts
 
-    torch.set_num_threads(threads)
-    tok = load_tokenizer(tokenizer_folder)
-    model = get_peft_model(load_model(tokenizer_folder), LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0,
-                                                                    target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM"))
-    encoded = [tok(tok.apply_chat_template(r["messages"], tokenize=False), add_special_tokens=False)["input_ids"][:1024]
-               for r in read_rows(train)]
-    real = [0]
+    model, tok, encoded, collate, stats = recipe_parts(train, tokenizer_folder, threads)
 
-    def collate(batch: list[list[int]]) -> dict:
-        width = max(len(b) for b in batch)
-        ids = torch.full((len(batch), width), tok.pad_token_id)
-        mask = torch.zeros((len(batch), width), dtype=torch.long)
-        for i, b in enumerate(batch):
-            ids[i, : len(b)] = torch.tensor(b)
-            mask[i, : len(b)] = 1
-        labels = ids.clone()
-        labels[mask == 0] = -100
-        real[0] += int(mask.sum())
-        return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+    class Budget(TrainerCallback):
+        steps = 0
 
-    args = TrainingArguments(output_dir=tempfile.mkdtemp(), per_device_train_batch_size=8, num_train_epochs=3,
-                             max_steps=max_steps, logging_steps=10**6, save_strategy="no", report_to=[], use_cpu=True,
-                             dataloader_num_workers=0, disable_tqdm=True, remove_unused_columns=False)
+        def on_step_end(self, args, state, control, **kwargs):
+            self.steps = state.global_step
+            if time.time() - t > budget_s:
+                control.should_training_stop = True
+
+    budget = Budget()
     t = time.time()
-    Trainer(model=model, args=args, train_dataset=encoded, data_collator=collate).train()
+    Trainer(model=model, args=recipe_arguments(per_device_train_batch_size=8, num_train_epochs=3), train_dataset=encoded,
+            data_collator=collate, callbacks=[budget]).train()
     model.eval()
-    return model, tok, time.time() - t, real[0]
+    return model, tok, time.time() - t, stats["real"], budget.steps
+
+
+def probe_scores(model) -> dict[str, list[float]]:
+    """Per-item calibrated correctness on the shipped forgetting probe and the ARC-Easy slice (the red flag's score)."""
+    from tailored.eval.choice import DEFAULT_PROBE, choice_logprobs, read_choice_file, score_choices
+
+    out = {}
+    for name, path in PROBES.items():
+        if path is not None and not Path(path).is_file():
+            continue
+        items = read_choice_file(path or DEFAULT_PROBE)
+        scored = score_choices(items, choice_logprobs(model.model, model.tokenizer, items),
+                               choice_logprobs(model.model, model.tokenizer, items, null=True))
+        out[name] = scored["correct_calibrated"]
+    return out
 
 
 def tokens_per_example(train: Path, folder: Path) -> float:
@@ -142,8 +153,9 @@ def save(path: str, args, rows: list[dict], seconds: float, complete: bool = Fal
 
 def run_task(task: str, args, work: Path, speed: dict, done: list[dict], started: float) -> list[dict]:
     from tailored.eval.generate import ChatModel, load
+    from tailored.eval.metrics import paired_difference
     from tailored.eval.tasks import read_test_set
-    from tailored.models.load import local_folder
+    from tailored.models.load import load_tokenizer, local_folder
     from tailored.train.hparams import resolve
     from tailored.train.run import train
 
@@ -152,53 +164,68 @@ def run_task(task: str, args, work: Path, speed: dict, done: list[dict], started
     train_file = write_rows(work / f"{task}-train.jsonl", read_rows(src / "train.jsonl", args.train_limit))
     test = read_test_set(src / "validation.jsonl", args.eval_limit)
     labels = json.loads((src / "labels.json").read_text()) if (src / "labels.json").is_file() else None
-    longest = max(len(r.split()) for r in test.references)
-    max_new = min(args.max_new_tokens, int(1.5 * longest * 1.6) + 8)
+    tok = load_tokenizer(folder)
+    longest = max(len(tok(r, add_special_tokens=False)["input_ids"]) for r in test.references)
+    max_new = min(args.max_new_tokens, int(1.5 * longest) + 8)  # tokens, not words: a banking77 label is up to 17
     per_ex = tokens_per_example(train_file, folder)
     n_train = len(read_rows(train_file))
     budget_s = args.budget_minutes * 60
     rows: list[dict] = []
+    wanted = args.configs
 
-    def record(config: str, answers: list[str], train_s: float, tokens: int, gen_s: float, note: str = "") -> None:
+    def record(config: str, model, train_s: float, tokens: int, note: str = "") -> None:
+        answers, gen_s = answer(model, base_test if config == BASE else test, max_new)
         mean, lo, hi = interval(per_item(kind, test, answers, labels))
         row = {"task": task, "metric": METRIC[kind], "config": config, "quality": mean, "ci95": [lo, hi],
                "train_minutes": train_s / 60, "tokens_per_s": tokens / train_s if train_s else None,
                "answer_seconds": gen_s, "n_scored": len(answers), "note": note, "examples": answers[:3]}
+        if labels:  # classification served as classification: the same model, decoding held to the label set
+            held, held_s = answer(model, base_test if config == BASE else test, max_new, labels=labels)
+            c_mean, c_lo, c_hi = interval(per_item(kind, test, held, labels))
+            row |= {"quality_constrained": c_mean, "ci95_constrained": [c_lo, c_hi], "answer_seconds_constrained": held_s}
+        if args.probes:
+            scores = probe_scores(model)
+            if config == BASE:
+                probe_base.update(scores)
+            row["probes"] = {name: {"accuracy": sum(v) / len(v),
+                                    **({"delta": d["delta"], "se": d["se"]} if config != BASE and name in probe_base
+                                       and (d := paired_difference(probe_base[name], v)) else {})}
+                             for name, v in scores.items()}
         rows.append(row)
         print(line(row), flush=True)
         if args.json:  # after every row, so a run cut short by its time limit still leaves what it measured
             save(args.json, args, [*done, *rows], time.time() - started)
 
     # base zero-shot
-    base = load("smollm2")
+    probe_base: dict[str, list[float]] = {}
     base_test = test
     if labels:  # its only chance: the label list in the prompt
         listed = " Reply with exactly one of these labels and nothing else: " + ", ".join(labels) + "."
         base_test = type(test)(test.path, test.sha256, test.examples,
                                [[dict(m, content=m["content"] + listed) if m["role"] == "system" else m for m in p]
                                 for p in test.prompts], test.references)
-    answers, gen_s = answer(base, base_test, max_new)
-    record("base (zero-shot)", answers, 0.0, 0, gen_s, "label list in the prompt" if labels else "")
-    del base
+    if BASE in wanted:
+        record(BASE, load("smollm2"), 0.0, 0, "label list in the prompt" if labels else "")
 
     def fit(steps_wanted: int, batch: int) -> tuple[int, str]:
-        tps = speed.get("tailored", 60.0)
+        tps = speed["tailored"] * 0.92  # validation passes take time too
         fits = max(2, int(budget_s * tps / (per_ex * batch)))
         return (steps_wanted, "") if steps_wanted <= fits else (fits, f"cut to {fits} of {steps_wanted} steps by the budget")
 
-    if not args.no_recipe:
-        wanted = 3 * -(-n_train // 8)
-        tps = speed.get("recipe", 25.0)
-        fits = max(2, int(budget_s * tps / (per_ex * 8)))
-        steps = min(wanted, fits)
-        model, tok, secs, real = seed_recipe(train_file, folder, steps, args.threads)
-        speed["recipe"] = real / secs
-        answers, gen_s = answer(ChatModel(model, tok, name="recipe"), test, max_new)
-        record("seed recipe", answers, secs, real, gen_s, f"cut to {steps} of {wanted} steps by the budget" if steps < wanted else "")
+    if RECIPE in wanted:
+        recipe_steps = 3 * -(-n_train // 8)
+        model, tok, secs, real, steps = seed_recipe(train_file, folder, budget_s, args.threads)
+        record(RECIPE, ChatModel(model, tok, name="recipe"), secs, real,
+               f"stopped by the budget after {steps} of {recipe_steps} steps" if steps < recipe_steps else f"{steps} steps")
         del model
 
-    configs = {"defaults": {}} | (SWEEP if args.sweep else {})
-    for name, change in configs.items():
+    for name, change in CONFIGS.items():
+        if name not in wanted:
+            continue
+        if "tailored" not in speed:  # the budget needs this machine's speed now: a 3-step pilot measures it
+            pilot = train(data=str(train_file), output=str(work / f"{task}-pilot"), threads=args.threads, red_flags="off",
+                          max_steps=3, validation="none", **change)
+            speed["tailored"] = pilot.metrics["tokens_per_s"]
         hp = resolve(n_examples=n_train, epochs="auto", batch_size=change.get("batch_size", "auto"),
                      learning_rate_multiplier="auto", base_learning_rate=1.0, max_steps=None, warmup_ratio=0.0,
                      eval_every=None, save_every=None)
@@ -208,8 +235,7 @@ def run_task(task: str, args, work: Path, speed: dict, done: list[dict], started
                        **({"max_steps": steps} if note else {}), **change)
         speed["tailored"] = result.metrics["tokens_per_s"]
         which = "best" if (out / "best").is_dir() else "final"
-        answers, gen_s = answer(load(out), test, max_new)
-        record(name, answers, result.metrics["seconds"], result.metrics["real_tokens"], gen_s,
+        record(name, load(out), result.metrics["seconds"], result.metrics["real_tokens"],
                "; ".join(filter(None, [note, f"{result.metrics['steps']} steps, weights {which}"])))
     return rows
 
@@ -217,8 +243,14 @@ def run_task(task: str, args, work: Path, speed: dict, done: list[dict], started
 def line(row: dict) -> str:
     lo, hi = row["ci95"]
     tps = f"{row['tokens_per_s']:8.1f}" if row["tokens_per_s"] else "       -"
+    extra = []
+    if "quality_constrained" in row:
+        c_lo, c_hi = row["ci95_constrained"]
+        extra.append(f"held to labels {row['quality_constrained']:.3f} [{c_lo:.3f}, {c_hi:.3f}]")
+    for name, p in row.get("probes", {}).items():
+        extra.append(f"probe {name} {p['accuracy']:.3f}" + (f" ({p['delta']:+.3f} ± {2 * p['se']:.3f})" if "delta" in p else ""))
     return (f"{row['task']:14s} {row['config']:18s} {row['metric']:19s} {row['quality']:6.3f} [{lo:.3f}, {hi:.3f}] "
-            f"{row['train_minutes']:7.1f} {tps}  n={row['n_scored']}  {row['note']}")
+            f"{row['train_minutes']:7.1f} {tps}  n={row['n_scored']}  " + "; ".join(filter(None, [row["note"], *extra])))
 
 
 def main() -> int:
@@ -228,8 +260,13 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true",
                     help="a smoke run: 2.5 training minutes per configuration, 30 scored examples, 300 training examples "
                          "for text-to-sql and dolly, the seed recipe only on banking77, no sweep")
-    ap.add_argument("--sweep", action="store_true", help="also train the sweep around the defaults")
+    ap.add_argument("--sweep", action="store_true", help="also train the sweep around the defaults: " + ", ".join(SWEEP))
     ap.add_argument("--no-recipe", action="store_true")
+    ap.add_argument("--configs", default=None,
+                    help=f"comma-separated configurations to run, of: {BASE}, {RECIPE}, {', '.join(CONFIGS)} "
+                         "(default: base, seed recipe, defaults, and the sweep with --sweep)")
+    ap.add_argument("--no-probes", dest="probes", action="store_false",
+                    help="skip the forgetting probes (shipped + ARC-Easy, calibrated) on each model")
     ap.add_argument("--eval-limit", type=int, default=None, help="score the first N validation examples")
     ap.add_argument("--train-limit", type=int, default=None, help="train on the first N training examples")
     ap.add_argument("--max-new-tokens", type=int, default=160)
@@ -240,6 +277,13 @@ def main() -> int:
     if not DATA.is_dir():
         print(f"{DATA} is missing (the shared datasets are not in a fresh clone)", file=sys.stderr)
         return 2
+    if args.configs:
+        args.configs = [c.strip() for c in args.configs.split(",") if c.strip()]
+        unknown = [c for c in args.configs if c not in (BASE, RECIPE, *CONFIGS)]
+        if unknown:
+            ap.error(f"unknown configuration(s) {unknown}; known: {[BASE, RECIPE, *CONFIGS]}")
+    else:
+        args.configs = [BASE, *([] if args.no_recipe else [RECIPE]), "defaults", *(SWEEP if args.sweep else [])]
     if args.quick:
         args.budget_minutes = min(args.budget_minutes, 2.5)
         args.eval_limit = args.eval_limit or 30
@@ -260,7 +304,7 @@ def main() -> int:
     for task in args.tasks.split(","):
         sub = argparse.Namespace(**vars(args))
         if args.quick and task != "banking77":
-            sub.no_recipe, sub.train_limit = True, args.train_limit or 300
+            sub.configs, sub.train_limit = [c for c in args.configs if c != RECIPE], args.train_limit or 300
         rows += run_task(task, sub, work, speed, rows, t0)
     total = (time.time() - t0) / 60
     print(f"\n{total:.1f} min in all; budget {args.budget_minutes:g} training min per configuration; "

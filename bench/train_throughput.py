@@ -36,38 +36,13 @@ def pick_data(path: str | None, n: int, out: Path) -> Path:
 
 
 def run_recipe(data: Path, batch_size: int, threads: int) -> dict:
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import Trainer, TrainingArguments
+    from transformers import Trainer
 
-    from tailored.models.load import load_model, load_tokenizer, local_folder
+    from recipe import recipe_arguments, recipe_parts
+    from tailored.models.load import local_folder
 
-    torch.set_num_threads(threads)
-    folder = local_folder("smollm2")
-    tok = load_tokenizer(folder)
-    model = get_peft_model(load_model(folder), LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0,
-                                                          target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM"))
-    rows = [json.loads(line) for line in data.read_text().splitlines()]
-    encoded = [tok(tok.apply_chat_template(r["messages"], tokenize=False), add_special_tokens=False)["input_ids"][:1024]
-               for r in rows]
-    stats = {"real": 0, "padded": 0}
-
-    def collate(batch: list[list[int]]) -> dict:
-        width = max(len(b) for b in batch)
-        ids = torch.full((len(batch), width), tok.pad_token_id)
-        mask = torch.zeros((len(batch), width), dtype=torch.long)
-        for i, b in enumerate(batch):
-            ids[i, : len(b)] = torch.tensor(b)
-            mask[i, : len(b)] = 1
-        labels = ids.clone()
-        labels[mask == 0] = -100
-        stats["real"] += int(mask.sum())
-        stats["padded"] += int(mask.numel())
-        return {"input_ids": ids, "attention_mask": mask, "labels": labels}
-
-    args = TrainingArguments(output_dir=tempfile.mkdtemp(), per_device_train_batch_size=batch_size, num_train_epochs=1,
-                             learning_rate=2e-4, logging_steps=10**6, save_strategy="no", report_to=[], use_cpu=True,
-                             dataloader_num_workers=0, disable_tqdm=True, remove_unused_columns=False)
+    model, _, encoded, collate, stats = recipe_parts(data, local_folder("smollm2"), threads)
+    args = recipe_arguments(per_device_train_batch_size=batch_size, num_train_epochs=1, learning_rate=2e-4)
     trainer = Trainer(model=model, args=args, train_dataset=encoded, data_collator=collate)
     start = time.time()
     trainer.train()
