@@ -137,10 +137,7 @@ def probe_scores(model) -> dict[str, list[float]]:
     return out
 
 
-def tokens_per_example(train: Path, folder: Path) -> float:
-    from tailored.models.load import load_tokenizer
-
-    tok = load_tokenizer(folder)
+def tokens_per_example(train: Path, tok) -> float:
     rows = read_rows(train, 200)
     return statistics.mean(len(tok(tok.apply_chat_template(r["messages"], tokenize=False), add_special_tokens=False)["input_ids"]) for r in rows)
 
@@ -158,6 +155,7 @@ def run_task(task: str, args, work: Path, speed: dict, done: list[dict], started
     from tailored.models.load import load_tokenizer, local_folder
     from tailored.train.hparams import resolve
     from tailored.train.run import train
+    from tailored.train.validation import auto_holdout_count
 
     kind, folder = TASKS[task], local_folder("smollm2")
     src = DATA / task
@@ -167,20 +165,21 @@ def run_task(task: str, args, work: Path, speed: dict, done: list[dict], started
     tok = load_tokenizer(folder)
     longest = max(len(tok(r, add_special_tokens=False)["input_ids"]) for r in test.references)
     max_new = min(args.max_new_tokens, int(1.5 * longest) + 8)  # tokens, not words: a banking77 label is up to 17
-    per_ex = tokens_per_example(train_file, folder)
+    per_ex = tokens_per_example(train_file, tok)
     n_train = len(read_rows(train_file))
     budget_s = args.budget_minutes * 60
     rows: list[dict] = []
     wanted = args.configs
 
     def record(config: str, model, train_s: float, tokens: int, note: str = "") -> None:
-        answers, gen_s = answer(model, base_test if config == BASE else test, max_new)
+        prompts = base_test if config == BASE else test
+        answers, gen_s = answer(model, prompts, max_new)
         mean, lo, hi = interval(per_item(kind, test, answers, labels))
         row = {"task": task, "metric": METRIC[kind], "config": config, "quality": mean, "ci95": [lo, hi],
                "train_minutes": train_s / 60, "tokens_per_s": tokens / train_s if train_s else None,
                "answer_seconds": gen_s, "n_scored": len(answers), "note": note, "examples": answers[:3]}
         if labels:  # classification served as classification: the same model, decoding held to the label set
-            held, held_s = answer(model, base_test if config == BASE else test, max_new, labels=labels)
+            held, held_s = answer(model, prompts, max_new, labels=labels)
             c_mean, c_lo, c_hi = interval(per_item(kind, test, held, labels))
             row |= {"quality_constrained": c_mean, "ci95_constrained": [c_lo, c_hi], "answer_seconds_constrained": held_s}
         if args.probes:
@@ -214,8 +213,8 @@ def run_task(task: str, args, work: Path, speed: dict, done: list[dict], started
 
     if RECIPE in wanted:
         recipe_steps = 3 * -(-n_train // 8)
-        model, tok, secs, real, steps = seed_recipe(train_file, folder, budget_s, args.threads)
-        record(RECIPE, ChatModel(model, tok, name="recipe"), secs, real,
+        model, recipe_tok, secs, real, steps = seed_recipe(train_file, folder, budget_s, args.threads)
+        record(RECIPE, ChatModel(model, recipe_tok, name="recipe"), secs, real,
                f"stopped by the budget after {steps} of {recipe_steps} steps" if steps < recipe_steps else f"{steps} steps")
         del model
 
@@ -226,7 +225,8 @@ def run_task(task: str, args, work: Path, speed: dict, done: list[dict], started
             pilot = train(data=str(train_file), output=str(work / f"{task}-pilot"), threads=args.threads, red_flags="off",
                           max_steps=3, validation="none", **change)
             speed["tailored"] = pilot.metrics["tokens_per_s"]
-        hp = resolve(n_examples=n_train, epochs="auto", batch_size=change.get("batch_size", "auto"),
+        trained_on = n_train - auto_holdout_count(n_train)  # what validation: auto leaves for training
+        hp = resolve(n_examples=trained_on, epochs="auto", batch_size=change.get("batch_size", "auto"),
                      learning_rate_multiplier="auto", base_learning_rate=1.0, max_steps=None, warmup_ratio=0.0,
                      eval_every=None, save_every=None)
         steps, note = fit(hp.total_steps, hp.batch_size)
