@@ -109,6 +109,44 @@ def test_prefix_cache_answers_are_identical_under_mixed_adapters(tiny: tuple) ->
     assert len(namespaces) == 3  # base, a and b each computed their own blocks (a LoRA on k/v changes them)
 
 
+def test_rows_admitted_together_are_prefilled_in_one_packed_pass(tiny: tuple) -> None:
+    model, tok, bank = tiny
+    ps = prompts(tok, [1, 5, 2, 8, 3])
+    adapters = ["__base__", "a", "b", "a", "__base__"]
+    alone = []
+    for row in rows(tok, ps, adapters):
+        run(StepEngine(model, bank=bank), [row])
+        alone.append(row.stream.tokens)
+    passes: list[tuple[int, int]] = []
+    hook = model.register_forward_pre_hook(lambda _m, _a, kw: passes.append(tuple(kw["input_ids"].shape)), with_kwargs=True)
+    try:
+        engine = StepEngine(model, bank=bank, chunk=256)  # every prompt fits one chunk
+        together = rows(tok, ps, adapters)
+        engine.add(together)
+        engine.step()
+        assert passes == [(1, sum(len(p) for p in ps))]  # one pass, the five prompts packed, no padding
+        assert len(engine.running) == 5
+        run(engine, [])
+    finally:
+        hook.remove()
+    assert [r.stream.tokens for r in together] == alone
+
+
+def test_a_shared_prefix_is_computed_once_when_its_rows_arrive_together(tiny: tuple) -> None:
+    model, tok, bank = tiny
+    ps = prompts(tok, [1, 6, 3, 9], shared=12)
+    common = next(i for i in range(len(ps[0])) if len({p[i] for p in ps}) > 1)  # tokens all four prompts share
+    alone = rows(tok, ps, ["a"] * 4)[3]  # the same row (its seed and length), answered alone
+    run(StepEngine(model, bank=bank), [alone])
+    engine = StepEngine(model, bank=bank, prefix=PrefixCache(64 * 2**20, block=16))
+    together = rows(tok, ps, ["a"] * 4)
+    run(engine, together)
+    shared = common // 16 * 16  # the blocks every prompt has in full
+    assert engine.stats["prefill_tokens"] == shared + sum(len(p) - shared for p in ps)
+    assert engine.stats["prefix_hit_tokens"] == 3 * shared
+    assert together[3].stream.tokens == alone.stream.tokens
+
+
 def test_prefix_cache_stays_under_its_memory_bound_and_drops_the_least_recently_used() -> None:
     def kv(n: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
         return [(torch.randn(1, 2, n, 4), torch.randn(1, 2, n, 4))]

@@ -7,9 +7,11 @@ Rows (one per choice of a request) are added at any time. Each :meth:`StepEngine
    fewest rows in the batch goes first, the oldest row among equals;
 2. decodes one token for every running row (one forward pass, each row with its own adapter);
 3. prefills admitted rows in chunks of ``chunk`` tokens, at most ``prefill_budget`` tokens a step while
-   other rows are decoding, so a long prompt never stalls everyone's next token for long; a row's
-   cached prefix blocks (:mod:`tailored.engine.prefix`) are skipped; a row whose prompt is done samples
-   its first token and joins the running batch for the next step.
+   other rows are decoding, so a long prompt never stalls everyone's next token for long; one pass
+   computes the next chunk of several rows, packed without padding (rows arriving together cost one
+   forward pass, not one each); a row's cached prefix blocks (:mod:`tailored.engine.prefix`) are
+   skipped, and a block another row of the pass is computing is waited for, not computed twice; a row
+   whose prompt is done samples its first token and joins the running batch for the next step.
 
 Rows leave as they finish (stop token, stop string, length), fail, or are cancelled; :func:`run` drives
 the steps until every row is done (chat, eval), a server's scheduler thread calls :meth:`step` itself.
@@ -26,7 +28,7 @@ from typing import Any
 
 import torch
 
-from tailored.engine.kv import KV, join, new_cache, select, tensors
+from tailored.engine.kv import KV, join, new_cache, pack, select, tensors, unpack
 from tailored.engine.lora import BASE, LoraBank
 from tailored.engine.prefix import PrefixCache
 from tailored.engine.sampling import Row, advance
@@ -166,11 +168,11 @@ class StepEngine:
     # --- the forward passes ------------------------------------------------------------------------
 
     @contextlib.contextmanager
-    def _rows_adapters(self, adapters: list[str]) -> Iterator[None]:
+    def _rows_adapters(self, adapters: list[str], lengths: list[int] | None = None) -> Iterator[None]:
         if self.bank is None or all(a == BASE for a in adapters):
             yield
             return
-        with self.bank.rows(adapters):
+        with self.bank.rows(adapters, lengths):
             yield
 
     def _namespace(self, adapter: str) -> str:
@@ -178,55 +180,109 @@ class StepEngine:
         return f"{self.namespace}/{adapter}@{version}"
 
     def _prefill(self) -> None:
+        """Up to the step's budget of prompt tokens, in passes that each take one chunk from several rows."""
         budget = self.prefill_budget if self.running else 4 * self.prefill_budget
         spent, joined = 0, []
-        for seq in list(self.prefilling):
-            if spent >= budget:
-                break
-            ids = seq.row.prompt_ids
+        while spent < budget and self.prefilling:
+            group, tokens = self._next_group(budget - spent)
+            spent += tokens
             try:
-                if not seq.looked_up and self.prefix is not None:
-                    seq.looked_up = True
-                    seq.done, seq.kv = self.prefix.lookup(self._namespace(seq.row.adapter), ids, len(ids) - 1)
-                    self.stats["prefix_hit_tokens"] += seq.done
+                logits = self._prefill_pass(group)
+            except Exception as exc:  # noqa: BLE001 - retried one row at a time: only a row that fails alone fails
+                if len(group) == 1:
+                    self._failed(group[0], exc)
+                    continue
                 logits = None
-                while spent < budget and seq.done < len(ids):
-                    logits, n = self._prefill_chunk(seq)
-                    spent += n
-                if seq.done < len(ids):
-                    break
-                self.prefilling.remove(seq)
-                self.stats["tokens"] += 1
-                token, goes_on = advance(seq.row, logits, int(logits.argmax()))
-            except Exception as exc:  # this row's own forward pass, sampling or emit: it alone fails
-                self._failed(seq, exc)
-                continue
-            if goes_on:
-                seq.token, seq.pos = token, len(ids)
-                joined.append(seq)
-            else:
-                seq.kv = None
+            for i, seq in enumerate(group):
+                try:
+                    row_logits = logits[i] if logits is not None else self._prefill_pass([seq])[0]
+                    if seq.done < len(seq.row.prompt_ids):
+                        continue
+                    self.prefilling.remove(seq)
+                    self.stats["tokens"] += 1
+                    token, goes_on = advance(seq.row, row_logits, int(row_logits.argmax()))
+                except Exception as exc:  # this row's own forward pass, sampling or emit: it alone fails
+                    self._failed(seq, exc)
+                    continue
+                if goes_on:
+                    seq.token, seq.pos = token, len(seq.row.prompt_ids)
+                    joined.append(seq)
+                else:
+                    seq.kv = None
         if joined:
             self._cache, self._mask = join(self._cache, self._mask, [s.kv for s in joined])  # type: ignore[misc]
             for seq in joined:
                 seq.kv = None
             self.running += joined
 
-    def _prefill_chunk(self, seq: _Seq) -> tuple[torch.Tensor, int]:
-        ids = seq.row.prompt_ids
-        start = seq.done
-        end = min(len(ids), (start // self.chunk + 1) * self.chunk)
-        cache = new_cache(seq.kv)
-        with self._rows_adapters([seq.row.adapter]):
-            out = self.model(input_ids=torch.tensor([ids[start:end]], device=self.device),
-                             attention_mask=torch.ones(1, end, dtype=torch.long, device=self.device),
-                             position_ids=torch.arange(start, end, device=self.device)[None],
-                             cache=cache, use_cache=True, logits_to_keep=1)
-        seq.kv, seq.done = tensors(cache), end
-        self.stats["prefill_tokens"] += end - start
+    def _next_group(self, budget: int) -> tuple[list[_Seq], int]:
+        """The rows whose next chunk the next prefill pass computes (in order, while ``budget`` tokens last),
+        and its tokens.
+
+        With a prefix cache, a row whose next block another row of the pass is computing already (the same
+        adapter, the same tokens up to the block's end: a shared system prompt) waits for the next pass
+        and looks its prefix up again then, so a shared prefix is computed once, not once per row.
+        """
+        group, spent, computing = [], 0, set()
+        for seq in self.prefilling:
+            if group and spent >= budget:
+                break
+            ids = seq.row.prompt_ids
+            if not seq.looked_up and self.prefix is not None:
+                seq.looked_up = True
+                done, kv = self.prefix.lookup(self._namespace(seq.row.adapter), ids, len(ids) - 1)
+                if done > seq.done:
+                    self.stats["prefix_hit_tokens"] += done - seq.done
+                    seq.done, seq.kv = done, kv
+            end = self._chunk_end(seq)
+            if self.prefix is not None and end % self.chunk == 0 and end < len(ids):  # a block the cache will keep
+                key = (seq.row.adapter, tuple(ids[:end]))
+                if key in computing:
+                    seq.looked_up = False
+                    continue
+                computing.add(key)
+            group.append(seq)
+            spent += end - seq.done
+        return group, spent
+
+    def _chunk_end(self, seq: _Seq) -> int:
+        """The end of a row's next prefill chunk: chunks end on multiples of ``chunk`` (the prefix cache's blocks)."""
+        return min(len(seq.row.prompt_ids), (seq.done // self.chunk + 1) * self.chunk)
+
+    def _prefill_pass(self, group: list[_Seq]) -> torch.Tensor:
+        """One forward pass over the next chunk of each row of ``group``; returns each row's last logits.
+
+        One row runs as it is; several are packed into one sequence (:func:`~tailored.engine.kv.pack`: no
+        padding, each row sees only its own keys) and each row's own KV is cut back out afterwards.
+        """
+        ends = [self._chunk_end(seq) for seq in group]
+        if len(group) == 1:
+            seq, end = group[0], ends[0]
+            start, ids = seq.done, seq.row.prompt_ids
+            cache = new_cache(seq.kv)
+            with self._rows_adapters([seq.row.adapter]):
+                out = self.model(input_ids=torch.tensor([ids[start:end]], device=self.device),
+                                 attention_mask=torch.ones(1, end, dtype=torch.long, device=self.device),
+                                 position_ids=torch.arange(start, end, device=self.device)[None],
+                                 cache=cache, use_cache=True, logits_to_keep=1)
+            self._prefilled(seq, tensors(cache), end)
+            return out.logits[:, -1]
+        past = [seq.done for seq in group]
+        packed = pack([seq.row.prompt_ids for seq in group], past, ends, [seq.kv for seq in group],
+                      dtype=next(self.model.parameters()).dtype, device=self.device)
+        cache = new_cache(packed.kv)
+        with self._rows_adapters([seq.row.adapter for seq in group], packed.lengths):
+            out = self.model(input_ids=packed.input_ids, attention_mask=packed.mask, position_ids=packed.positions,
+                             cache=cache, use_cache=True, logits_to_keep=packed.last)
+        for seq, kv, end in zip(group, unpack(tensors(cache), past, packed.lengths), ends):
+            self._prefilled(seq, kv, end)
+        return out.logits[0]
+
+    def _prefilled(self, seq: _Seq, kv: KV, end: int) -> None:
+        self.stats["prefill_tokens"] += end - seq.done
+        seq.kv, seq.done = kv, end
         if self.prefix is not None:
-            self.prefix.store(self._namespace(seq.row.adapter), ids, seq.kv, end)
-        return out.logits[0, -1], end - start
+            self.prefix.store(self._namespace(seq.row.adapter), seq.row.prompt_ids, kv, end)
 
     def _decode(self) -> None:
         rows = self.running

@@ -3,10 +3,14 @@
 Each layer holds keys and values of shape ``[rows, heads, width, head_dim]``; a row shorter than the
 batch is padded on the left and masked out (``mask`` is ``[rows, width]``, 1 where a row has a real
 token). Positions are each row's own, so a row's keys are the same whatever batch it sits in.
+
+Prefill packs several rows' next chunks into one sequence instead (:func:`pack`, :func:`unpack`): no
+padding at all, a block-diagonal mask, and each row's own KV cut back out after the pass.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -84,3 +88,54 @@ def select(cache: Any, mask: torch.Tensor, keep: list[int]) -> torch.Tensor:
             layer.keys, layer.values = layer.keys[:, :, first:], layer.values[:, :, first:]
         mask = mask[:, first:]
     return mask
+
+
+@dataclass
+class Packed:
+    """Several rows' next prefill chunks packed into one sequence (batch 1, no padding)."""
+
+    input_ids: torch.Tensor  # [1, Σ new]: row after row
+    positions: torch.Tensor  # [1, Σ new]: each row's own positions
+    mask: torch.Tensor  # [1, 1, Σ new, Σ past + Σ new], additive: 0 where a query sees a key, the dtype's minimum elsewhere
+    kv: KV  # [1, heads, Σ past, head_dim] per layer: the rows' cached KV, row after row
+    last: torch.Tensor  # index of each row's last new token (its next-token logits)
+    lengths: list[int]  # new tokens per row (per-row adapters are per token here)
+
+
+def pack(prompts: list[list[int]], past: list[int], ends: list[int], kvs: list[KV | None], *,
+         dtype: torch.dtype, device: torch.device | str) -> Packed:
+    """Rows that each have ``past[i]`` tokens in ``kvs[i]`` and prefill ``prompts[i][past[i]:ends[i]]``, as one pass.
+
+    The new tokens are packed one row after the other (no padding: the linear layers see only real
+    tokens) behind all rows' cached keys; a block-diagonal causal mask lets each token see its own row's
+    cached keys and its row's new tokens up to itself, so each row gets the keys it would get alone.
+    """
+    new = [e - p for p, e in zip(past, ends)]
+    n_past, n_new = sum(past), sum(new)
+    sees = torch.zeros(n_new, n_past + n_new, dtype=torch.bool)
+    ids, positions = [], []
+    p0 = q0 = 0
+    for prompt, p, n in zip(prompts, past, new):
+        ids += prompt[p : p + n]
+        positions += range(p, p + n)
+        sees[q0 : q0 + n, p0 : p0 + p] = True
+        sees[q0 : q0 + n, n_past + q0 : n_past + q0 + n] = torch.ones(n, n, dtype=torch.bool).tril()
+        p0, q0 = p0 + p, q0 + n
+    mask = torch.zeros(sees.shape, dtype=dtype).masked_fill_(~sees, torch.finfo(dtype).min)
+    cached = [kv for kv in kvs if kv]
+    layers: KV = [(torch.cat([kv[i][0] for kv in cached], dim=2), torch.cat([kv[i][1] for kv in cached], dim=2))
+                  for i in range(len(cached[0]))] if cached else []
+    last = torch.tensor(new).cumsum(0) - 1
+    return Packed(torch.tensor([ids], device=device), torch.tensor([positions], device=device),
+                  mask[None, None].to(device), layers, last.to(device), new)
+
+
+def unpack(kv: KV, past: list[int], new: list[int]) -> list[KV]:
+    """Each row's own one-row KV (its cached and its new keys) from the cache of a :func:`pack` pass."""
+    n_past, out = sum(past), []
+    p0 = q0 = 0
+    for p, n in zip(past, new):
+        keep = torch.cat([torch.arange(p0, p0 + p), torch.arange(n_past + q0, n_past + q0 + n)]).to(kv[0][0].device)
+        out.append([(k.index_select(2, keep), v.index_select(2, keep)) for k, v in kv])
+        p0, q0 = p0 + p, q0 + n
+    return out

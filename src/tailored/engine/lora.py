@@ -131,9 +131,10 @@ class LoraBank:
         return self._layers[names]
 
     @contextmanager
-    def rows(self, adapters: list[str]) -> Iterator[RowAdapters]:
-        """Within: the model adds each row's own LoRA update (``__base__`` rows get none)."""
-        batch = RowAdapters(self, adapters)
+    def rows(self, adapters: list[str], lengths: list[int] | None = None) -> Iterator[RowAdapters]:
+        """Within: the model adds each row's own LoRA update (``__base__`` rows get none); ``lengths``: the
+        rows are packed one after the other in one sequence, ``lengths[i]`` tokens each."""
+        batch = RowAdapters(self, adapters, lengths)
         patched = []
         try:
             for name, forward in batch.forwards():
@@ -149,25 +150,28 @@ class LoraBank:
 class RowAdapters:
     """The concatenated LoRA matrices of one batch, and the row masks (rows leave as they finish)."""
 
-    def __init__(self, bank: LoraBank, adapters: list[str]) -> None:
+    def __init__(self, bank: LoraBank, adapters: list[str], lengths: list[int] | None = None) -> None:
         self.bank = bank
         self.layers = bank.layers(tuple(sorted({a for a in adapters if a != BASE})))
         self._masks: dict[tuple[tuple[str, int], ...], torch.Tensor | None] = {}
-        self.set_rows(adapters)
+        self.set_rows(adapters, lengths)
 
-    def set_rows(self, adapters: list[str]) -> None:
-        """The adapter of each row of the next forward pass."""
-        self.rows = list(adapters)
+    def set_rows(self, adapters: list[str], lengths: list[int] | None = None) -> None:
+        """The adapter of each row of the next forward pass (``lengths``: rows packed in one sequence)."""
+        self.rows, self.lengths = list(adapters), lengths
         self._masks.clear()
 
     def _mask(self, layout: tuple[tuple[str, int], ...], like: torch.Tensor) -> torch.Tensor | None:
-        """[B, 1, R] 0/1 columns of each row's adapter; None when every row uses the layer's only adapter."""
+        """[B, 1, R] (packed: [1, T, R]) 0/1 columns of each row's adapter; None when every row uses the layer's
+        only adapter."""
         if layout in self._masks:
             return self._masks[layout]
         mask = None
         if not (len(layout) == 1 and all(a == layout[0][0] for a in self.rows)):
             columns = [torch.tensor([[1.0 if a == name else 0.0] for a in self.rows]).expand(-1, r) for name, r in layout]
-            mask = torch.cat(columns, dim=1).to(like)[:, None, :]
+            mask = torch.cat(columns, dim=1)
+            mask = (mask.repeat_interleave(torch.tensor(self.lengths), dim=0)[None] if self.lengths
+                    else mask[:, None, :]).to(like)
         self._masks[layout] = mask
         return mask
 
