@@ -267,14 +267,13 @@ class StepEngine:
                                  cache=cache, use_cache=True, logits_to_keep=1)
             self._prefilled(seq, tensors(cache), end)
             return out.logits[:, -1]
-        past = [seq.done for seq in group]
-        packed = pack([seq.row.prompt_ids for seq in group], past, ends, [seq.kv for seq in group],
+        packed = pack([seq.row.prompt_ids for seq in group], [seq.done for seq in group], ends, [seq.kv for seq in group],
                       dtype=next(self.model.parameters()).dtype, device=self.device)
         cache = new_cache(packed.kv)
         with self._rows_adapters([seq.row.adapter for seq in group], packed.lengths):
             out = self.model(input_ids=packed.input_ids, attention_mask=packed.mask, position_ids=packed.positions,
                              cache=cache, use_cache=True, logits_to_keep=packed.last)
-        for seq, kv, end in zip(group, unpack(tensors(cache), past, packed.lengths), ends):
+        for seq, kv, end in zip(group, unpack(tensors(cache), packed), ends):
             self._prefilled(seq, kv, end)
         return out.logits[0]
 

@@ -100,6 +100,7 @@ class Packed:
     kv: KV  # [1, heads, Σ past, head_dim] per layer: the rows' cached KV, row after row
     last: torch.Tensor  # index of each row's last new token (its next-token logits)
     lengths: list[int]  # new tokens per row (per-row adapters are per token here)
+    columns: list[torch.Tensor]  # each row's key columns (its cached, then its new keys) in the pass's cache
 
 
 def pack(prompts: list[list[int]], past: list[int], ends: list[int], kvs: list[KV | None], *,
@@ -113,13 +114,14 @@ def pack(prompts: list[list[int]], past: list[int], ends: list[int], kvs: list[K
     new = [e - p for p, e in zip(past, ends)]
     n_past, n_new = sum(past), sum(new)
     sees = torch.zeros(n_new, n_past + n_new, dtype=torch.bool)
-    ids, positions = [], []
+    ids, positions, columns = [], [], []
     p0 = q0 = 0
     for prompt, p, n in zip(prompts, past, new):
         ids += prompt[p : p + n]
         positions += range(p, p + n)
         sees[q0 : q0 + n, p0 : p0 + p] = True
         sees[q0 : q0 + n, n_past + q0 : n_past + q0 + n] = torch.ones(n, n, dtype=torch.bool).tril()
+        columns.append(torch.cat([torch.arange(p0, p0 + p), torch.arange(n_past + q0, n_past + q0 + n)]).to(device))
         p0, q0 = p0 + p, q0 + n
     mask = torch.zeros(sees.shape, dtype=dtype).masked_fill_(~sees, torch.finfo(dtype).min)
     cached = [kv for kv in kvs if kv]
@@ -127,15 +129,9 @@ def pack(prompts: list[list[int]], past: list[int], ends: list[int], kvs: list[K
                   for i in range(len(cached[0]))] if cached else []
     last = torch.tensor(new).cumsum(0) - 1
     return Packed(torch.tensor([ids], device=device), torch.tensor([positions], device=device),
-                  mask[None, None].to(device), layers, last.to(device), new)
+                  mask[None, None].to(device), layers, last.to(device), new, columns)
 
 
-def unpack(kv: KV, past: list[int], new: list[int]) -> list[KV]:
+def unpack(kv: KV, packed: Packed) -> list[KV]:
     """Each row's own one-row KV (its cached and its new keys) from the cache of a :func:`pack` pass."""
-    n_past, out = sum(past), []
-    p0 = q0 = 0
-    for p, n in zip(past, new):
-        keep = torch.cat([torch.arange(p0, p0 + p), torch.arange(n_past + q0, n_past + q0 + n)]).to(kv[0][0].device)
-        out.append([(k.index_select(2, keep), v.index_select(2, keep)) for k, v in kv])
-        p0, q0 = p0 + p, q0 + n
-    return out
+    return [[(k.index_select(2, keep), v.index_select(2, keep)) for k, v in kv] for keep in packed.columns]
