@@ -242,3 +242,18 @@ def test_the_leaderboard_ranks_by_bradley_terry_with_bootstrap_intervals() -> No
     stopped = [{"models": ["x", "y"], "vote": "b", "answers": ["fine", " "], "messages": []},
                {"models": ["x", "y"], "vote": "a", "answers": ["same", "same "], "messages": []}]
     assert preference_rows(stopped) == ([], {"identical": 1, "empty": 1})  # an empty answer would make the file invalid
+
+
+def test_the_arena_pairs_each_run_once_as_it_is_served_by_default(tmp_path: Path) -> None:
+    """A job's model (its best weights) and its last checkpoint (the final weights) are one run: the arena picks
+    the model, never the checkpoint, even when best and final differ (the browser test met that case)."""
+    from tailored.dashboard.routes_arena import distinct_models
+    from tailored.serve.registry import Entry
+
+    run, other = tmp_path / "job-run", tmp_path / "cli-run"
+    entries = [Entry(id="smol", kind="base", created=0),
+               Entry(id="ft:smol:a:dash:x:ckpt-step-4", kind="adapter", created=0, run_dir=run, which="final"),
+               Entry(id="ft:smol:a:dash:x:ckpt-step-2", kind="adapter", created=0, run_dir=run, which="step-000002"),
+               Entry(id="ft:smol:a:dash:x", kind="adapter", created=0, run_dir=run, which="best"),
+               Entry(id="cli-run", kind="adapter", created=0, run_dir=other, which="final")]
+    assert sorted(distinct_models(entries)) == ["cli-run", "ft:smol:a:dash:x", "smol"]

@@ -25,6 +25,20 @@ def _write(path: Path, rows: list[dict[str, Any]]) -> str:
     return str(path)
 
 
+# ---- the learning-rate rule ------------------------------------------------------------------------
+
+
+def test_the_learning_rate_rule_scales_by_the_square_root_of_the_model_size() -> None:
+    from tailored.train.hparams import size_multiplier
+
+    # 135M: the banking77 sweep's flat optimum (x5.4-x10.8); 7B: the methods' base rates as published;
+    # 33-65B: the QLoRA paper's 1e-4 (x0.5); tiny test models are clamped at 8
+    assert size_multiplier(134_515_008) == 7.21
+    assert size_multiplier(7_000_000_000) == 1.0 and size_multiplier(8_030_000_000) == 0.93
+    assert size_multiplier(33_000_000_000) == 0.5 and size_multiplier(65_000_000_000) == 0.5
+    assert size_multiplier(100_000) == 8.0 and size_multiplier(None) == 1.0
+
+
 # ---- validation: auto -----------------------------------------------------------------------------
 
 def test_auto_validation_holds_out_a_stratified_share() -> None:

@@ -103,8 +103,14 @@ def test_bad_probe_lines_are_named(tmp_path: Path) -> None:
 
 def test_default_probe_is_sound() -> None:
     items = read_choice_file(DEFAULT_PROBE)
-    assert 40 <= len(items) <= 60
-    assert all(len(i.choices) == 4 and len(set(i.choices)) == 4 for i in items)
-    positions = Counter(i.answer_index for i in items)
-    assert len(positions) == 4 and max(positions.values()) < 0.4 * len(items)  # no position bias to exploit
+    assert len(items) == 100
+    assert all(len(i.choices) == 4 and len({c.lower() for c in i.choices}) == 4 for i in items)
+    assert Counter(i.answer_index for i in items) == {0: 25, 1: 25, 2: 25, 3: 25}  # no position bias to exploit
     assert len({i.question for i in items}) == len(items)
+    # no answer-form bias either: phrases, not one-word answers, and the right one is neither usually the
+    # longest nor usually the shortest (the old one-word trivia rewarded a tuned model's taste for short answers)
+    assert all(len(c.split()) >= 2 for i in items for c in i.choices)
+    lengths = [[len(c) for c in i.choices] for i in items]
+    longest = sum(n[i.answer_index] > max(m for j, m in enumerate(n) if j != i.answer_index) for i, n in zip(items, lengths))
+    shortest = sum(n[i.answer_index] < min(m for j, m in enumerate(n) if j != i.answer_index) for i, n in zip(items, lengths))
+    assert longest <= 30 and shortest <= 30, (longest, shortest)

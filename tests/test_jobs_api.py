@@ -87,8 +87,8 @@ def test_the_whole_flow_ends_in_a_model_that_answers(server: Any, finished: dict
     job = finished["job"]
     assert job.status == "succeeded", job.error
     assert job.fine_tuned_model == f"ft:model:team-a:support:{job.fine_tuned_model.rsplit(':', 1)[1]}"
-    # resolved: auto multiplies the base rate by (7e9 / parameters) ** 0.25, clamped at 4 for this tiny model
-    assert job.hyperparameters.batch_size == 4 and job.hyperparameters.learning_rate_multiplier == 4.0
+    # resolved: auto multiplies the base rate by (7e9 / parameters) ** 0.5, clamped at 8 for this tiny model
+    assert job.hyperparameters.batch_size == 4 and job.hyperparameters.learning_rate_multiplier == 8.0
     assert job.trained_tokens and job.trained_tokens > 0 and job.finished_at >= job.created_at
     assert job.model_extra["tailored"] == {"method": "lora", "lora_r": 4}
     said = messages(c, job.id)

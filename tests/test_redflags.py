@@ -194,7 +194,8 @@ def test_curves_only_level_skips_model_checks(staged: dict[str, Any]) -> None:
     assert "validation prompts" in out["flags"][2]["summary"] and "tailored eval" in out["to_complete"]
     # auto: a run whose full check would cost more than half its training stays on curves
     assert choose_level("auto", {"tokens_per_s": 1000, "seconds": 20}) == "curves"
-    assert choose_level("auto", {"tokens_per_s": 137, "seconds": 300}) == "full"  # a 5-minute run of the embedded model
+    assert choose_level("auto", {"tokens_per_s": 137, "seconds": 360}) == "full"  # a 6-minute run of the embedded model
+    assert choose_level("auto", {"tokens_per_s": 137, "seconds": 240}) == "curves"  # 4 minutes: ~170 s would be most of it
     assert choose_level("auto", {"tokens_per_s": 1000, "seconds": 900}) == "full"
     assert choose_level("auto", {"tokens_per_s": 50_000, "seconds": 1}) == "curves"  # a short tiny run
     assert choose_level("auto", {"tokens_per_s": 50_000, "seconds": 60}) == "full"
@@ -212,7 +213,7 @@ def test_smollm2_high_lr_run_forgets_on_the_real_probe(smollm2_dir: Path, tmp_pa
     from tailored.train.run import train
 
     probe = tmp_path / "probe.jsonl"
-    probe.write_text("".join(DEFAULT_PROBE.read_text().splitlines(keepends=True)[::3]))  # 18 of the 54 items
+    probe.write_text("".join(DEFAULT_PROBE.read_text().splitlines(keepends=True)[::3]))  # 34 of the 100 items
     rows = [{"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": "No."}]}
             for q in ("Hi", "Help me", "What time is it?", "Tell me a joke", "Who are you?", "Is it raining?",
                       "Open the door", "Sing", "Count to three", "Say yes", "Good morning", "Thanks")]

@@ -11,7 +11,6 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from tailored.config.manifest import RunFolder
 from tailored.dashboard.arena import Arena, leaderboard, preference_rows
 from tailored.dashboard.routes import body_of, jobs_of, scope_of
 from tailored.errors import RequestError
@@ -52,14 +51,13 @@ def answer(engine: Any, entry: Any, messages: list[dict[str, Any]], sampling: Ge
 
 
 def distinct_models(entries: list[Any]) -> list[str]:
-    """One id per set of weights (a job's model and its last checkpoint may be the same weights); no intermediate
-    checkpoints: the base, and each run's model as it is served by default (its best or final weights)."""
-    seen: dict[tuple[str, Any], str] = {}
-    for e in sorted(entries, key=lambda e: len(e.id)):
-        if e.unsupported or e.which.startswith("step-"):
-            continue
-        step = RunFolder(e.run_dir).step_of(e.which) if e.run_dir is not None else None
-        seen.setdefault((str(e.run_dir), step if step is not None else e.which), e.id)
+    """One id per run: the base, and each run's model as it is served by default (its best or final weights).
+    A job's checkpoints (``...:ckpt-step-N``, the last one included) share its run folder and are left out, even
+    when the last checkpoint's final weights differ from the model's best ones."""
+    seen: dict[str, str] = {}
+    for e in sorted(entries, key=lambda e: len(e.id)):  # a job's model id is a prefix of its checkpoints' ids
+        if not e.unsupported:
+            seen.setdefault(str(e.run_dir) if e.run_dir is not None else e.id, e.id)
     return list(seen.values())
 
 

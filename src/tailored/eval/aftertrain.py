@@ -25,9 +25,10 @@ from tailored.config.manifest import Manifest, RunFolder
 from tailored.eval.choice import DEFAULT_PROBE
 from tailored.eval.redflags import Flag, completion, forgetting, headline, mode_collapse, overfitting, render, worst
 
-# Forward-pass token equivalents of the full check: per model ~6.1k probe tokens (default probe, SmolLM2's
-# tokenizer) + ~1k for the sampled answers; two models; doubled for loading and slow batched decoding.
-FULL_CHECK_TOKENS = 36_000  # with the calibrated probe's content-free pass (short prompts: +20%)
+# Forward-pass token equivalents of the full check: per model 22.8k probe tokens (the 100-item default probe
+# and its content-free pass, SmolLM2's tokenizer; 36 s at 2 threads, as the 3x-training-speed rule predicts)
+# and ~10k for the sampled answers' slow batched decoding; two models.
+FULL_CHECK_TOKENS = 68_000
 LOAD_SECONDS = 2.0  # loading base and tuned model, tokenizing the probe: paid even by a tiny model
 FULL_SHARE = 0.5  # red_flags: auto runs the full check when it costs at most this share of the training time
 
