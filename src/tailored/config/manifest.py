@@ -225,20 +225,6 @@ class RunFolder:
             return "final (the run kept no best validation step)"
         return chosen
 
-    def step_of(self, which: str = "auto") -> int | None:
-        """The training step whose weights ``which`` names (None when the manifest does not say): two names with
-        the same step are the same weights (a job's model and its last checkpoint, when the best step was the last)."""
-        chosen = self.pick(which)
-        if chosen.startswith("step-") and chosen[5:].isdigit():
-            return int(chosen[5:])
-        try:
-            metrics = self.read().metrics
-        except CheckpointError:
-            return None
-        if metrics is None:
-            return None
-        return metrics.best_step if chosen == "best" else metrics.steps if chosen == "final" else None
-
     def weights(self, which: str = "auto") -> Path:
         """The weights ``which`` (see :meth:`weights_path`); raises when they are not there."""
         path = self.weights_path(which)
