@@ -77,7 +77,10 @@ def finished(server: Any, data: dict[str, Path]) -> dict[str, Any]:
     valid = c.files.create(file=("valid.jsonl", data["valid"].read_bytes()), purpose="fine-tune")
     job = c.fine_tuning.jobs.create(model="model", training_file=train.id, validation_file=valid.id, suffix="support",
                                     method={"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 2}}},
-                                    metadata={"team": "a"}, seed=7, extra_body={"tailored": {"lora_r": 4}})
+                                    metadata={"team": "a"}, seed=7,
+                                    # every step is reported once: early stopping (on with validation) would end the
+                                    # tiny model's run at the auto rate (x8) before step 12
+                                    extra_body={"tailored": {"lora_r": 4, "early_stopping_patience": 0}})
     assert job.status == "validating_files" and job.hyperparameters.n_epochs == 2 and job.seed == 7
     return {"job": wait(c, job.id), "train": train, "valid": valid}
 

@@ -386,7 +386,8 @@ def test_resume_with_other_settings_or_data_is_refused_listing_every_difference(
                        max_seq_length=512, data=str(other_data), model=str(other_model))
     text = str(err.value)
     for expected in ("lora_r: 8 in the run, 16 now", "seed: 42 in the run, 7 now",
-                     "learning_rate_multiplier: 4.0 in the run, 3.0 now",  # auto, by size: x4 for the tiny model "batch_size: 4 in the run, 8 now",
+                     "learning_rate_multiplier: 8.0 in the run, 3.0 now",  # auto, by size: x8 for the tiny model
+                     "batch_size: 4 in the run, 8 now",
                      "max_seq_length: 1024 in the run, 512 now"):
         assert expected in text, text
     assert "data:" in text and "other.jsonl" in text
