@@ -39,6 +39,22 @@ def test_the_learning_rate_rule_scales_by_the_square_root_of_the_model_size() ->
     assert size_multiplier(100_000) == 8.0 and size_multiplier(None) == 1.0
 
 
+def test_auto_epochs_are_openais_rule_and_more_for_a_small_guarded_set() -> None:
+    from tailored.config.auto import auto_epochs
+    from tailored.train.hparams import resolve
+
+    # OpenAI's rule without a validation guard: 3, more for tiny sets, fewer for huge ones
+    assert [auto_epochs(n) for n in (20, 900, 1_000, 10_000)] == [5, 3, 3, 2]
+    # guarded (validation + early stopping keep the best weights): >= 4,500 example-passes, at most 5 epochs;
+    # banking77's 900 trained examples get the 5 its sweep measured best
+    assert [auto_epochs(n, guarded=True) for n in (20, 54, 900, 1_000, 1_200, 1_500, 10_000)] == [5, 5, 5, 5, 4, 3, 2]
+    common = dict(batch_size="auto", learning_rate_multiplier="auto", base_learning_rate=2e-4, max_steps=None,
+                  warmup_ratio=0.05, eval_every=None, save_every=None)
+    assert resolve(n_examples=900, epochs="auto", guarded=True, **common).total_steps == 5 * 57
+    assert resolve(n_examples=900, epochs="auto", **common).total_steps == 3 * 57
+    assert resolve(n_examples=900, epochs=2, guarded=True, **common).epochs == 2  # a number is kept
+
+
 # ---- validation: auto -----------------------------------------------------------------------------
 
 def test_auto_validation_holds_out_a_stratified_share() -> None:

@@ -174,11 +174,11 @@ def test_estimate_takes_train_settings(capsys: pytest.CaptureFixture[str], tmp_p
 
     flags = ["--model", "8b", "--method", "adapter", "--bottleneck-size", "8", "--adapter-placement", "both",
              "--batch-size", "8", "--micro-batch-tokens", "2048", "--max-seq-length", "512", "--precision", "fp16",
-             "--gradient-checkpointing", "--epochs", "2"]
+             "--gradient-checkpointing", "--epochs", "2", "--validation", "none", "--early-stopping-patience", "3"]
     parser = build_parser()
     train, est = (parser.parse_args([cmd, "--data", "x.jsonl", *flags]) for cmd in ("train", "estimate"))
     for name in ("model", "method", "bottleneck_size", "adapter_placement", "batch_size", "micro_batch_tokens",
-                 "max_seq_length", "precision", "gradient_checkpointing", "epochs"):
+                 "max_seq_length", "precision", "gradient_checkpointing", "epochs", "validation", "early_stopping_patience"):
         assert getattr(train, name) == getattr(est, name), name
     assert main(["estimate", *flags, "--gpu", "h100", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
@@ -215,3 +215,18 @@ def test_cpu_memory_and_time_against_measured_steps(smollm2_dir: Path) -> None:
     rate, fixed = fit_step_time(points)
     predicted = fixed + train_flops_per_token(shape, 128) * 256 / rate
     assert predicted == pytest.approx(run["cpu_seconds_per_step"], rel=0.35)  # CPU time: robust to a busy machine
+
+
+def test_auto_epochs_follow_the_validation_guard(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """The estimate resolves ``auto`` epochs as training will: more for a small set only when validation and early
+    stopping guard the run (held out automatically from 60 examples on, or given), OpenAI's 3 otherwise."""
+    from tailored.testing.tiny import write_chat_dataset
+
+    data = write_chat_dataset(tmp_path / "train.jsonl", n=100)
+    small = write_chat_dataset(tmp_path / "small.jsonl", n=48)
+    common = dict(model=str(tiny_model_dir), device="a100-80gb", max_seq_length=512)
+    assert estimate(data=data, **common).data.epochs == 5  # 100 examples, validation: auto, patience auto
+    assert estimate(data=data, early_stopping_patience=0, **common).data.epochs == 3
+    assert estimate(data=data, validation="none", **common).data.epochs == 3
+    assert estimate(data=small, **common).data.epochs == 3  # under 60: nothing is held out
+    assert estimate(data=small, validation=str(small), **common).data.epochs == 5

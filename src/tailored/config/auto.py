@@ -5,13 +5,28 @@ from __future__ import annotations
 import math
 
 
-def auto_epochs(n_examples: int) -> int:
-    """OpenAI's rule: 3 epochs, raised for tiny sets (≥100 example-passes), lowered for huge ones."""
+# ``validation: auto`` holds out part of a training file of at least this many examples (below, all are needed).
+MIN_FOR_AUTO_VALIDATION = 60
+# With a validation guard, small sets get at least this many example-passes, in at most GUARDED_MAX_EPOCHS epochs.
+GUARDED_EXAMPLE_PASSES = 4_500
+GUARDED_MAX_EPOCHS = 5
+
+
+def auto_epochs(n_examples: int, guarded: bool = False) -> int:
+    """OpenAI's rule: 3 epochs, raised for tiny sets (≥100 example-passes), lowered for huge ones.
+
+    ``guarded`` (validation data and early stopping, so the best weights are kept whatever the length): a set
+    of under 1,500 examples gets 4 or 5 epochs (≥4,500 example-passes), since more passes then cost time but
+    not quality. banking77 (900 trained on, 2026-12-02): 3 epochs 0.710, 4 → 0.740, 5 → 0.755 accuracy, the
+    validation loss improving at every validation (docs/defaults.md).
+    """
     epochs = 3
     if n_examples * epochs < 100:
         epochs = min(25, math.ceil(100 / max(1, n_examples)))
     elif n_examples * epochs > 25_000:
         epochs = max(1, 25_000 // n_examples)
+    elif guarded:
+        epochs = min(GUARDED_MAX_EPOCHS, max(epochs, math.ceil(GUARDED_EXAMPLE_PASSES / n_examples)))
     return epochs
 
 

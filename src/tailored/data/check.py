@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tailored.config.auto import auto_epochs
+from tailored.config.auto import MIN_FOR_AUTO_VALIDATION, auto_epochs
 from tailored.data.jsonl import DEFAULT_MAX_LINE_BYTES
 from tailored.data.readers import read_records
 from tailored.data.records import Example, Problem
@@ -148,7 +148,7 @@ def check_file(
         report.encoded = encoded
         lengths = [len(e) for e in encoded]
         trained = [e.n_labels for e in encoded]
-        ep = epochs or auto_epochs(n)
+        ep = epochs or auto_epochs(n, guarded=n >= MIN_FOR_AUTO_VALIDATION)  # as validation: auto trains it
         total = sum(lengths)
         stats = {
             "min": min(lengths), "median": int(statistics.median(lengths)), "p95": percentile(lengths, 0.95),

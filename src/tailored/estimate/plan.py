@@ -16,6 +16,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from tailored.config.auto import MIN_FOR_AUTO_VALIDATION
 from tailored.config.schema import TrainConfig
 from tailored.data.batching import epoch_steps, micro_batches, shard
 from tailored.data.readers import read_records
@@ -77,7 +78,7 @@ class DataPlan:
         hp = resolve(n_examples=len(rows), epochs=config.epochs, batch_size=config.batch_size,
                      learning_rate_multiplier=config.learning_rate_multiplier, base_learning_rate=self.method.base_learning_rate,
                      max_steps=config.max_steps, warmup_ratio=config.warmup_ratio, eval_every=config.eval_every,
-                     save_every=config.save_every, world_size=devices)
+                     save_every=config.save_every, world_size=devices, guarded=guarded(config, len(rows)))
         batches = self.objective.batches if self.objective is not None else micro_batches
         lengths = [len(r) for r in rows]
         padded = real = trained = passes = peak = widest = 0
@@ -95,6 +96,12 @@ class DataPlan:
                     peak, widest = max(peak, n_rows * width), max(widest, width)
         return DataTokens(len(rows), real, padded, trained, widest, self.tokenizer_name, hp.epochs, hp.batch_size,
                           hp.total_steps, len(plan), passes, peak)
+
+
+def guarded(config: TrainConfig, n_examples: int) -> bool:
+    """Whether training will have validation data and early stopping (what ``auto`` epochs depend on)."""
+    has_validation = config.validation_file is not None or (config.validation == "auto" and n_examples >= MIN_FOR_AUTO_VALIDATION)
+    return has_validation and config.early_stopping_patience != 0
 
 
 def largest_pass(config: TrainConfig, devices: int, tokens: DataTokens | None) -> tuple[int, int]:

@@ -198,8 +198,10 @@ def cpu_throughput(shape: ModelShape, folder: Path | None, setup: TrainSetup, ca
     return rate, 0.0, f"matmul benchmark × {CPU_MATMUL_EFFICIENCY} efficiency, {torch.get_num_threads()} thread(s)"
 
 
-# TrainConfig settings that decide an estimate; `tailored estimate` takes them with train's names and meanings.
+# TrainConfig settings that decide an estimate; `tailored estimate` takes them with train's names and meanings
+# (validation and early_stopping_patience: whether `auto` epochs are guarded, so may be more).
 ESTIMATE_SETTINGS = ("data", "format", "model", "method", "epochs", "batch_size", "max_steps", "max_seq_length", "overlength",
+                     "validation", "early_stopping_patience",
                      "batching", "micro_batch_tokens", "precision", "gradient_checkpointing", "strategy", "nproc", "nnodes")
 
 

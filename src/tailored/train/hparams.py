@@ -1,6 +1,7 @@
 """Resolve "auto" hyperparameters from the dataset size and the model size, as numbers.
 
-Epochs and batch size follow the dataset size (:mod:`tailored.config.auto`, OpenAI's rule). The learning
+Epochs and batch size follow the dataset size (:mod:`tailored.config.auto`, OpenAI's rule; up to 5 epochs for a
+small set when validation and early stopping guard the run). The learning
 rate is the method's base rate (set for 7-8B models: LoRA 2e-4 as in the QLoRA paper and Axolotl's and
 Unsloth's LoRA examples) times :func:`size_multiplier`: ``(7e9 / parameters) ** 0.5`` between 0.5 and 8,
 so 135M → ×7.2, 360M → ×4.4, 1B → ×2.6, 3B → ×1.5, 7-8B → ×1.0, 13B → ×0.73, 33-65B → ×0.5 (the QLoRA
@@ -56,8 +57,10 @@ def resolve(
     save_every: int | str | None,
     world_size: int = 1,
     model_parameters: int | None = None,
+    guarded: bool = False,
 ) -> Resolved:
-    ep = auto_epochs(n_examples) if epochs == "auto" else int(epochs)
+    """``guarded``: the run has validation data and early stopping (``auto`` epochs may then be more)."""
+    ep = auto_epochs(n_examples, guarded) if epochs == "auto" else int(epochs)
     bs = auto_batch_size(n_examples) if batch_size == "auto" else int(batch_size)
     bs = max(bs, world_size)
     mult = size_multiplier(model_parameters) if learning_rate_multiplier == "auto" else float(learning_rate_multiplier)

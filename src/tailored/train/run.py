@@ -200,7 +200,8 @@ def train(config: TrainConfig | None = None, *, config_file: str | None = None, 
     hp = resolve(n_examples=len(train_rows), epochs=cfg.epochs, batch_size=cfg.batch_size,
                  learning_rate_multiplier=cfg.learning_rate_multiplier, base_learning_rate=method.base_learning_rate,
                  max_steps=cfg.max_steps, warmup_ratio=cfg.warmup_ratio, eval_every=cfg.eval_every,
-                 save_every=cfg.save_every, world_size=accelerator.num_processes, model_parameters=_parameters(folder))
+                 save_every=cfg.save_every, world_size=accelerator.num_processes, model_parameters=_parameters(folder),
+                 guarded=bool(val_rows) and cfg.early_stopping_patience > 0)
     run_dir = run.path
     if main and not resume and run.exists():
         raise CheckpointError(f"{run_dir} already holds a run", hint="pass another --output, or --resume to continue it")

@@ -14,11 +14,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from tailored.config.auto import MIN_FOR_AUTO_VALIDATION
 from tailored.data.split import split_examples
 from tailored.errors import DataError
 
 MIN_AUTO = 32  # fewest held-out examples worth a validation curve
-MIN_TRAIN_FOR_AUTO = 60  # below this the data is all needed for training
+MIN_TRAIN_FOR_AUTO = MIN_FOR_AUTO_VALIDATION  # below this the data is all needed for training
 MAX_AUTO = 1000
 AUTO_PATIENCE = 2  # validations without improvement before stopping (with about 5 validations per run)
 
