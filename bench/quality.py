@@ -14,7 +14,7 @@ Configurations, all on the embedded SmolLM2-135M-Instruct, same threads:
   on q_proj/v_proj, labels on every token (prompt included);
 - ``defaults``: ``tailored.train(data=...)`` with no setting but the output folder;
 - sweep (``--sweep``, or by name with ``--configs``): the defaults with a setting changed (the learning-rate
-  multiplier, 4 epochs, LoRA r=8 on q/v only, batch size 8, full fine-tuning).
+  multiplier, 3, 4 or 5 epochs, LoRA r=8 on q/v only, batch size 8, full fine-tuning).
 
 Every trained configuration gets at most ``--budget-minutes`` of training; a configuration whose own
 length would exceed it is cut to the steps that fit (the table says so: ``cut``). Quality comes with a
@@ -44,7 +44,8 @@ METRIC = {"classification": "accuracy", "sql": "execution accuracy", "generation
 # The learning rates are named by their multiplier ("lr 5.4" is the "lr x2" row of the 2026-12-02 05:32 run).
 SWEEP = {"lr 1.35": {"learning_rate_multiplier": 1.35}, "lr 2.69": {"learning_rate_multiplier": 2.69},
          "lr 5.4": {"learning_rate_multiplier": 5.4}, "lr 10.8": {"learning_rate_multiplier": 10.8},
-         "lr 14.4": {"learning_rate_multiplier": 14.4}, "epochs 4": {"epochs": 4},
+         "lr 14.4": {"learning_rate_multiplier": 14.4}, "epochs 3": {"epochs": 3},
+         "epochs 4": {"epochs": 4}, "epochs 5": {"epochs": 5},
          "lr 5.4 batch 8": {"learning_rate_multiplier": 5.4, "batch_size": 8},
          "r8 q,v": {"lora_r": 8, "lora_alpha": 16, "target_modules": "q_proj,v_proj"}, "batch 8": {"batch_size": 8},
          "full": {"method": "full"}}
@@ -175,13 +176,15 @@ def run_task(task: str, args, work: Path, speed: dict, done: list[dict], started
     rows: list[dict] = []
     wanted = args.configs
 
-    def record(config: str, model, train_s: float, tokens: int, note: str = "") -> None:
+    def record(config: str, model, train_s: float, tokens: int, note: str = "", curve: list | None = None) -> None:
         prompts = base_test if config == BASE else test
         answers, gen_s = answer(model, prompts, max_new)
         mean, lo, hi = interval(per_item(kind, test, answers, labels))
         row = {"task": task, "metric": METRIC[kind], "config": config, "quality": mean, "ci95": [lo, hi],
                "train_minutes": train_s / 60, "tokens_per_s": tokens / train_s if train_s else None,
                "answer_seconds": gen_s, "n_scored": len(answers), "note": note, "examples": answers[:3]}
+        if curve:  # [step, validation loss, elapsed seconds]: what bench/patience.py replays
+            row["validation"] = curve
         if labels:  # classification served as classification: the same model, decoding held to the label set
             held, held_s = answer(model, prompts, max_new, labels=labels)
             c_mean, c_lo, c_hi = interval(per_item(kind, test, held, labels))
@@ -233,7 +236,7 @@ def run_task(task: str, args, work: Path, speed: dict, done: list[dict], started
         trained_on = n_train - auto_holdout_count(n_train)  # what validation: auto leaves for training
         hp = resolve(n_examples=trained_on, epochs=change.get("epochs", "auto"), batch_size=change.get("batch_size", "auto"),
                      learning_rate_multiplier="auto", base_learning_rate=1.0, max_steps=None, warmup_ratio=0.0,
-                     eval_every=None, save_every=None)
+                     eval_every=None, save_every=None, guarded=True)
         steps, note = fit(hp.total_steps, hp.batch_size)
         out = work / f"{task}-{name.replace(' ', '_')}"
         result = train(data=str(train_file), output=str(out), threads=args.threads, red_flags="off",
@@ -241,8 +244,20 @@ def run_task(task: str, args, work: Path, speed: dict, done: list[dict], started
         speed["tailored"] = result.metrics["tokens_per_s"]
         which = "best" if (out / "best").is_dir() else "final"
         record(name, load(out), result.metrics["seconds"], result.metrics["real_tokens"],
-               "; ".join(filter(None, [note, f"{result.metrics['steps']} steps, weights {which}"])))
+               "; ".join(filter(None, [note, f"{result.metrics['steps']} steps, weights {which}"])),
+               curve=validation_curve(out / "metrics.jsonl"))
     return rows
+
+
+def validation_curve(metrics: Path) -> list[list[float]]:
+    """[step, validation loss, training seconds so far] of each validation after step 0 (one per step)."""
+    rows, elapsed, curve = read_rows(metrics), 0.0, {}
+    for r in rows:
+        if r.get("split") == "train":
+            elapsed = r.get("elapsed_s", elapsed)
+        elif r.get("split") == "validation" and r["step"] > 0:  # step 0 is the base model's, never kept
+            curve[r["step"]] = [r["step"], r["loss"], elapsed]
+    return list(curve.values())
 
 
 def steady_speed(metrics: Path) -> float:
