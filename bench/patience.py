@@ -75,7 +75,7 @@ def train_curve(task: str, n: int, epochs: int, threads: int, work: Path) -> lis
                  base_learning_rate=1.0, max_steps=None, warmup_ratio=0.0, eval_every=None, save_every=None)
     train(data=str(data), output=str(out), threads=threads, red_flags="off", epochs=epochs, early_stopping_patience=0,
           eval_every=max(1, hp.total_steps // 20))
-    return validation_curve(out / "metrics.jsonl")
+    return validation_curve(out)
 
 
 def main() -> int:
@@ -91,6 +91,8 @@ def main() -> int:
     fine: dict[str, list[list[float]]] = {}
     trained = None
     for source in args.sources:
+        if not Path(source).is_file():
+            ap.error(f"--from {source}: no such file (a bench/quality.py or bench/patience.py JSON)")
         saved = json.loads(Path(source).read_text())
         trained = saved.get("trained", trained)
         for row in saved.get("rows", []):

@@ -251,7 +251,7 @@ def run_task(task: str, args, work: Path, speed: dict, done: list[dict], started
         which = "best" if (out / "best").is_dir() else "final"
         record(name, load(out), result.metrics["seconds"], result.metrics["real_tokens"],
                "; ".join(filter(None, [note, f"{result.metrics['steps']} steps, weights {which}"])),
-               curve=validation_curve(out / "metrics.jsonl"))
+               curve=validation_curve(out))
     return rows
 
 
@@ -260,14 +260,16 @@ def speed_key(change: dict) -> str:
     return json.dumps({k: v for k, v in change.items() if k not in ("epochs", "learning_rate_multiplier")}, sort_keys=True)
 
 
-def validation_curve(metrics: Path) -> list[list[float]]:
+def validation_curve(run_dir: Path) -> list[list[float]]:
     """[step, validation loss, training seconds so far] of each validation after step 0 (one per step)."""
-    rows, elapsed, curve = read_rows(metrics), 0.0, {}
-    for r in rows:
-        if r.get("split") == "train":
-            elapsed = r.get("elapsed_s", elapsed)
-        elif r.get("split") == "validation" and r["step"] > 0:  # step 0 is the base model's, never kept
-            curve[r["step"]] = [r["step"], r["loss"], elapsed]
+    from tailored.eval.redflags import read_curves
+
+    train, val = read_curves(run_dir)
+    curve = {}
+    for v in val:
+        if v["step"] > 0:  # step 0 is the base model's, never kept
+            elapsed = max((t.get("elapsed_s", 0.0) for t in train if t["step"] <= v["step"]), default=0.0)
+            curve[v["step"]] = [v["step"], v["loss"], elapsed]
     return list(curve.values())
 
 
