@@ -52,6 +52,7 @@ SWEEP = {"lr 1.35": {"learning_rate_multiplier": 1.35}, "lr 2.69": {"learning_ra
          "r64": {"lora_r": 64, "lora_alpha": 128}, "batch 8": {"batch_size": 8},
          "full": {"method": "full"}}
 BASE, RECIPE = "base (zero-shot)", "seed recipe"
+PILOT_STEPS = 8
 CONFIGS = {"defaults": {}} | SWEEP
 PROBES = {"general": None, "arc-easy": DATA / "forgetting-probe" / "validation.jsonl"}
 
@@ -216,8 +217,7 @@ def run_task(task: str, args, work: Path, speed: dict, done: list[dict], started
         record(BASE, load("smollm2"), 0.0, 0, "label list in the prompt" if labels else "")
 
     def fit(steps_wanted: int, batch: int, key: str) -> tuple[int, str]:
-        tps = speed[key] * 0.92  # validation passes take time too
-        fits = max(2, int(budget_s * tps / (per_ex * batch)))
+        fits = max(2, int(budget_s * speed[key] / (per_ex * batch)))
         return (steps_wanted, "") if steps_wanted <= fits else (fits, f"cut to {fits} of {steps_wanted} steps by the budget")
 
     if RECIPE in wanted:
@@ -231,14 +231,14 @@ def run_task(task: str, args, work: Path, speed: dict, done: list[dict], started
         if name not in wanted:
             continue
         # the budget needs this configuration's speed on this machine now (a rank-64 adapter trains ~20% slower
-        # than rank 16): a 4-step pilot measures it once per method/rank/targets/batch
+        # than rank 16): an 8-step pilot measures it once per method/rank/targets/batch
         key = speed_key(change)
         if key not in speed:
             pilot = work / f"{task}-pilot"
             shutil.rmtree(pilot, ignore_errors=True)
-            train(data=str(train_file), output=str(pilot), threads=args.threads, red_flags="off", max_steps=4,
+            train(data=str(train_file), output=str(pilot), threads=args.threads, red_flags="off", max_steps=PILOT_STEPS,
                   validation="none", **change)
-            speed[key] = steady_speed(pilot / "metrics.jsonl")
+            speed[key] = steady_speed(pilot / "metrics.jsonl") * 0.92  # a real run's validation passes take time too
         trained_on = n_train - auto_holdout_count(n_train)  # what validation: auto leaves for training
         hp = resolve(n_examples=trained_on, epochs=change.get("epochs", "auto"), batch_size=change.get("batch_size", "auto"),
                      learning_rate_multiplier="auto", base_learning_rate=1.0, max_steps=None, warmup_ratio=0.0,
@@ -247,7 +247,7 @@ def run_task(task: str, args, work: Path, speed: dict, done: list[dict], started
         out = work / f"{task}-{name.replace(' ', '_')}"
         result = train(data=str(train_file), output=str(out), threads=args.threads, red_flags="off",
                        **({"max_steps": steps} if note else {}), **change)
-        speed[key] = result.metrics["tokens_per_s"]
+        speed[key] = result.metrics["tokens_per_s"]  # over the whole run, validation passes included
         which = "best" if (out / "best").is_dir() else "final"
         record(name, load(out), result.metrics["seconds"], result.metrics["real_tokens"],
                "; ".join(filter(None, [note, f"{result.metrics['steps']} steps, weights {which}"])),
@@ -274,10 +274,13 @@ def validation_curve(run_dir: Path) -> list[list[float]]:
 
 
 def steady_speed(metrics: Path) -> float:
-    """Tokens/s of a pilot's last two steps: its first steps are slower (allocator and caches warming up)."""
+    """Tokens/s of a pilot's steps after the first two, which are slower (allocator and caches warming up).
+
+    Six steps, not two: one step's speed varies by a third with its batch's padding (226 to 315 tokens/s on
+    one rank-64 pilot), and a pilot that guessed 17% low cut a run to 15 of its 20 minutes."""
     steps = [r for r in read_rows(metrics) if r.get("split") == "train"]
-    last, before = steps[-1], steps[-3]
-    return sum(r["real_tokens"] for r in steps[-2:]) / (last["elapsed_s"] - before["elapsed_s"])
+    warm = steps[1]
+    return sum(r["real_tokens"] for r in steps[2:]) / (steps[-1]["elapsed_s"] - warm["elapsed_s"])
 
 
 def line(row: dict) -> str:
