@@ -14,11 +14,15 @@ Configurations, all on the embedded SmolLM2-135M-Instruct, same threads:
   on q_proj/v_proj, labels on every token (prompt included);
 - ``defaults``: ``tailored.train(data=...)`` with no setting but the output folder;
 - sweep (``--sweep``, or by name with ``--configs``): the defaults with a setting changed (the learning-rate
-  multiplier, 3, 4 or 5 epochs, LoRA r=8 on q/v only, batch size 8, full fine-tuning).
+  multiplier, 3, 4 or 5 epochs, LoRA r=8 on q/v only, rank 64 at alpha 128 or 32, batch size 8, full
+  fine-tuning).
 
 Every trained configuration gets at most ``--budget-minutes`` of training; a configuration whose own
-length would exceed it is cut to the steps that fit (the table says so: ``cut``). Quality comes with a
-95% bootstrap interval over the scored examples. Prints one table and writes JSON.
+length would exceed it is cut to the steps that fit (the table says so: ``cut``), sized by an 8-step pilot
+of its own speed. Quality comes with a 95% bootstrap interval over the scored examples, and every
+configuration scored in the same call as ``defaults`` with its paired difference from it (the same
+examples: a far tighter interval than the two unpaired ones). ``--reuse`` scores the completed runs an
+earlier call left in ``--work`` again instead of training them. Prints one table and writes JSON.
 
     OMP_NUM_THREADS=1 nice -n 10 .venv/bin/python bench/quality.py --quick --json bench/results/quality-quick.json
     OMP_NUM_THREADS=1 nice -n 10 .venv/bin/python bench/quality.py --budget-minutes 20 --sweep  # the real measurement
@@ -49,7 +53,8 @@ SWEEP = {"lr 1.35": {"learning_rate_multiplier": 1.35}, "lr 2.69": {"learning_ra
          "epochs 4": {"epochs": 4}, "epochs 5": {"epochs": 5},
          "lr 5.4 batch 8": {"learning_rate_multiplier": 5.4, "batch_size": 8},
          "r8 qv": {"lora_r": 8, "lora_alpha": 16, "target_modules": "q_proj,v_proj"},
-         "r64": {"lora_r": 64, "lora_alpha": 128}, "batch 8": {"batch_size": 8},
+         "r64": {"lora_r": 64, "lora_alpha": 128}, "r64 alpha32": {"lora_r": 64, "lora_alpha": 32},
+         "batch 8": {"batch_size": 8},
          "full": {"method": "full"}}
 BASE, RECIPE = "base (zero-shot)", "seed recipe"
 PILOT_STEPS = 8
@@ -158,6 +163,7 @@ def save(path: str, args, rows: list[dict], seconds: float, complete: bool = Fal
 
 def run_task(task: str, args, work: Path, speed: dict, done: list[dict], started: float) -> list[dict]:
     from tailored.eval.generate import ChatModel, load
+    from tailored.config.manifest import RunFolder
     from tailored.eval.metrics import paired_difference
     from tailored.eval.tasks import read_test_set
     from tailored.models.load import load_tokenizer, local_folder
@@ -182,10 +188,16 @@ def run_task(task: str, args, work: Path, speed: dict, done: list[dict], started
     def record(config: str, model, train_s: float, tokens: int, note: str = "", curve: list | None = None) -> None:
         prompts = base_test if config == BASE else test
         answers, gen_s = answer(model, prompts, max_new)
-        mean, lo, hi = interval(per_item(kind, test, answers, labels))
+        scores = per_item(kind, test, answers, labels)
+        mean, lo, hi = interval(scores)
         row = {"task": task, "metric": METRIC[kind], "config": config, "quality": mean, "ci95": [lo, hi],
                "train_minutes": train_s / 60, "tokens_per_s": tokens / train_s if train_s else None,
-               "answer_seconds": gen_s, "n_scored": len(answers), "note": note, "examples": answers[:3]}
+               "answer_seconds": gen_s, "n_scored": len(answers), "note": note, "examples": answers[:3],
+               "scores": scores}
+        # paired on the same examples: far tighter than comparing the two intervals (which are unpaired)
+        ref = next((r for r in [*done, *rows] if r["task"] == task and r["config"] == "defaults" and "scores" in r), None)
+        if ref is not None and config not in (BASE, "defaults") and len(ref["scores"]) == len(scores):
+            row["vs_defaults"] = paired_difference(ref["scores"], scores)
         if curve:  # [step, validation loss, elapsed seconds]: what bench/patience.py replays
             row["validation"] = curve
         if labels:  # classification served as classification: the same model, decoding held to the label set
@@ -232,8 +244,10 @@ def run_task(task: str, args, work: Path, speed: dict, done: list[dict], started
             continue
         # the budget needs this configuration's speed on this machine now (a rank-64 adapter trains ~20% slower
         # than rank 16): an 8-step pilot measures it once per method/rank/targets/batch
-        key = speed_key(change)
-        if key not in speed:
+        key, out = speed_key(change), work / f"{task}-{name.replace(' ', '_')}"
+        finished = RunFolder(out).read() if args.reuse and RunFolder(out).exists() else None
+        reused = finished is not None and finished.status == "completed"  # --reuse: scored again, not trained again
+        if key not in speed and not reused:
             pilot = work / f"{task}-pilot"
             shutil.rmtree(pilot, ignore_errors=True)
             train(data=str(train_file), output=str(pilot), threads=args.threads, red_flags="off", max_steps=PILOT_STEPS,
@@ -243,15 +257,17 @@ def run_task(task: str, args, work: Path, speed: dict, done: list[dict], started
         hp = resolve(n_examples=trained_on, epochs=change.get("epochs", "auto"), batch_size=change.get("batch_size", "auto"),
                      learning_rate_multiplier="auto", base_learning_rate=1.0, max_steps=None, warmup_ratio=0.0,
                      eval_every=None, save_every=None, guarded=True)
-        steps, note = fit(hp.total_steps, hp.batch_size, key)
-        out = work / f"{task}-{name.replace(' ', '_')}"
-        result = train(data=str(train_file), output=str(out), threads=args.threads, red_flags="off",
-                       **({"max_steps": steps} if note else {}), **change)
-        speed[key] = result.metrics["tokens_per_s"]  # over the whole run, validation passes included
+        if reused:
+            metrics, note = finished.metrics.model_dump(), f"reused from {out}"
+        else:
+            steps, note = fit(hp.total_steps, hp.batch_size, key)
+            shutil.rmtree(out, ignore_errors=True)
+            metrics = train(data=str(train_file), output=str(out), threads=args.threads, red_flags="off",
+                            **({"max_steps": steps} if note else {}), **change).metrics
+            speed[key] = metrics["tokens_per_s"]  # over the whole run, validation passes included
         which = "best" if (out / "best").is_dir() else "final"
-        record(name, load(out), result.metrics["seconds"], result.metrics["real_tokens"],
-               "; ".join(filter(None, [note, f"{result.metrics['steps']} steps, weights {which}"])),
-               curve=validation_curve(out))
+        record(name, load(out), metrics["seconds"], metrics["real_tokens"],
+               "; ".join(filter(None, [note, f"{metrics['steps']} steps, weights {which}"])), curve=validation_curve(out))
     return rows
 
 
@@ -290,6 +306,8 @@ def line(row: dict) -> str:
     if "quality_constrained" in row:
         c_lo, c_hi = row["ci95_constrained"]
         extra.append(f"held to labels {row['quality_constrained']:.3f} [{c_lo:.3f}, {c_hi:.3f}]")
+    if (d := row.get("vs_defaults")):
+        extra.append(f"vs defaults {d['delta']:+.3f} paired [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}]")
     for name, p in row.get("probes", {}).items():
         extra.append(f"probe {name} {p['accuracy']:.3f}" + (f" ({p['delta']:+.3f} ± {2 * p['se']:.3f})" if "delta" in p else ""))
     return (f"{row['task']:14s} {row['config']:18s} {row['metric']:19s} {row['quality']:6.3f} [{lo:.3f}, {hi:.3f}] "
@@ -316,6 +334,10 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--work", default=None)
     ap.add_argument("--json", default=None, help="write every row here")
+    ap.add_argument("--reuse", action="store_true",
+                    help="a configuration whose completed run an earlier call left in --work is scored again, not "
+                         "trained again (its minutes and tokens/s are the run's own): to add configurations to a "
+                         "comparison, paired on the same examples")
     args = ap.parse_args()
     if not DATA.is_dir():
         print(f"{DATA} is missing (the shared datasets are not in a fresh clone)", file=sys.stderr)
@@ -327,6 +349,8 @@ def main() -> int:
             ap.error(f"unknown configuration(s) {unknown}; known: {[BASE, RECIPE, *CONFIGS]}")
     else:
         args.configs = [BASE, *([] if args.no_recipe else [RECIPE]), "defaults", *(SWEEP if args.sweep else [])]
+    if args.reuse and not args.work:
+        ap.error("--reuse scores the runs in --work again: give the --work folder of the call that trained them")
     if args.quick:
         args.budget_minutes = min(args.budget_minutes, 2.5)
         args.eval_limit = args.eval_limit or 30
