@@ -230,3 +230,17 @@ def test_auto_epochs_follow_the_validation_guard(tiny_model_dir: Path, tmp_path:
     assert estimate(data=data, validation="none", **common).data.epochs == 3
     assert estimate(data=small, **common).data.epochs == 3  # under 60: nothing is held out
     assert estimate(data=small, validation=str(small), **common).data.epochs == 5
+
+
+def test_the_estimate_counts_the_steps_training_takes_after_the_auto_holdout(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """``validation: auto`` trains on what it does not hold out: the estimate plans the same steps over the same
+    examples as the run (it once counted the held-out ones too: 39 steps planned for a run of 30)."""
+    import tailored
+    from tailored.testing.tiny import write_chat_dataset
+
+    data = write_chat_dataset(tmp_path / "train.jsonl", n=100)
+    settings = dict(model=str(tiny_model_dir), batch_size=8, early_stopping_patience=0)
+    planned = estimate(data=data, device="a100-80gb", max_seq_length=512, **settings).data
+    run = tailored.train(data=str(data), output=str(tmp_path / "run"), threads=1, red_flags="off", **settings)
+    assert planned.examples == run.manifest.data.train.used == 80 and planned.held_out == 20  # of 100
+    assert planned.steps == run.metrics["steps"] == 30  # 3 epochs of ceil(80 / 8)

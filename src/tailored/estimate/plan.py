@@ -23,7 +23,7 @@ from tailored.data.tokenize import IGNORE, encode_all, encode_example
 from tailored.errors import DataError
 from tailored.methods.base import Method
 from tailored.train.hparams import resolve
-from tailored.train.validation import auto_holdout_count, resolve_patience
+from tailored.train.validation import auto_holdout_count, hold_out, resolve_patience
 
 
 @dataclass
@@ -40,6 +40,7 @@ class DataTokens:
     steps_per_epoch: int
     passes_per_epoch: int  # forward passes (micro-batches) per epoch, all devices together
     peak_pass_tokens: int  # the most padded tokens in one forward pass on one device
+    held_out: int = 0  # examples ``validation: auto`` holds out of the file (not in ``examples``)
 
     @property
     def run_padded_tokens(self) -> float:
@@ -60,13 +61,23 @@ class DataPlan:
         self.objective = method.objective(options)  # None: the token loss
         self._full = None if self.objective is not None else [encode_example(tokenizer, ex) for ex in self.examples]
 
+    def held_out(self, config: TrainConfig) -> list[int]:
+        """Positions of the examples ``validation: auto`` holds out of training (train.validation.hold_out, same seed)."""
+        return hold_out(self.examples, seed=config.seed).validation_index if config.validation == "auto" else []
+
     def rows(self, config: TrainConfig) -> list[Any]:
+        """The encoded examples ``config`` trains on: without those ``validation: auto`` holds out (as training does)."""
+        examples, encoded = self.examples, self._full
+        if (held := set(self.held_out(config))):
+            keep = [i for i in range(len(examples)) if i not in held]
+            examples = [examples[i] for i in keep]
+            encoded = None if encoded is None else [encoded[i] for i in keep]
         if self.objective is not None:
-            rows, _ = self.objective.encode(self.tokenizer, self.examples, max_seq_length=config.max_seq_length,
+            rows, _ = self.objective.encode(self.tokenizer, examples, max_seq_length=config.max_seq_length,
                                             overlength=config.overlength)
         else:
-            rows, _ = encode_all(self.tokenizer, self.examples, max_seq_length=config.max_seq_length,
-                                 overlength=config.overlength, encoded=self._full)
+            rows, _ = encode_all(self.tokenizer, examples, max_seq_length=config.max_seq_length,
+                                 overlength=config.overlength, encoded=encoded)
         if not rows:
             raise DataError(f"--data {self.path}: no example is left with max_seq_length={config.max_seq_length}",
                             hint="raise --max-seq-length or use --overlength truncate")
@@ -78,7 +89,7 @@ class DataPlan:
         hp = resolve(n_examples=len(rows), epochs=config.epochs, batch_size=config.batch_size,
                      learning_rate_multiplier=config.learning_rate_multiplier, base_learning_rate=self.method.base_learning_rate,
                      max_steps=config.max_steps, warmup_ratio=config.warmup_ratio, eval_every=config.eval_every,
-                     save_every=config.save_every, world_size=devices, guarded=guarded(config, len(rows)))
+                     save_every=config.save_every, world_size=devices, guarded=guarded(config, len(self.examples)))
         batches = self.objective.batches if self.objective is not None else micro_batches
         lengths = [len(r) for r in rows]
         padded = real = trained = passes = peak = widest = 0
@@ -95,7 +106,7 @@ class DataPlan:
                     passes += 1
                     peak, widest = max(peak, n_rows * width), max(widest, width)
         return DataTokens(len(rows), real, padded, trained, widest, self.tokenizer_name, hp.epochs, hp.batch_size,
-                          hp.total_steps, len(plan), passes, peak)
+                          hp.total_steps, len(plan), passes, peak, held_out=len(self.held_out(config)))
 
 
 def guarded(config: TrainConfig, n_examples: int) -> bool:

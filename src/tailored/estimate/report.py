@@ -100,7 +100,8 @@ class Estimate:
                f"{c.micro_batch_tokens}, {c.batching}){', gradient checkpointing' if s.gradient_checkpointing else ''}"]
         if self.data:
             d = self.data
-            out.append(f"tokens: {d.examples} examples, {d.tokens:,} tokens per epoch ({d.padded_tokens:,} with padding, "
+            held = f" ({d.held_out} more held out for validation)" if d.held_out else ""
+            out.append(f"tokens: {d.examples} examples trained on{held}, {d.tokens:,} tokens per epoch ({d.padded_tokens:,} with padding, "
                        f"{d.trained_tokens:,} trained) × {self.epochs} epochs = {round(d.run_padded_tokens):,} "
                        f"[tokenizer: {d.tokenizer}]")
             out.append(f"steps: {d.steps} of {d.batch_size} examples ({d.passes_per_epoch} forward passes per epoch)")
