@@ -14,7 +14,7 @@ Configurations, all on the embedded SmolLM2-135M-Instruct, same threads:
   on q_proj/v_proj, labels on every token (prompt included);
 - ``defaults``: ``tailored.train(data=...)`` with no setting but the output folder;
 - sweep (``--sweep``, or by name with ``--configs``): the defaults with a setting changed (the learning-rate
-  multiplier, 3, 4 or 5 epochs, LoRA r=8 on q/v only, rank 64 at alpha 128 or 32, batch size 8, full
+  multiplier, 3 to 6 epochs, LoRA r=8 on q/v only, rank 64 at alpha 128 or 32, batch size 8, full
   fine-tuning).
 
 Every trained configuration gets at most ``--budget-minutes`` of training; a configuration whose own
@@ -50,7 +50,7 @@ METRIC = {"classification": "accuracy", "sql": "execution accuracy", "generation
 SWEEP = {"lr 1.35": {"learning_rate_multiplier": 1.35}, "lr 2.69": {"learning_rate_multiplier": 2.69},
          "lr 5.4": {"learning_rate_multiplier": 5.4}, "lr 10.8": {"learning_rate_multiplier": 10.8},
          "lr 14.4": {"learning_rate_multiplier": 14.4}, "epochs 3": {"epochs": 3},
-         "epochs 4": {"epochs": 4}, "epochs 5": {"epochs": 5},
+         "epochs 4": {"epochs": 4}, "epochs 5": {"epochs": 5}, "epochs 6": {"epochs": 6},
          "lr 5.4 batch 8": {"learning_rate_multiplier": 5.4, "batch_size": 8},
          "r8 qv": {"lora_r": 8, "lora_alpha": 16, "target_modules": "q_proj,v_proj"},
          "r64": {"lora_r": 64, "lora_alpha": 128}, "r64 alpha32": {"lora_r": 64, "lora_alpha": 32},
