@@ -336,8 +336,9 @@ def main() -> int:
     ap.add_argument("--json", default=None, help="write every row here")
     ap.add_argument("--reuse", action="store_true",
                     help="a configuration whose completed run an earlier call left in --work is scored again, not "
-                         "trained again (its minutes and tokens/s are the run's own): to add configurations to a "
-                         "comparison, paired on the same examples")
+                         "trained again (its minutes and tokens/s are the run's own, its settings those it was trained "
+                         "with, not re-checked against today's code): to add configurations to a comparison, paired "
+                         "on the same examples")
     args = ap.parse_args()
     if not DATA.is_dir():
         print(f"{DATA} is missing (the shared datasets are not in a fresh clone)", file=sys.stderr)
