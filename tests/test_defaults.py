@@ -55,6 +55,26 @@ def test_auto_epochs_are_openais_rule_and_more_for_a_small_guarded_set() -> None
     assert resolve(n_examples=900, epochs=2, guarded=True, **common).epochs == 2  # a number is kept
 
 
+def test_data_check_resolves_the_epochs_and_time_of_what_validation_auto_leaves(tiny_model_dir: Path,
+                                                                               tmp_path: Path) -> None:
+    """A 1,200-example file trains on 1,080 under validation: auto, which get 5 guarded epochs (1,200 would get 4):
+    `data check` says what training will do, and times the examples trained on, not the held-out ones."""
+    from tailored.data.check import check_file
+    from tailored.models.load import load_tokenizer
+    from tailored.train.hparams import resolve
+
+    report = check_file(_write(tmp_path / "d.jsonl", _labelled(1_200)), tokenizer=load_tokenizer(tiny_model_dir),
+                        tokens_per_second=1_000.0)
+    t = report.token_stats
+    trained = resolve(n_examples=1_080, epochs="auto", batch_size="auto", learning_rate_multiplier="auto",
+                      base_learning_rate=2e-4, max_steps=None, warmup_ratio=0.0, eval_every=None, save_every=None,
+                      guarded=True)
+    assert t["held_out"] == 120 and t["epochs"] == trained.epochs == 5
+    assert t["epoch_tokens"] == round(t["total"] * 1_080 / 1_200)
+    assert t["estimated_seconds"] == round(t["epoch_tokens"] * 5 / 1_000.0, 1)
+    assert "validation: auto holds out 120 examples" in report.render()
+
+
 # ---- validation: auto -----------------------------------------------------------------------------
 
 def test_auto_validation_holds_out_a_stratified_share() -> None:

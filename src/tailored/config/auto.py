@@ -1,4 +1,4 @@
-"""Rules for "auto" settings that depend only on the dataset size (used by data check and train)."""
+"""Rules for "auto" settings that depend only on the dataset size (used by data check, estimate and train)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,20 @@ import math
 
 # ``validation: auto`` holds out part of a training file of at least this many examples (below, all are needed).
 MIN_FOR_AUTO_VALIDATION = 60
+MIN_AUTO_HOLDOUT = 32  # fewest held-out examples worth a validation curve
+MAX_AUTO_HOLDOUT = 1000  # every validation pass costs a forward pass over them
 # With a validation guard, small sets get at least this many example-passes, in at most GUARDED_MAX_EPOCHS epochs.
 GUARDED_EXAMPLE_PASSES = 4_500
 GUARDED_MAX_EPOCHS = 5
+
+
+def auto_holdout_count(n: int) -> int:
+    """How many of ``n`` training examples ``validation: auto`` holds out (0: too few to spare any): 10% up to
+    5,000, 5% above, at least 32 while that stays within a fifth, at most 1,000 (tailored.train.validation)."""
+    if n < MIN_FOR_AUTO_VALIDATION:
+        return 0
+    share = 0.10 if n <= 5000 else 0.05
+    return int(min(MAX_AUTO_HOLDOUT, max(round(share * n), min(MIN_AUTO_HOLDOUT, n // 5))))
 
 
 def auto_epochs(n_examples: int, guarded: bool = False) -> int:

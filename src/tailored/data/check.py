@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tailored.config.auto import MIN_FOR_AUTO_VALIDATION, auto_epochs
+from tailored.config.auto import auto_epochs, auto_holdout_count
 from tailored.data.jsonl import DEFAULT_MAX_LINE_BYTES
 from tailored.data.readers import read_records
 from tailored.data.records import Example, Problem
@@ -82,7 +82,8 @@ class CheckReport:
                 f"trained tokens per example: median {t['trained_median']}"
             )
             out.append(
-                f"training tokens: {t['total']:,} per epoch × {t['epochs']} epochs = {t['total'] * t['epochs']:,}"
+                f"training tokens: {t['epoch_tokens']:,} per epoch × {t['epochs']} epochs = {t['epoch_tokens'] * t['epochs']:,}"
+                + (f" (validation: auto holds out {t['held_out']} examples)" if t["held_out"] else "")
                 + (f"; estimated time on this machine: ~{format_seconds(t['estimated_seconds'])} (rough; `tailored estimate` "
                    "measures this machine)" if t.get("estimated_seconds") else "")
             )
@@ -148,15 +149,17 @@ def check_file(
         report.encoded = encoded
         lengths = [len(e) for e in encoded]
         trained = [e.n_labels for e in encoded]
-        ep = epochs or auto_epochs(n, guarded=n >= MIN_FOR_AUTO_VALIDATION)  # as validation: auto trains it
+        held = auto_holdout_count(n)  # as validation: auto trains it: on the rest, guarded by what it holds out
+        ep = epochs or auto_epochs(n - held, guarded=held > 0)
         total = sum(lengths)
+        per_epoch = round(total * (n - held) / n)  # what is trained on each epoch, the held-out share aside
         stats = {
             "min": min(lengths), "median": int(statistics.median(lengths)), "p95": percentile(lengths, 0.95),
             "max": max(lengths), "total": total, "trained_total": sum(trained),
-            "trained_median": int(statistics.median(trained)), "epochs": ep,
+            "trained_median": int(statistics.median(trained)), "epochs": ep, "held_out": held, "epoch_tokens": per_epoch,
         }
         if tokens_per_second:
-            stats["estimated_seconds"] = round(total * ep / tokens_per_second, 1)
+            stats["estimated_seconds"] = round(per_epoch * ep / tokens_per_second, 1)
         report.token_stats = stats
         if max_seq_length:
             for e in encoded:

@@ -14,22 +14,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from tailored.config.auto import MIN_FOR_AUTO_VALIDATION
+from tailored.config.auto import MIN_FOR_AUTO_VALIDATION as MIN_TRAIN_FOR_AUTO, auto_holdout_count
 from tailored.data.split import split_examples
 from tailored.errors import DataError
 
-MIN_AUTO = 32  # fewest held-out examples worth a validation curve
-MIN_TRAIN_FOR_AUTO = MIN_FOR_AUTO_VALIDATION  # below this the data is all needed for training
-MAX_AUTO = 1000
+__all__ = ["AUTO_PATIENCE", "HeldOut", "auto_holdout_count", "hold_out", "resolve_patience"]
+
 AUTO_PATIENCE = 2  # validations without improvement before stopping (with about 5 validations per run)
-
-
-def auto_holdout_count(n: int) -> int:
-    """How many of ``n`` training examples ``validation: auto`` holds out (0: too few to spare any)."""
-    if n < MIN_TRAIN_FOR_AUTO:
-        return 0
-    share = 0.10 if n <= 5000 else 0.05
-    return int(min(MAX_AUTO, max(round(share * n), min(MIN_AUTO, n // 5))))
 
 
 @dataclass
