@@ -75,6 +75,21 @@ def test_data_check_resolves_the_epochs_and_time_of_what_validation_auto_leaves(
     assert "validation: auto holds out 120 examples" in report.render()
 
 
+def test_data_checks_rough_speed_is_the_measured_speed_of_a_default_run() -> None:
+    """`data check`'s rough time uses the speed the quality benchmark measured for a default run of the embedded
+    model on 2 threads (the slowest recorded; it once assumed 80 tokens/s, a 5-minute run announced as 22)."""
+    from tailored.models.load import local_folder
+    from tailored.train.preflight import estimated_tokens_per_second
+
+    results = Path(__file__).resolve().parents[1] / "bench" / "results"
+    measured = [r["tokens_per_s"] for f in results.glob("quality-banking77*.json")
+                for r in json.loads(f.read_text())["rows"]
+                if r["config"] == "defaults" and r["tokens_per_s"]]
+    slowest = min(measured)
+    assert slowest > 200  # the runs of 2026-12-02 and -03: 211-330 tokens/s
+    assert 0.6 * slowest <= estimated_tokens_per_second(local_folder("smollm2"), threads=2) <= slowest
+
+
 # ---- validation: auto -----------------------------------------------------------------------------
 
 def test_auto_validation_holds_out_a_stratified_share() -> None:

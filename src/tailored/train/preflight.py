@@ -8,22 +8,28 @@ from tailored.data.check import CheckReport, check_file
 from tailored.data.jsonl import DEFAULT_MAX_LINE_BYTES
 from tailored.models.load import load_tokenizer, local_folder
 
-# Real (non-pad) training tokens per second of a LoRA step of a 135M-parameter model on one core of the
-# reference 2-core machine (calibrated runs of `tailored estimate` measured ~80 on 2026-11-29); scaled
-# linearly with parameter count. A rough guide: `tailored estimate` measures the machine at hand.
-CPU_TOKENS_PER_S_135M = 80.0
+# Real (non-pad) training tokens per second, per thread, of a default LoRA run of a 135M-parameter model on the
+# reference 2-core machine: bench/quality.py's banking77 runs with the defaults trained 211-330 tokens/s on
+# 2 threads (2026-12-02 and -03; bench/results/quality-banking77*.json), so the slowest, halved. Scaled by the threads
+# (at most 2: more were never measured here) and inversely with the parameter count. A rough guide:
+# `tailored estimate` measures the machine at hand. (Until 2026-12-03: 80 on one core, from 2026-11-29's
+# slower training loop, which made `data check` say 22 minutes for a 5-minute run.)
+CPU_TOKENS_PER_S_135M_PER_THREAD = 105.0
 
 
-def estimated_tokens_per_second(folder: Path) -> float | None:
+def estimated_tokens_per_second(folder: Path, threads: int | None = None) -> float | None:
+    """Rough training tokens/s of the model in ``folder`` on this CPU with ``threads`` (default: the cores, at most 2)."""
     import json
+    import os
 
+    threads = threads or min(2, os.cpu_count() or 1)
     try:
         cfg = json.loads((folder / "config.json").read_text())
         h, layers, inter, vocab = cfg["hidden_size"], cfg["num_hidden_layers"], cfg["intermediate_size"], cfg["vocab_size"]
     except (OSError, KeyError, ValueError):
         return None
     params = layers * (4 * h * h + 3 * h * inter) + vocab * h
-    return CPU_TOKENS_PER_S_135M * 134.5e6 / max(params, 1)
+    return CPU_TOKENS_PER_S_135M_PER_THREAD * min(threads, 2) * 134.5e6 / max(params, 1)
 
 
 def check_data(path: str | Path, *, model: str | None = "smollm2", format: str = "auto", max_seq_length: int = 1024,
