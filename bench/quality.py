@@ -15,7 +15,7 @@ Configurations, all on the embedded SmolLM2-135M-Instruct, same threads:
 - ``defaults``: ``tailored.train(data=...)`` with no setting but the output folder;
 - sweep (``--sweep``, or by name with ``--configs``): the defaults with a setting changed (the learning-rate
   multiplier, 3 to 6 epochs, LoRA r=8 on q/v only, rank 64 at alpha 128 or 32, batch size 8, full
-  fine-tuning).
+  fine-tuning; ``seed 7``: the defaults with another seed, the run-to-run noise).
 
 Every trained configuration gets at most ``--budget-minutes`` of training; a configuration whose own
 length would exceed it is cut to the steps that fit (the table says so: ``cut``), sized by an 8-step pilot
@@ -54,7 +54,7 @@ SWEEP = {"lr 1.35": {"learning_rate_multiplier": 1.35}, "lr 2.69": {"learning_ra
          "lr 5.4 batch 8": {"learning_rate_multiplier": 5.4, "batch_size": 8},
          "r8 qv": {"lora_r": 8, "lora_alpha": 16, "target_modules": "q_proj,v_proj"},
          "r64": {"lora_r": 64, "lora_alpha": 128}, "r64 alpha32": {"lora_r": 64, "lora_alpha": 32},
-         "batch 8": {"batch_size": 8},
+         "batch 8": {"batch_size": 8}, "seed 7": {"seed": 7},
          "full": {"method": "full"}}
 BASE, RECIPE = "base (zero-shot)", "seed recipe"
 PILOT_STEPS = 8
@@ -272,8 +272,9 @@ def run_task(task: str, args, work: Path, speed: dict, done: list[dict], started
 
 
 def speed_key(change: dict) -> str:
-    """What sets a configuration's tokens/s: everything it changes but the epochs and the learning rate."""
-    return json.dumps({k: v for k, v in change.items() if k not in ("epochs", "learning_rate_multiplier")}, sort_keys=True)
+    """What sets a configuration's tokens/s: everything it changes but the epochs, the learning rate and the seed."""
+    return json.dumps({k: v for k, v in change.items() if k not in ("epochs", "learning_rate_multiplier", "seed")},
+                      sort_keys=True)
 
 
 def validation_curve(run_dir: Path) -> list[list[float]]:
