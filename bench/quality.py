@@ -162,8 +162,8 @@ def save(path: str, args, rows: list[dict], seconds: float, complete: bool = Fal
 
 
 def run_task(task: str, args, work: Path, speed: dict, done: list[dict], started: float) -> list[dict]:
-    from tailored.eval.generate import ChatModel, load
     from tailored.config.manifest import RunFolder
+    from tailored.eval.generate import ChatModel, load
     from tailored.eval.metrics import paired_difference
     from tailored.eval.tasks import read_test_set
     from tailored.models.load import load_tokenizer, local_folder

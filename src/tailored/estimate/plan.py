@@ -65,10 +65,10 @@ class DataPlan:
         """Positions of the examples ``validation: auto`` holds out of training (train.validation.hold_out, same seed)."""
         return hold_out(self.examples, seed=config.seed).validation_index if config.validation == "auto" else []
 
-    def rows(self, config: TrainConfig) -> list[Any]:
-        """The encoded examples ``config`` trains on: without those ``validation: auto`` holds out (as training does)."""
+    def rows(self, config: TrainConfig, held_out: list[int]) -> list[Any]:
+        """The encoded examples ``config`` trains on: all but ``held_out`` (what ``validation: auto`` holds out)."""
         examples, encoded = self.examples, self._full
-        if (held := set(self.held_out(config))):
+        if (held := set(held_out)):
             keep = [i for i in range(len(examples)) if i not in held]
             examples = [examples[i] for i in keep]
             encoded = None if encoded is None else [encoded[i] for i in keep]
@@ -85,7 +85,8 @@ class DataPlan:
 
     def tokens(self, config: TrainConfig, devices: int = 1) -> DataTokens:
         """Counts and the forward passes of ``config`` on ``devices`` processes."""
-        rows = self.rows(config)
+        held_out = self.held_out(config)
+        rows = self.rows(config, held_out)
         hp = resolve(n_examples=len(rows), epochs=config.epochs, batch_size=config.batch_size,
                      learning_rate_multiplier=config.learning_rate_multiplier, base_learning_rate=self.method.base_learning_rate,
                      max_steps=config.max_steps, warmup_ratio=config.warmup_ratio, eval_every=config.eval_every,
@@ -106,7 +107,7 @@ class DataPlan:
                     passes += 1
                     peak, widest = max(peak, n_rows * width), max(widest, width)
         return DataTokens(len(rows), real, padded, trained, widest, self.tokenizer_name, hp.epochs, hp.batch_size,
-                          hp.total_steps, len(plan), passes, peak, held_out=len(self.held_out(config)))
+                          hp.total_steps, len(plan), passes, peak, held_out=len(held_out))
 
 
 def guarded(config: TrainConfig, n_examples: int) -> bool:

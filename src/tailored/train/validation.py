@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from tailored.config.auto import MIN_FOR_AUTO_VALIDATION as MIN_TRAIN_FOR_AUTO, auto_holdout_count
+from tailored.config.auto import MIN_FOR_AUTO_VALIDATION, auto_holdout_count
 from tailored.data.split import split_examples
 from tailored.errors import DataError
 
@@ -49,7 +49,7 @@ def hold_out(examples: list[Any], *, seed: int) -> HeldOut:
     count = auto_holdout_count(n)
     everything = list(range(n))
     if count == 0:
-        return HeldOut(everything, [], reason=f"{n} examples; {MIN_TRAIN_FOR_AUTO} or more are needed to hold some out")
+        return HeldOut(everything, [], reason=f"{n} examples; {MIN_FOR_AUTO_VALIDATION} or more are needed to hold some out")
     position = {id(ex): i for i, ex in enumerate(examples)}  # the split returns the same objects
     try:
         parts, by = split_examples(examples, validation=count, test=0, seed=seed, stratify="auto")
