@@ -244,3 +244,21 @@ def test_the_estimate_counts_the_steps_training_takes_after_the_auto_holdout(tin
     run = tailored.train(data=str(data), output=str(tmp_path / "run"), threads=1, red_flags="off", **settings)
     assert planned.examples == run.manifest.data.train.used == 80 and planned.held_out == 20  # of 100
     assert planned.steps == run.metrics["steps"] == 30  # 3 epochs of ceil(80 / 8)
+
+
+def test_hosted_prices_bill_the_whole_file_for_the_services_own_epochs(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """A hosted fine-tune trains on every example of the file (validation is a file of its own) for OpenAI's auto
+    epochs; the estimate once billed Tailored's plan instead: 80 of 100 examples for 5 guarded epochs, not 100 for 3."""
+    from tailored.data.readers import read_records
+    from tailored.data.tokenize import encode_example
+    from tailored.models.load import load_tokenizer
+    from tailored.testing.tiny import write_chat_dataset
+
+    data = write_chat_dataset(tmp_path / "train.jsonl", n=100)
+    est = estimate(model=str(tiny_model_dir), data=data, device="a100-80gb", max_seq_length=512)
+    assert est.data.examples == 80 and est.data.held_out == 20 and est.epochs == 5  # Tailored trains 80, 5 epochs
+    tok = load_tokenizer(tiny_model_dir)
+    every = sum(len(encode_example(tok, ex)) for ex in read_records(data).examples)
+    assert est.money["hosted openai/gpt-4o-mini"] == pytest.approx(round(every * 3 / 1e6 * 3.0, 2))  # 3: OpenAI's rule
+    assert est.data.file_tokens == every > est.data.tokens
+    assert any("all 100 examples for 3 epochs (OpenAI's auto rule)" in n for n in est.notes)

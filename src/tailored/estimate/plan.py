@@ -41,6 +41,7 @@ class DataTokens:
     passes_per_epoch: int  # forward passes (micro-batches) per epoch, all devices together
     peak_pass_tokens: int  # the most padded tokens in one forward pass on one device
     held_out: int = 0  # examples ``validation: auto`` holds out of the file (not in ``examples``)
+    file_tokens: int = 0  # real tokens of every kept example, the held-out ones too (what a hosted service bills)
 
     @property
     def run_padded_tokens(self) -> float:
@@ -106,8 +107,9 @@ class DataPlan:
                     trained += int((mb.labels[:, 1:] != IGNORE).sum())
                     passes += 1
                     peak, widest = max(peak, n_rows * width), max(widest, width)
+        file_tokens = real + (sum(len(r) for r in self.rows(config, [])) - sum(lengths) if held_out else 0)
         return DataTokens(len(rows), real, padded, trained, widest, self.tokenizer_name, hp.epochs, hp.batch_size,
-                          hp.total_steps, len(plan), passes, peak, held_out=len(held_out))
+                          hp.total_steps, len(plan), passes, peak, held_out=len(held_out), file_tokens=file_tokens)
 
 
 def guarded(config: TrainConfig, n_examples: int) -> bool:

@@ -9,6 +9,7 @@ from typing import Any, get_args
 
 from pydantic import BaseModel
 
+from tailored.config.auto import auto_epochs
 from tailored.config.load import load_train_config, read_yaml
 from tailored.config.schema import TrainConfig
 from tailored.data.check import format_seconds
@@ -306,10 +307,15 @@ def estimate(
     if tokens:
         hours = seconds / 3600 * devices
         money[f"{dev['name']} ({hours:.2f} device-hours)"] = round(hours * float(dev.get("usd_per_hour") or 0), 2)
-        billed = tokens.tokens * tokens.epochs
+        # a hosted service trains on the whole file (validation is a file of its own) for its own auto epochs
+        examples = tokens.examples + tokens.held_out
+        hosted_epochs = auto_epochs(examples) if config.epochs == "auto" else int(config.epochs)
+        billed = (tokens.file_tokens or tokens.tokens) * hosted_epochs
         for name, row in table.get("hosted", {}).items():
             money[f"hosted {name}"] = round(billed / 1e6 * float(row["usd_per_million_training_tokens"]), 2)
-        notes.append("hosted prices count every token of every example per epoch; their tokenizers differ slightly from this one")
+        notes.append(f"hosted prices bill every token of all {examples} examples for {hosted_epochs} epochs"
+                     + (" (OpenAI's auto rule)" if config.epochs == "auto" else "")
+                     + "; their tokenizers differ slightly from this one")
     if not tokens:
         notes.append("no --data: memory only (tokens, time and money need a data file); the largest forward pass is "
                      "max_seq_length wide with as many rows as micro_batch_tokens allows")
