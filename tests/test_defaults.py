@@ -75,6 +75,21 @@ def test_data_check_resolves_the_epochs_and_time_of_what_validation_auto_leaves(
     assert "validation: auto holds out 120 examples" in report.render()
 
 
+def test_data_check_takes_trainings_validation_setting(tiny_model_dir: Path, tmp_path: Path, capsys: Any) -> None:
+    """`data check --validation none|FILE` plans what training then does: nothing held out, and the auto epochs of an
+    unguarded (OpenAI's 3) or a guarded run of all 1,200 examples (4); it once assumed validation: auto whatever was
+    given."""
+    from tailored.cli.main import main
+
+    data = _write(tmp_path / "d.jsonl", _labelled(1_200))
+    for validation, epochs in (("none", 3), (str(data), 4), ("auto", 5)):
+        assert main(["data", "check", str(data), "--model", str(tiny_model_dir), "--json",
+                     "--validation", validation]) == 0
+        t = json.loads(capsys.readouterr().out)["token_stats"]
+        assert (t["held_out"], t["epochs"]) == ((120, 5) if validation == "auto" else (0, epochs)), validation
+        assert t["epoch_tokens"] == (t["total"] if validation != "auto" else round(t["total"] * 1_080 / 1_200))
+
+
 def test_data_checks_rough_speed_is_the_measured_speed_of_a_default_run() -> None:
     """`data check`'s rough time uses the speed the quality benchmark measured for a default run of the embedded
     model on 2 threads (the slowest recorded; it once assumed 80 tokens/s, a 5-minute run announced as 22)."""

@@ -19,6 +19,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--format", default="auto", help=FORMAT_HELP)
     p.add_argument("--max-seq-length", dest="max_seq_length", type=int, default=1024)
     p.add_argument("--epochs", type=int, default=None, help="Epochs for the total-token and time estimate (default: auto).")
+    p.add_argument("--validation", default="auto",
+                   help="As `tailored train --validation`: auto (hold out part of this file), none, or FILE; sets what the "
+                        "token and time estimate counts as trained on, and the auto epochs.")
     p.add_argument("--max-line-bytes", dest="max_line_bytes", type=int, default=DEFAULT_MAX_LINE_BYTES, help=MAX_LINE_BYTES_HELP)
     p.add_argument("--json", action="store_true", help="Print the report as JSON.")
     add_import_flags(p, system=True)
@@ -31,7 +34,8 @@ def run_check(args: argparse.Namespace) -> int:
 
     with using(import_options(args)) as reading:  # tables and labelling exports: which columns to read
         report = check_data(args.file, model=None if args.model == "none" else args.model, format=args.format,
-                            max_seq_length=args.max_seq_length, epochs=args.epochs, max_line_bytes=args.max_line_bytes)
+                            max_seq_length=args.max_seq_length, epochs=args.epochs, max_line_bytes=args.max_line_bytes,
+                            validation=args.validation)
     layout = reading.layouts[0] if reading.layouts else None
     if args.json:
         print(json.dumps({**report.to_dict(), **({"layout": layout.to_dict()} if layout else {})}, indent=2))

@@ -83,7 +83,8 @@ class CheckReport:
             )
             out.append(
                 f"training tokens: {t['epoch_tokens']:,} per epoch × {t['epochs']} epochs = {t['epoch_tokens'] * t['epochs']:,}"
-                + (f" (validation: auto holds out {t['held_out']} examples)" if t["held_out"] else "")
+                + (f" (validation: auto holds out {t['held_out']} examples)" if t["held_out"]
+                   else f" (validation: {t['validation']})" if t.get("validation", "auto") != "auto" else "")
                 + (f"; estimated time on this machine: ~{format_seconds(t['estimated_seconds'])} (rough; `tailored estimate` "
                    "measures this machine)" if t.get("estimated_seconds") else "")
             )
@@ -124,8 +125,12 @@ def check_file(
     epochs: int | None = None,
     tokens_per_second: float | None = None,
     max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+    validation: str = "auto",
 ) -> CheckReport:
-    """Validate ``path``; with a tokenizer, add token statistics and context-length checks."""
+    """Validate ``path``; with a tokenizer, add token statistics and context-length checks.
+
+    ``validation`` is training's setting (``auto``, ``none`` or a file): what ``auto`` holds out is not trained
+    on, and ``auto`` epochs are longer when a validation set guards the run (config.auto.auto_epochs)."""
     read = read_records(path, format=format, max_line_bytes=max_line_bytes)
     report = CheckReport(str(path), read.format, read.n_lines, read.examples, list(read.problems))
     n = len(read.examples)
@@ -149,14 +154,15 @@ def check_file(
         report.encoded = encoded
         lengths = [len(e) for e in encoded]
         trained = [e.n_labels for e in encoded]
-        held = auto_holdout_count(n)  # as validation: auto trains it: on the rest, guarded by what it holds out
-        ep = epochs or auto_epochs(n - held, guarded=held > 0)
+        held = auto_holdout_count(n) if validation == "auto" else 0  # trained on the rest, guarded by what it holds out
+        ep = epochs or auto_epochs(n - held, guarded=held > 0 or validation not in ("auto", "none"))
         total = sum(lengths)
         per_epoch = round(total * (n - held) / n)  # what is trained on each epoch, the held-out share aside
         stats = {
             "min": min(lengths), "median": int(statistics.median(lengths)), "p95": percentile(lengths, 0.95),
             "max": max(lengths), "total": total, "trained_total": sum(trained),
             "trained_median": int(statistics.median(trained)), "epochs": ep, "held_out": held, "epoch_tokens": per_epoch,
+            "validation": validation,
         }
         if tokens_per_second:
             stats["estimated_seconds"] = round(per_epoch * ep / tokens_per_second, 1)

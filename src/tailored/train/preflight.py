@@ -33,7 +33,8 @@ def estimated_tokens_per_second(folder: Path, threads: int | None = None) -> flo
 
 
 def check_data(path: str | Path, *, model: str | None = "smollm2", format: str = "auto", max_seq_length: int = 1024,
-               epochs: int | None = None, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES) -> CheckReport:
+               epochs: int | None = None, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+               validation: str = "auto") -> CheckReport:
     """Validate a data file; with ``model``, add token statistics, context checks and a time estimate.
 
     Args:
@@ -43,6 +44,7 @@ def check_data(path: str | Path, *, model: str | None = "smollm2", format: str =
         max_seq_length: examples longer than this are reported.
         epochs: epochs for the total-token estimate (default: the auto rule).
         max_line_bytes: longest line read; a longer one is an error naming its line.
+        validation: training's ``validation`` (``auto``, ``none`` or a file): what is held out and the auto epochs.
     """
     tokenizer = tps = None
     if model is not None:
@@ -50,4 +52,4 @@ def check_data(path: str | Path, *, model: str | None = "smollm2", format: str =
         tokenizer = load_tokenizer(folder)
         tps = estimated_tokens_per_second(folder)
     return check_file(path, tokenizer=tokenizer, max_seq_length=max_seq_length, format=format, epochs=epochs,
-                      tokens_per_second=tps, max_line_bytes=max_line_bytes)
+                      tokens_per_second=tps, max_line_bytes=max_line_bytes, validation=validation)
