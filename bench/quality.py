@@ -14,8 +14,9 @@ Configurations, all on the embedded SmolLM2-135M-Instruct, same threads:
   on q_proj/v_proj, labels on every token (prompt included);
 - ``defaults``: ``tailored.train(data=...)`` with no setting but the output folder;
 - sweep (``--sweep``, or by name with ``--configs``): the defaults with a setting changed (the learning-rate
-  multiplier, 3 to 6 epochs, LoRA r=8 on q/v only, rank 64 at alpha 128 or 32, batch size 8, full
-  fine-tuning; ``seed 7``: the defaults with another seed, the run-to-run noise).
+  multiplier, 3 to 6 epochs, LoRA r=8 on q/v only, rank 64 at alpha 128 or 32, batch size 8, LoRA dropout
+  0.1 (the QLoRA paper's for 7-13B models), full fine-tuning; ``seed 7``, ``seed 11``: the defaults with another seed, the run-to-run noise; rank 64 at alpha
+  32 at those seeds too, for bench/seeds.py).
 
 Every trained configuration gets at most ``--budget-minutes`` of training; a configuration whose own
 length would exceed it is cut to the steps that fit (the table says so: ``cut``), sized by an 8-step pilot
@@ -54,8 +55,10 @@ SWEEP = {"lr 1.35": {"learning_rate_multiplier": 1.35}, "lr 2.69": {"learning_ra
          "lr 5.4 batch 8": {"learning_rate_multiplier": 5.4, "batch_size": 8},
          "r8 qv": {"lora_r": 8, "lora_alpha": 16, "target_modules": "q_proj,v_proj"},
          "r64": {"lora_r": 64, "lora_alpha": 128}, "r64 alpha32": {"lora_r": 64, "lora_alpha": 32},
-         "batch 8": {"batch_size": 8}, "seed 7": {"seed": 7},
-         "full": {"method": "full"}}
+         "batch 8": {"batch_size": 8}, "seed 7": {"seed": 7}, "seed 11": {"seed": 11},
+         "r64 alpha32 seed 7": {"lora_r": 64, "lora_alpha": 32, "seed": 7},
+         "r64 alpha32 seed 11": {"lora_r": 64, "lora_alpha": 32, "seed": 11},
+         "dropout 0.1": {"lora_dropout": 0.1}, "full": {"method": "full"}}
 BASE, RECIPE = "base (zero-shot)", "seed recipe"
 PILOT_STEPS = 8
 CONFIGS = {"defaults": {}} | SWEEP
