@@ -6,6 +6,7 @@ from pathlib import Path
 
 from tailored.data.check import CheckReport, check_file
 from tailored.data.jsonl import DEFAULT_MAX_LINE_BYTES
+from tailored.errors import ConfigError
 from tailored.models.load import load_tokenizer, local_folder
 
 # Real (non-pad) training tokens per second, per thread, of a default LoRA run of a 135M-parameter model on the
@@ -46,6 +47,9 @@ def check_data(path: str | Path, *, model: str | None = "smollm2", format: str =
         max_line_bytes: longest line read; a longer one is an error naming its line.
         validation: training's ``validation`` (``auto``, ``none`` or a file): what is held out and the auto epochs.
     """
+    if validation not in ("auto", "none") and not Path(validation).is_file():
+        raise ConfigError(f"--validation {validation}: no such file",
+                          hint="give the validation file training will use, or auto (hold out part of the data) or none")
     tokenizer = tps = None
     if model is not None:
         folder = local_folder(model)
