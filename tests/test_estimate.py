@@ -262,3 +262,23 @@ def test_hosted_prices_bill_the_whole_file_for_the_services_own_epochs(tiny_mode
     assert est.money["hosted openai/gpt-4o-mini"] == pytest.approx(round(every * 3 / 1e6 * 3.0, 2))  # 3: OpenAI's rule
     assert est.data.file_tokens == every > est.data.tokens
     assert any("all 100 examples for 3 epochs (OpenAI's auto rule)" in n for n in est.notes)
+
+
+def test_hosted_tokens_of_held_out_preference_pairs_count_both_answers(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """DPO pairs held out by validation: auto are billed by the hosted route like the trained ones (chosen and
+    rejected tokens); an explicit epochs setting is the hosted one too."""
+    import json
+
+    rows = [{"input": {"messages": [{"role": "user", "content": f"say {w} twice please"}]},
+             "preferred_output": [{"role": "assistant", "content": f"{w} {w}"}],
+             "non_preferred_output": [{"role": "assistant", "content": f"{w} only, and a longer answer than that"}]}
+            for w in [f"w{i}" for i in range(100)]]
+    data = tmp_path / "pref.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    auto = estimate(model=str(tiny_model_dir), data=data, device="a100-80gb", method="dpo", epochs=2).data
+    every = estimate(model=str(tiny_model_dir), data=data, device="a100-80gb", method="dpo", epochs=2,
+                     validation="none").data
+    assert auto.held_out == 20 and auto.file_examples == every.examples == 100
+    assert auto.file_tokens == every.tokens  # the same whole file, whatever validation training uses
+    est = estimate(model=str(tiny_model_dir), data=data, device="a100-80gb", method="dpo", epochs=2)
+    assert est.money["hosted openai/gpt-4o-mini"] == pytest.approx(round(every.tokens * 2 / 1e6 * 3.0, 2))

@@ -9,6 +9,7 @@ training loop calls (``epoch_steps``, ``shard``, ``micro_batches`` or the object
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +43,7 @@ class DataTokens:
     peak_pass_tokens: int  # the most padded tokens in one forward pass on one device
     held_out: int = 0  # examples ``validation: auto`` holds out of the file (not in ``examples``)
     file_tokens: int = 0  # real tokens of every kept example, the held-out ones too (what a hosted service bills)
+    file_examples: int = 0  # examples kept of the whole file, the held-out ones too
 
     @property
     def run_padded_tokens(self) -> float:
@@ -68,20 +70,22 @@ class DataPlan:
 
     def rows(self, config: TrainConfig, held_out: list[int]) -> list[Any]:
         """The encoded examples ``config`` trains on: all but ``held_out`` (what ``validation: auto`` holds out)."""
-        examples, encoded = self.examples, self._full
-        if (held := set(held_out)):
-            keep = [i for i in range(len(examples)) if i not in held]
-            examples = [examples[i] for i in keep]
-            encoded = None if encoded is None else [encoded[i] for i in keep]
+        held = set(held_out)
+        rows = self._encode(config, [i for i in range(len(self.examples)) if i not in held])
+        if not rows:
+            raise DataError(f"--data {self.path}: no example is left with max_seq_length={config.max_seq_length}",
+                            hint="raise --max-seq-length or use --overlength truncate")
+        return rows
+
+    def _encode(self, config: TrainConfig, positions: list[int]) -> list[Any]:
+        """The examples at ``positions`` encoded as training encodes them (those too long dropped or truncated)."""
+        examples = [self.examples[i] for i in positions]
         if self.objective is not None:
             rows, _ = self.objective.encode(self.tokenizer, examples, max_seq_length=config.max_seq_length,
                                             overlength=config.overlength)
         else:
             rows, _ = encode_all(self.tokenizer, examples, max_seq_length=config.max_seq_length,
-                                 overlength=config.overlength, encoded=encoded)
-        if not rows:
-            raise DataError(f"--data {self.path}: no example is left with max_seq_length={config.max_seq_length}",
-                            hint="raise --max-seq-length or use --overlength truncate")
+                                 overlength=config.overlength, encoded=[self._full[i] for i in positions])
         return rows
 
     def tokens(self, config: TrainConfig, devices: int = 1) -> DataTokens:
@@ -92,24 +96,27 @@ class DataPlan:
                      learning_rate_multiplier=config.learning_rate_multiplier, base_learning_rate=self.method.base_learning_rate,
                      max_steps=config.max_steps, warmup_ratio=config.warmup_ratio, eval_every=config.eval_every,
                      save_every=config.save_every, world_size=devices, guarded=guarded(config, len(self.examples)))
-        batches = self.objective.batches if self.objective is not None else micro_batches
+        batches = functools.partial(self.objective.batches if self.objective is not None else micro_batches,
+                                    pad_id=int(self.tokenizer.pad_token_id), micro_batch_tokens=config.micro_batch_tokens,
+                                    strategy=config.batching, max_seq_length=config.max_seq_length)
         lengths = [len(r) for r in rows]
         padded = real = trained = passes = peak = widest = 0
         plan = epoch_steps(lengths, hp.batch_size, config.seed, 0, min_size=devices)
         for step in plan:
             for rank in range(devices):
                 mine = [rows[i] for i in shard(step, lengths, rank, devices)]
-                for mb in batches(mine, pad_id=int(self.tokenizer.pad_token_id), micro_batch_tokens=config.micro_batch_tokens,
-                                  strategy=config.batching, max_seq_length=config.max_seq_length):
+                for mb in batches(mine):
                     n_rows, width = mb.input_ids.shape
                     padded += n_rows * width
                     real += mb.n_real_tokens
                     trained += int((mb.labels[:, 1:] != IGNORE).sum())
                     passes += 1
                     peak, widest = max(peak, n_rows * width), max(widest, width)
-        file_tokens = real + (sum(len(r) for r in self.rows(config, [])) - sum(lengths) if held_out else 0)
+        held_rows = self._encode(config, held_out) if held_out else []  # what a hosted service would train on too
+        file_tokens = real + sum(mb.n_real_tokens for mb in batches(held_rows)) if held_rows else real
         return DataTokens(len(rows), real, padded, trained, widest, self.tokenizer_name, hp.epochs, hp.batch_size,
-                          hp.total_steps, len(plan), passes, peak, held_out=len(held_out), file_tokens=file_tokens)
+                          hp.total_steps, len(plan), passes, peak, held_out=len(held_out), file_tokens=file_tokens,
+                          file_examples=len(rows) + len(held_rows))
 
 
 def guarded(config: TrainConfig, n_examples: int) -> bool:
