@@ -88,9 +88,10 @@ def test_data_check_takes_trainings_validation_setting(tiny_model_dir: Path, tmp
         t = json.loads(capsys.readouterr().out)["token_stats"]
         assert (t["held_out"], t["epochs"]) == ((120, 5) if validation == "auto" else (0, epochs)), validation
         assert t["epoch_tokens"] == (t["total"] if validation != "auto" else round(t["total"] * 1_080 / 1_200))
-    assert main(["data", "check", str(data), "--model", str(tiny_model_dir), "--validation", "val.jsonl"]) != 0
+    missing = tmp_path / "missing.jsonl"
+    assert main(["data", "check", str(data), "--model", str(tiny_model_dir), "--validation", str(missing)]) != 0
     err = capsys.readouterr().err
-    assert "--validation val.jsonl: no such file" in err and "Traceback" not in err
+    assert f"--validation {missing}: no such file" in err and "Traceback" not in err
 
 
 def test_data_checks_rough_speed_is_the_measured_speed_of_a_default_run() -> None:

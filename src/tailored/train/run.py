@@ -352,7 +352,8 @@ def _read_data(cfg: TrainConfig, tokenizer: Any) -> tuple[Any, list[Any], HeldOu
 
     Invalid data is refused with the report.
     """
-    report = check_file(cfg.data, tokenizer=tokenizer, max_seq_length=cfg.max_seq_length, format=cfg.format)
+    report = check_file(cfg.data, tokenizer=tokenizer, max_seq_length=cfg.max_seq_length, format=cfg.format,
+                        validation=cfg.validation)
     if report.has_errors:
         raise DataError(f"{cfg.data}: the data has problems, nothing was trained\n{report.render(limit=20)}",
                         hint=f"run `tailored data check {cfg.data}` for the full report")
