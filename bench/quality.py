@@ -15,8 +15,8 @@ Configurations, all on the embedded SmolLM2-135M-Instruct, same threads:
 - ``defaults``: ``tailored.train(data=...)`` with no setting but the output folder;
 - sweep (``--sweep``, or by name with ``--configs``): the defaults with a setting changed (the learning-rate
   multiplier, 3 to 6 epochs, LoRA r=8 on q/v only, rank 64 at alpha 128 or 32, batch size 8, LoRA dropout
-  0.1 (the QLoRA paper's for 7-13B models), full fine-tuning; ``seed 7``, ``seed 11``: the defaults with another seed, the run-to-run noise; rank 64 at alpha
-  32 at those seeds too, for bench/seeds.py).
+  0.1 (the QLoRA paper's for 7-13B models), full fine-tuning; ``seed 7``, ``seed 11``: the defaults with
+  another seed, the run-to-run noise; rank 64 at alpha 32 at those seeds too, for bench/seeds.py).
 
 Every trained configuration gets at most ``--budget-minutes`` of training; a configuration whose own
 length would exceed it is cut to the steps that fit (the table says so: ``cut``), sized by an 8-step pilot
@@ -262,6 +262,9 @@ def run_task(task: str, args, work: Path, speed: dict, done: list[dict], started
                      eval_every=None, save_every=None, guarded=True)
         if reused:
             metrics, note = finished.metrics.model_dump(), f"reused from {out}"
+            if metrics["steps"] < hp.total_steps:  # cut by the budget when it was trained, or stopped early
+                why = "stopped early" if finished.stopped_early else "cut by the budget"
+                note += f", {why} at {metrics['steps']} of {hp.total_steps} steps"
         else:
             steps, note = fit(hp.total_steps, hp.batch_size, key)
             shutil.rmtree(out, ignore_errors=True)
