@@ -282,3 +282,16 @@ def test_hosted_tokens_of_held_out_preference_pairs_count_both_answers(tiny_mode
     assert auto.file_tokens == every.tokens  # the same whole file, whatever validation training uses
     est = estimate(model=str(tiny_model_dir), data=data, device="a100-80gb", method="dpo", epochs=2)
     assert est.money["hosted openai/gpt-4o-mini"] == pytest.approx(round(every.tokens * 2 / 1e6 * 3.0, 2))
+
+
+def test_an_explicit_patience_without_validation_does_not_guard_the_epochs(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """Training guards its auto epochs only with validation data and early stopping; the estimate once took
+    `--validation none --early-stopping-patience 3` for a guarded run (5 epochs of 100 examples; training runs 3)."""
+    import tailored
+    from tailored.testing.tiny import write_chat_dataset
+
+    data = write_chat_dataset(tmp_path / "train.jsonl", n=100)
+    settings = dict(model=str(tiny_model_dir), batch_size=20, validation="none", early_stopping_patience=3)
+    planned = estimate(data=data, device="a100-80gb", max_seq_length=512, **settings).data
+    run = tailored.train(data=str(data), output=str(tmp_path / "run"), threads=1, red_flags="off", **settings)
+    assert planned.epochs == 3 and planned.steps == run.metrics["steps"] == 15  # 3 epochs of 100 / 20

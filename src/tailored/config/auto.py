@@ -23,6 +23,13 @@ def auto_holdout_count(n: int) -> int:
     return int(min(MAX_AUTO_HOLDOUT, max(round(share * n), min(MIN_AUTO_HOLDOUT, n // 5))))
 
 
+def guarded_run(validation: str, n_examples: int, early_stopping_patience: int | str = "auto") -> bool:
+    """Whether a run of ``n_examples`` will have validation data and early stopping, what ``auto`` epochs call
+    guarded: a validation file, or ``auto`` with enough examples to hold some out, and a patience that is not 0."""
+    has_validation = validation != "none" and (validation != "auto" or auto_holdout_count(n_examples) > 0)
+    return has_validation and (early_stopping_patience == "auto" or int(early_stopping_patience) > 0)
+
+
 def auto_epochs(n_examples: int, guarded: bool = False) -> int:
     """OpenAI's rule: 3 epochs, raised for tiny sets (≥100 example-passes), lowered for huge ones.
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tailored.config.auto import auto_epochs, auto_holdout_count
+from tailored.config.auto import auto_epochs, auto_holdout_count, guarded_run
 from tailored.data.jsonl import DEFAULT_MAX_LINE_BYTES
 from tailored.data.readers import read_records
 from tailored.data.records import Example, Problem
@@ -155,7 +155,7 @@ def check_file(
         lengths = [len(e) for e in encoded]
         trained = [e.n_labels for e in encoded]
         held = auto_holdout_count(n) if validation == "auto" else 0  # trained on the rest, guarded by what it holds out
-        ep = epochs or auto_epochs(n - held, guarded=held > 0 or validation not in ("auto", "none"))
+        ep = epochs or auto_epochs(n - held, guarded=guarded_run(validation, n))
         total = sum(lengths)
         per_epoch = round(total * (n - held) / n)  # what is trained on each epoch, the held-out share aside
         stats = {

@@ -17,6 +17,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from tailored.config.auto import guarded_run
 from tailored.config.schema import TrainConfig
 from tailored.data.batching import epoch_steps, micro_batches, shard
 from tailored.data.readers import read_records
@@ -24,7 +25,7 @@ from tailored.data.tokenize import IGNORE, encode_all, encode_example
 from tailored.errors import DataError
 from tailored.methods.base import Method
 from tailored.train.hparams import resolve
-from tailored.train.validation import auto_holdout_count, hold_out, resolve_patience
+from tailored.train.validation import hold_out
 
 
 @dataclass
@@ -121,8 +122,7 @@ class DataPlan:
 
 def guarded(config: TrainConfig, n_examples: int) -> bool:
     """Whether training will have validation data and early stopping (what ``auto`` epochs depend on)."""
-    has_validation = config.validation_file is not None or (config.validation == "auto" and auto_holdout_count(n_examples) > 0)
-    return resolve_patience(config.early_stopping_patience, has_validation) > 0
+    return guarded_run(config.validation, n_examples, config.early_stopping_patience)
 
 
 def largest_pass(config: TrainConfig, devices: int, tokens: DataTokens | None) -> tuple[int, int]:
