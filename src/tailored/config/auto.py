@@ -12,6 +12,7 @@ MAX_AUTO_HOLDOUT = 1000  # every validation pass costs a forward pass over them
 # With a validation guard, small sets get at least this many example-passes, in at most GUARDED_MAX_EPOCHS epochs.
 GUARDED_EXAMPLE_PASSES = 4_500
 GUARDED_MAX_EPOCHS = 5
+AUTO_PATIENCE = 2  # validations without improvement before stopping (with about 5 validations per run)
 
 
 def auto_holdout_count(n: int) -> int:
@@ -27,7 +28,14 @@ def guarded_run(validation: str, n_examples: int, early_stopping_patience: int |
     """Whether a run of ``n_examples`` will have validation data and early stopping, what ``auto`` epochs call
     guarded: a validation file, or ``auto`` with enough examples to hold some out, and a patience that is not 0."""
     has_validation = validation != "none" and (validation != "auto" or auto_holdout_count(n_examples) > 0)
-    return has_validation and (early_stopping_patience == "auto" or int(early_stopping_patience) > 0)
+    return has_validation and resolve_patience(early_stopping_patience, has_validation) > 0
+
+
+def resolve_patience(setting: int | str, has_validation: bool) -> int:
+    """``early_stopping_patience``: ``auto`` is :data:`AUTO_PATIENCE` with validation data, else 0 (never)."""
+    if setting == "auto":
+        return AUTO_PATIENCE if has_validation else 0
+    return int(setting)
 
 
 def auto_epochs(n_examples: int, guarded: bool = False) -> int:

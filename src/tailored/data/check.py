@@ -84,7 +84,7 @@ class CheckReport:
             out.append(
                 f"training tokens: {t['epoch_tokens']:,} per epoch × {t['epochs']} epochs = {t['epoch_tokens'] * t['epochs']:,}"
                 + (f" (validation: auto holds out {t['held_out']} examples)" if t["held_out"]
-                   else f" (validation: {t['validation']})" if t.get("validation", "auto") != "auto" else "")
+                   else f" (validation: {t['validation']})" if t["validation"] != "auto" else "")
                 + (f"; estimated time on this machine: ~{format_seconds(t['estimated_seconds'])} (rough; `tailored estimate` "
                    "measures this machine)" if t.get("estimated_seconds") else "")
             )

@@ -308,9 +308,9 @@ def estimate(
         hours = seconds / 3600 * devices
         money[f"{dev['name']} ({hours:.2f} device-hours)"] = round(hours * float(dev.get("usd_per_hour") or 0), 2)
         # a hosted service trains on the whole file (validation is a file of its own) for its own auto epochs
-        examples = tokens.file_examples or tokens.examples
+        examples = tokens.file_examples
         hosted_epochs = auto_epochs(examples) if config.epochs == "auto" else int(config.epochs)
-        billed = (tokens.file_tokens or tokens.tokens) * hosted_epochs
+        billed = tokens.file_tokens * hosted_epochs
         for name, row in table.get("hosted", {}).items():
             money[f"hosted {name}"] = round(billed / 1e6 * float(row["usd_per_million_training_tokens"]), 2)
         notes.append(f"hosted prices bill every token of all {examples} examples for {hosted_epochs} epochs"

@@ -14,13 +14,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from tailored.config.auto import MIN_FOR_AUTO_VALIDATION, auto_holdout_count
+from tailored.config.auto import AUTO_PATIENCE, MIN_FOR_AUTO_VALIDATION, auto_holdout_count, resolve_patience
 from tailored.data.split import split_examples
 from tailored.errors import DataError
 
 __all__ = ["AUTO_PATIENCE", "HeldOut", "auto_holdout_count", "hold_out", "resolve_patience"]
-
-AUTO_PATIENCE = 2  # validations without improvement before stopping (with about 5 validations per run)
 
 
 @dataclass
@@ -59,10 +57,3 @@ def hold_out(examples: list[Any], *, seed: int) -> HeldOut:
     train = sorted(position[id(ex)] for ex in parts["train"])
     return HeldOut(train, val, stratified_by="answer (label)" if by == "label" else "length",
                    lines=[examples[i].line for i in val])
-
-
-def resolve_patience(setting: int | str, has_validation: bool) -> int:
-    """``early_stopping_patience``: ``auto`` is :data:`AUTO_PATIENCE` with validation data, else 0 (never)."""
-    if setting == "auto":
-        return AUTO_PATIENCE if has_validation else 0
-    return int(setting)
