@@ -16,6 +16,7 @@ is ``r64 alpha32`` at seed 7; a name without one is seed 42), and compares each 
   t interval is the wider, safer one; read both.
 
     .venv/bin/python bench/seeds.py bench/results/quality-banking77-seeds.json --json bench/results/seeds-banking77.json
+    .venv/bin/python bench/seeds.py bench/results/quality-banking77-ranked.json --scores ranked  # the ranked labels
 """
 
 from __future__ import annotations
@@ -46,13 +47,17 @@ def group_of(config: str) -> tuple[str, int]:
     return (m.group(1) or "defaults"), int(m.group(2))
 
 
-def groups(rows: list[dict], task: str) -> dict[str, dict[int, list[float]]]:
-    """Per-example scores by group and seed (the last row of a name wins, as in a rewritten JSON)."""
+SCORES = {"free": "scores", "constrained": "scores_constrained", "ranked": "scores_ranked"}  # bench/quality.py's keys
+
+
+def groups(rows: list[dict], task: str, scores: str = "free") -> dict[str, dict[int, list[float]]]:
+    """Per-example scores by group and seed (the last row of a name wins, as in a rewritten JSON); ``scores``:
+    the free answers', those held to the labels, or the ranked labels' (:data:`SCORES`)."""
     out: dict[str, dict[int, list[float]]] = {}
     for r in rows:
-        if r.get("task") == task and r.get("scores") and r["config"] not in UNTRAINED:
+        if r.get("task") == task and r.get(SCORES[scores]) and r["config"] not in UNTRAINED:
             name, seed = group_of(r["config"])
-            out.setdefault(name, {})[seed] = r["scores"]
+            out.setdefault(name, {})[seed] = r[SCORES[scores]]
     return out
 
 
@@ -89,6 +94,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("results", nargs="+", help="JSON files bench/quality.py wrote (rows are merged, later files win)")
     ap.add_argument("--task", default="banking77")
+    ap.add_argument("--scores", default="free", choices=list(SCORES),
+                    help="which answers: free, held to the labels (constrained) or the ranked labels")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     rows: list[dict] = []
@@ -98,11 +105,11 @@ def main() -> int:
         except (OSError, ValueError, KeyError) as exc:
             print(f"{path}: not a bench/quality.py result ({exc})", file=sys.stderr)
             return 2
-    by = groups(rows, args.task)
+    by = groups(rows, args.task, args.scores)
     if "defaults" not in by:
-        print(f"no defaults rows for {args.task} in {args.results}", file=sys.stderr)
+        print(f"no defaults rows for {args.task} with {args.scores} scores in {args.results}", file=sys.stderr)
         return 2
-    report = {"task": args.task, "groups": {}, "vs_defaults": {}}
+    report = {"task": args.task, "scores": args.scores, "groups": {}, "vs_defaults": {}}
     for name, seeds in by.items():
         accs = {s: fmean(v) for s, v in sorted(seeds.items())}
         spread = statistics.stdev(accs.values()) if len(accs) > 1 else 0.0

@@ -47,3 +47,16 @@ def test_seeds_refuses_unreadable_or_unpaired_results_without_a_traceback(tmp_pa
     unpaired.write_text(json.dumps({"rows": [_row("defaults", [1.0, 0.0]), _row("wide", [1.0, 0.0, 1.0])]}))
     done = _run(str(unpaired))
     assert done.returncode != 0 and "not paired" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_seeds_compares_the_score_asked_for(tmp_path: Path) -> None:
+    rows = [dict(_row("defaults", [1.0, 0.0, 0.0, 0.0]), scores_ranked=[1.0, 1.0, 0.0, 0.0]),
+            dict(_row("seed 7", [0.0, 1.0, 0.0, 0.0]), scores_ranked=[1.0, 1.0, 1.0, 0.0])]
+    results = tmp_path / "r.json"
+    results.write_text(json.dumps({"rows": rows}))
+    out = tmp_path / "s.json"
+    assert _run(str(results), "--scores", "ranked", "--json", str(out)).returncode == 0
+    report = json.loads(out.read_text())
+    assert report["scores"] == "ranked" and report["groups"]["defaults"]["seeds"] == {"42": 0.5, "7": 0.75}
+    held = _run(str(results), "--scores", "constrained")  # rows without that score: named, not a traceback
+    assert held.returncode == 2 and "constrained scores" in held.stderr and "Traceback" not in held.stderr

@@ -58,9 +58,13 @@ def test_labels_recorded_and_eval_reports_constrained_beside_free(classifier: tu
     metrics = report["models"]["tuned"]["metrics"]
     assert {"accuracy", "accuracy_constrained", "macro_f1_constrained"} <= set(metrics)
     assert all(a in LABELS for a in report["models"]["tuned"]["constrained_answers"])
+    assert {"accuracy_ranked", "macro_f1_ranked"} <= set(metrics)
+    assert all(a in LABELS for a in report["models"]["tuned"]["ranked_answers"])
     none = evaluate(run, test, baseline=None, probe=None, collapse=False, use_cache=False, progress=False,
                              save=False, constrain="none")
     assert "accuracy_constrained" not in none["models"]["tuned"]["metrics"]
+    assert "accuracy_ranked" not in none["models"]["tuned"]["metrics"]
+
     assert none["models"]["tuned"]["metrics"]["accuracy"] == metrics["accuracy"]  # the free answers are the same
 
 

@@ -13,6 +13,7 @@ from typing import Any
 from tailored.data.records import Example
 from tailored.data.tokenize import encode_all
 from tailored.eval.generate import ChatModel, GenerationSettings
+from tailored.eval.ranking import rank_labels
 from tailored.train.loop import evaluate_loss
 from tailored.train.progress import Progress
 
@@ -32,6 +33,17 @@ def generate_answers(model: ChatModel, conversations: list[list[dict[str, Any]]]
     finally:
         bar.close()
     return out
+
+
+def ranked_answers(model: ChatModel, conversations: list[list[dict[str, Any]]], labels: list[str], *,
+                   label: str = "rank labels", progress: bool = True) -> list[str]:
+    """The most probable of ``labels`` after each conversation (:func:`tailored.eval.ranking.rank_labels`)."""
+    bar = Progress(label, len(conversations), unit="answer", enabled=progress, transient=True)
+    try:
+        answers, _ = rank_labels(model.model, model.tokenizer, conversations, labels, on_progress=bar.advance)
+    finally:
+        bar.close()
+    return answers
 
 
 def reference_loss(model: ChatModel, examples: list[Example], *, max_seq_length: int = 2048,

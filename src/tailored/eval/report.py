@@ -31,6 +31,8 @@ METRIC_ROWS = [
     ("accuracy_nearest_label", "accuracy, outside answers → nearest label", True, "pct"),
     ("accuracy_constrained", "accuracy, decoding held to the labels", True, "pct"),
     ("macro_f1_constrained", "macro F1, decoding held to the labels", True, "f3"),
+    ("accuracy_ranked", "accuracy, the most probable label", True, "pct"),
+    ("macro_f1_ranked", "macro F1, the most probable label", True, "f3"),
     ("valid_json_rate", "answers that parse as JSON (held to the schema)", True, "pct"),
     ("execution_accuracy", "execution accuracy", True, "pct"), ("valid_sql_rate", "valid SQL", True, "pct"),
     ("exact_match", "exact match", True, "pct"), ("bleu", "BLEU", True, "f1"), ("chrf", "chrF", True, "f1"),

@@ -18,7 +18,7 @@ from tailored.errors import DataError
 from tailored.eval import cache
 from tailored.eval.choice import DEFAULT_PROBE, choice_logprobs, read_choice_file, score_choices
 from tailored.eval.generate import ChatModel, GenerationSettings, load
-from tailored.eval.generation import generate_answers, reference_loss
+from tailored.eval.generation import generate_answers, ranked_answers, reference_loss
 from tailored.eval.metrics import diversity
 from tailored.eval.redflags import VARIED_PROMPTS, Flag, completion, forgetting, mode_collapse, overfitting, worst
 from tailored.eval.tasks import TASKS, detect_task, read_labels, read_test_set, score
@@ -100,7 +100,9 @@ def evaluate(
         progress: show progress bars.
         save: for a run folder, keep the report in ``RUN/evals/`` (``tailored report`` shows it).
         constrain: ``labels``: classification answers are also generated with decoding held to the label
-            set (exact labels only) and scored as ``accuracy_constrained`` beside the free ``accuracy``;
+            set (exact labels only) and scored as ``accuracy_constrained`` beside the free ``accuracy``,
+            and the label set is ranked by the model's probability of each whole label
+            (``accuracy_ranked``, :mod:`tailored.eval.ranking`);
             ``auto`` does so when the label set is known (``labels``, or the run's training labels);
             ``none`` never.
         json_schema: every answer is generated held to this JSON schema (structured output); the
@@ -166,6 +168,12 @@ def evaluate(
                 out["constrained_answers"] = constrained
                 out["metrics"].update(accuracy_constrained=held_metrics["accuracy"],
                                       macro_f1_constrained=held_metrics["macro_f1"])
+                ranked, _ = cache.cached(cache.key("ranked", identity, report["data"]["sha256"], limit, choice),
+                                         lambda: ranked_answers(model, test.prompts, choice, label=f"ranked labels {name}",
+                                                                progress=progress), enabled=use_cache)
+                ranked_metrics = score(task, test, ranked, label_list)
+                out["ranked_answers"] = ranked
+                out["metrics"].update(accuracy_ranked=ranked_metrics["accuracy"], macro_f1_ranked=ranked_metrics["macro_f1"])
         if probe_path is not None:
             out["probe"] = probe_scores(model, identity, probe_path, use_cache=use_cache, progress=progress)
         if collapse:
