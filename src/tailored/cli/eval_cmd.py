@@ -22,8 +22,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-collapse", dest="collapse", action="store_false", help="Skip the mode-collapse sampling.")
     p.add_argument("--labels", default=None, help="Label set for classification (JSON list or one per line).")
     p.add_argument("--constrain", default="auto", choices=["auto", "labels", "none"],
-                   help="Classification: also answer with decoding held to the label set and report that accuracy beside "
-                        "the free one (auto: when the labels are known from --labels or the run's training data). [default: auto]")
+                   help="Classification: also answer with decoding held to the label set, and with the most probable "
+                        "whole label (ranked), and report both accuracies beside the free one (auto: when the labels are "
+                        "known from --labels or the run's training data). [default: auto]")
     p.add_argument("--json-schema", dest="json_schema", default=None,
                    help="Generate every answer held to this JSON schema file (structured output).")
     p.add_argument("--which", default="auto", help="Weights of a run: auto (the best validation step's when kept, else the final ones), final, best, or a checkpoint name (step-000050). [default: auto]")
