@@ -94,6 +94,25 @@ def test_data_check_takes_trainings_validation_setting(tiny_model_dir: Path, tmp
     assert f"--validation {missing}: no such file" in err and "Traceback" not in err
 
 
+
+def test_data_check_takes_trainings_early_stopping_patience(tiny_model_dir: Path, tmp_path: Path, capsys: Any) -> None:
+    """`data check --early-stopping-patience 0` plans the unguarded run training then does (OpenAI's 3 epochs on what
+    `validation: auto` leaves, not the guarded 5); it once assumed the auto patience whatever training would be given.
+    A bad value is a named error, not a traceback."""
+    from tailored.cli.main import main
+
+    data = _write(tmp_path / "d.jsonl", _labelled(1_200))
+    for patience, epochs in (("0", 3), ("3", 5), ("auto", 5)):
+        assert main(["data", "check", str(data), "--model", str(tiny_model_dir), "--json",
+                     "--early-stopping-patience", patience]) == 0
+        t = json.loads(capsys.readouterr().out)["token_stats"]
+        assert (t["held_out"], t["epochs"]) == (120, epochs), patience
+    with pytest.raises(SystemExit) as bad:
+        main(["data", "check", str(data), "--model", str(tiny_model_dir), "--early-stopping-patience", "-1"])
+    assert bad.value.code != 0
+    err = capsys.readouterr().err
+    assert "--early-stopping-patience" in err and "Traceback" not in err
+
 def test_data_checks_rough_speed_is_the_measured_speed_of_a_default_run() -> None:
     """`data check`'s rough time uses the speed the quality benchmark measured for a default run of the embedded
     model on 2 threads (the slowest recorded; it once assumed 80 tokens/s, a 5-minute run announced as 22)."""

@@ -22,10 +22,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--validation", default="auto",
                    help="As `tailored train --validation`: auto (hold out part of this file), none, or FILE; sets what the "
                         "token and time estimate counts as trained on, and the auto epochs.")
+    p.add_argument("--early-stopping-patience", dest="early_stopping_patience", type=_patience, default="auto",
+                   help="As `tailored train --early-stopping-patience`: auto, 0 (never) or N; with validation data and a "
+                        "patience above 0 the auto epochs are the guarded ones. [default: auto]")
     p.add_argument("--max-line-bytes", dest="max_line_bytes", type=int, default=DEFAULT_MAX_LINE_BYTES, help=MAX_LINE_BYTES_HELP)
     p.add_argument("--json", action="store_true", help="Print the report as JSON.")
     add_import_flags(p, system=True)
     p.set_defaults(func=run_check)
+
+
+def _patience(value: str) -> int | str:
+    if value == "auto" or (value.isdigit() and int(value) >= 0):
+        return value if value == "auto" else int(value)
+    raise argparse.ArgumentTypeError(f"{value!r}: expected auto, 0 (never stop early) or a positive number of validations")
 
 
 def run_check(args: argparse.Namespace) -> int:
@@ -35,7 +44,7 @@ def run_check(args: argparse.Namespace) -> int:
     with using(import_options(args)) as reading:  # tables and labelling exports: which columns to read
         report = check_data(args.file, model=None if args.model == "none" else args.model, format=args.format,
                             max_seq_length=args.max_seq_length, epochs=args.epochs, max_line_bytes=args.max_line_bytes,
-                            validation=args.validation)
+                            validation=args.validation, early_stopping_patience=args.early_stopping_patience)
     layout = reading.layouts[0] if reading.layouts else None
     if args.json:
         print(json.dumps({**report.to_dict(), **({"layout": layout.to_dict()} if layout else {})}, indent=2))

@@ -126,11 +126,13 @@ def check_file(
     tokens_per_second: float | None = None,
     max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
     validation: str = "auto",
+    early_stopping_patience: int | str = "auto",
 ) -> CheckReport:
     """Validate ``path``; with a tokenizer, add token statistics and context-length checks.
 
-    ``validation`` is training's setting (``auto``, ``none`` or a file): what ``auto`` holds out is not trained
-    on, and ``auto`` epochs are longer when a validation set guards the run (config.auto.auto_epochs)."""
+    ``validation`` and ``early_stopping_patience`` are training's settings: what ``validation: auto`` holds out is
+    not trained on, and ``auto`` epochs are longer when validation and early stopping guard the run
+    (config.auto.guarded_run, auto_epochs)."""
     read = read_records(path, format=format, max_line_bytes=max_line_bytes)
     report = CheckReport(str(path), read.format, read.n_lines, read.examples, list(read.problems))
     n = len(read.examples)
@@ -155,7 +157,7 @@ def check_file(
         lengths = [len(e) for e in encoded]
         trained = [e.n_labels for e in encoded]
         held = auto_holdout_count(n) if validation == "auto" else 0  # trained on the rest, guarded by what it holds out
-        ep = epochs or auto_epochs(n - held, guarded=guarded_run(validation, n))
+        ep = epochs or auto_epochs(n - held, guarded=guarded_run(validation, n, early_stopping_patience))
         total = sum(lengths)
         per_epoch = round(total * (n - held) / n)  # what is trained on each epoch, the held-out share aside
         stats = {

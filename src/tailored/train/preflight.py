@@ -35,7 +35,7 @@ def estimated_tokens_per_second(folder: Path, threads: int | None = None) -> flo
 
 def check_data(path: str | Path, *, model: str | None = "smollm2", format: str = "auto", max_seq_length: int = 1024,
                epochs: int | None = None, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
-               validation: str = "auto") -> CheckReport:
+               validation: str = "auto", early_stopping_patience: int | str = "auto") -> CheckReport:
     """Validate a data file; with ``model``, add token statistics, context checks and a time estimate.
 
     Args:
@@ -46,6 +46,7 @@ def check_data(path: str | Path, *, model: str | None = "smollm2", format: str =
         epochs: epochs for the total-token estimate (default: the auto rule).
         max_line_bytes: longest line read; a longer one is an error naming its line.
         validation: training's ``validation`` (``auto``, ``none`` or a file): what is held out and the auto epochs.
+        early_stopping_patience: training's; 0 leaves the run unguarded, so the auto epochs are the unguarded ones.
     """
     if validation not in ("auto", "none") and not Path(validation).is_file():
         raise ConfigError(f"--validation {validation}: no such file",
@@ -56,4 +57,5 @@ def check_data(path: str | Path, *, model: str | None = "smollm2", format: str =
         tokenizer = load_tokenizer(folder)
         tps = estimated_tokens_per_second(folder)
     return check_file(path, tokenizer=tokenizer, max_seq_length=max_seq_length, format=format, epochs=epochs,
-                      tokens_per_second=tps, max_line_bytes=max_line_bytes, validation=validation)
+                      tokens_per_second=tps, max_line_bytes=max_line_bytes, validation=validation,
+                      early_stopping_patience=early_stopping_patience)
