@@ -80,3 +80,19 @@ def test_ranking_a_prompt_tuned_model_scores_whole_rows() -> None:
     answers, _ = rank_labels(model, tok, prompts, LABELS)
     assert answers == [brute_force(model, tok, p, LABELS) for p in prompts]
     assert len(set(answers)) > 3
+
+
+def test_the_cached_and_the_whole_row_scores_count_the_same_tokens() -> None:
+    """Both scorers sum only the trained tokens after the prompt (the cached one once summed every token there, an
+    untrained one too, unlike training and the whole-row scorer)."""
+    from tailored.data.tokenize import Encoded
+    from tailored.eval.ranking import _Prompt, _scores
+
+    tok = tiny_tokenizer()
+    model = fitted(tok, LABELS, steps=20)
+    prompt = asked(LABELS, seed=1, system=False)[0]
+    rows = [encode_example(tok, Example(0, [*prompt, {"role": "assistant", "content": label}])) for label in LABELS[:4]]
+    start = next(i for i, x in enumerate(rows[0].labels) if x != IGNORE)
+    rows = [rows[0], *[Encoded(0, r.input_ids, r.labels[:start + 1] + [IGNORE] + r.labels[start + 2:]) for r in rows[1:]]]
+    cached = _Prompt(model, rows[0].input_ids[:start], cached=True).scores(rows, start, int(tok.pad_token_id))
+    assert cached == pytest.approx(_scores(model, rows, int(tok.pad_token_id)), abs=1e-4)

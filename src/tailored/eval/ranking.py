@@ -4,8 +4,8 @@ Decoding held to the labels (``accuracy_constrained``) picks one token at a time
 first token is less likely loses even when it is, as a whole, the most probable answer. Ranking scores
 each label as the answer training trained on -- the summed log-probability of the label's tokens and
 the template's end of turn, after the prompt, tokenized by the training code (:func:`encode_example`)
--- and answers the highest: the exact most probable label, which is what a classification head over
-the label set would answer, read from the language model.
+-- and answers the highest: the exact most probable label under the language model itself (exact up to
+floating-point rounding where the bound and the score come from separate passes: prompt learning).
 
 Scoring every label after every prompt would cost one pass per label (77 on banking77); a
 branch-and-bound keeps it to a few. A label's score is at most the log-probability of its first token
@@ -84,25 +84,27 @@ class _Prompt:
         self.kv = tensors(cache) if cached else None
 
     @torch.no_grad()
-    def scores(self, tails: list[list[int]], pad: int) -> list[float]:
-        """Summed log-probability of each answer after the prompt (its tokens after the prompt's KV)."""
+    def scores(self, rows: list[Encoded], start: int, pad: int) -> list[float]:
+        """Summed log-probability of each row's trained tokens after the prompt (``start`` on), read after its KV."""
         assert self.kv is not None
-        out = [float(self.first[t[0]]) for t in tails]
-        rest = [t[:-1] for t in tails]
+        out = [float(self.first[r.input_ids[start]]) for r in rows]  # the first answer token: always trained
+        rest = [r.input_ids[start:-1] for r in rows]  # the inputs whose next tokens are scored
         width = max(map(len, rest))
         if width == 0:
             return out
-        ids = torch.full((len(tails), width), pad, dtype=torch.long, device=self.device)
-        for i, r in enumerate(rest):  # right-padded: a real token never attends to the padding after it
-            ids[i, : len(r)] = torch.tensor(r, device=self.device)
-        n = len(tails)
+        n = len(rows)
+        ids = torch.full((n, width), pad, dtype=torch.long, device=self.device)
+        targets = torch.full((n, width), IGNORE, dtype=torch.long, device=self.device)
+        for i, (r, x) in enumerate(zip(rows, rest)):  # right-padded: a real token never attends to the padding after it
+            ids[i, : len(x)] = torch.tensor(x, device=self.device)
+            targets[i, : len(x)] = torch.tensor(r.labels[start + 1:], device=self.device)
         cache = new_cache([(k.expand(n, -1, -1, -1), v.expand(n, -1, -1, -1)) for k, v in self.kv])
         logps = F.log_softmax(self.model(input_ids=ids, attention_mask=torch.ones(n, self.n + width, dtype=torch.long, device=self.device),
                                          position_ids=torch.arange(self.n, self.n + width, device=self.device)[None].expand(n, -1),
                                          cache=cache, use_cache=True).logits.float(), dim=-1)
-        for i, t in enumerate(tails):
-            out[i] += float(sum(logps[i, j, t[j + 1]] for j in range(len(t) - 1)))
-        return out
+        trained = targets != IGNORE
+        picked = logps.gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1).masked_fill(~trained, 0.0)
+        return [o + float(p) for o, p in zip(out, picked.sum(-1))]
 
 
 def rank_labels(model: torch.nn.Module, tokenizer: Any, prompts: list[list[dict[str, Any]]], labels: list[str], *,
@@ -128,7 +130,7 @@ def rank_labels(model: torch.nn.Module, tokenizer: Any, prompts: list[list[dict[
             step = FIRST_PASS if k == 0 else ROWS_PER_PASS
             batch = [i for i in order[k : k + step] if bound[i] > best_score]
             if shared is not None and shared.kv is not None:
-                got = shared.scores([rows[i].input_ids[start:] for i in batch], pad)
+                got = shared.scores([rows[i] for i in batch], start, pad)
             else:
                 got = _scores(model, [rows[i] for i in batch], pad)
             for i, s in zip(batch, got):
