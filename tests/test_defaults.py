@@ -112,6 +112,12 @@ def test_data_check_takes_trainings_early_stopping_patience(tiny_model_dir: Path
     assert bad.value.code != 0
     err = capsys.readouterr().err
     assert "--early-stopping-patience" in err and "Traceback" not in err
+    from tailored.errors import ConfigError
+    from tailored.train.preflight import check_data
+
+    for bad_value in ("x", -1, True, 2.5):  # the library call names the setting too, as YAML and the API do
+        with pytest.raises(ConfigError, match="early_stopping_patience"):
+            check_data(data, model=None, early_stopping_patience=bad_value)
 
 def test_data_checks_rough_speed_is_the_measured_speed_of_a_default_run() -> None:
     """`data check`'s rough time uses the speed the quality benchmark measured for a default run of the embedded

@@ -32,9 +32,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _patience(value: str) -> int | str:
-    if value == "auto" or (value.isdigit() and int(value) >= 0):
-        return value if value == "auto" else int(value)
-    raise argparse.ArgumentTypeError(f"{value!r}: expected auto, 0 (never stop early) or a positive number of validations")
+    from tailored.config.auto import check_patience
+
+    try:
+        return check_patience(value)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def run_check(args: argparse.Namespace) -> int:

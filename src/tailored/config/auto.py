@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 
 # ``validation: auto`` holds out part of a training file of at least this many examples (below, all are needed).
@@ -29,6 +30,20 @@ def guarded_run(validation: str, n_examples: int, early_stopping_patience: int |
     guarded: a validation file, or ``auto`` with enough examples to hold some out, and a patience that is not 0."""
     has_validation = validation != "none" and (validation != "auto" or auto_holdout_count(n_examples) > 0)
     return has_validation and resolve_patience(early_stopping_patience, has_validation) > 0
+
+
+def check_patience(value: Any) -> int | str:
+    """``early_stopping_patience`` as given (YAML, flag, API): ``auto`` or a whole number of validations, 0 for
+    never; anything else is a :class:`ValueError` that says what is expected."""
+    if value == "auto":
+        return value
+    try:
+        n = -1 if isinstance(value, bool) or isinstance(value, float) and not value.is_integer() else int(value)
+    except (TypeError, ValueError):
+        n = -1
+    if n < 0:
+        raise ValueError(f"{value!r}: expected auto, 0 (never stop early) or a positive number of validations")
+    return n
 
 
 def resolve_patience(setting: int | str, has_validation: bool) -> int:

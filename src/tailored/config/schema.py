@@ -11,6 +11,8 @@ from typing import Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from tailored.config.auto import check_patience
+
 Auto = Literal["auto"]
 
 
@@ -85,11 +87,7 @@ class TrainConfig(BaseModel):
     @field_validator("early_stopping_patience", mode="before")
     @classmethod
     def _patience(cls, v: Any) -> Any:
-        if v is None:  # older run folders: null meant off
-            return 0
-        if v != "auto" and int(v) < 0:
-            raise ValueError("must be 'auto', 0 (never stop early) or a positive integer")
-        return v
+        return 0 if v is None else check_patience(v)  # null: older run folders' "off"
 
     @property
     def validation_file(self) -> str | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from tailored.config.auto import check_patience
 from tailored.data.check import CheckReport, check_file
 from tailored.data.jsonl import DEFAULT_MAX_LINE_BYTES
 from tailored.errors import ConfigError
@@ -51,6 +52,10 @@ def check_data(path: str | Path, *, model: str | None = "smollm2", format: str =
     if validation not in ("auto", "none") and not Path(validation).is_file():
         raise ConfigError(f"--validation {validation}: no such file",
                           hint="give the validation file training will use, or auto (hold out part of the data) or none")
+    try:
+        early_stopping_patience = check_patience(early_stopping_patience)
+    except ValueError as e:
+        raise ConfigError(f"early_stopping_patience {e}", hint="as in `tailored train`: auto, 0 or N") from None
     tokenizer = tps = None
     if model is not None:
         folder = local_folder(model)
