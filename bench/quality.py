@@ -116,13 +116,14 @@ def answer(model, test, max_new_tokens: int, batch_size: int = 8, labels: list[s
     return out, time.time() - t
 
 
-def rank(model, test, labels: list[str]) -> tuple[list[str], float]:
-    """The most probable whole label after each test prompt (tailored.eval.ranking)."""
+def rank(model, test, labels: list[str]) -> tuple[list[str], float, float]:
+    """The most probable whole label after each test prompt (tailored.eval.ranking), the seconds it took and the
+    mean number of labels scored per prompt."""
     from tailored.eval.ranking import rank_labels
 
     t = time.time()
-    answers, _ = rank_labels(model.model, model.tokenizer, test.prompts, labels)
-    return answers, time.time() - t
+    answers, scored = rank_labels(model.model, model.tokenizer, test.prompts, labels)
+    return answers, time.time() - t, scored
 
 
 def seed_recipe(train: Path, tokenizer_folder: Path, budget_s: float, threads: int):
@@ -217,7 +218,7 @@ def run_task(task: str, args, work: Path, speed: dict, done: list[dict], started
             row["validation"] = curve
         if labels:  # classification served as classification: decoding held to the label set, and the label set ranked
             held, held_s = answer(model, prompts, max_new, labels=labels)
-            ranked, ranked_s = rank(model, prompts, labels)
+            ranked, ranked_s, row["labels_scored_ranked"] = rank(model, prompts, labels)
             for kind_of, got, secs in (("constrained", held, held_s), ("ranked", ranked, ranked_s)):
                 by_item = per_item(kind, test, got, labels)
                 k_mean, k_lo, k_hi = interval(by_item)
@@ -333,7 +334,8 @@ def line(row: dict) -> str:
         extra.append(f"held to labels {row['quality_constrained']:.3f} [{c_lo:.3f}, {c_hi:.3f}]")
     if "quality_ranked" in row:
         r_lo, r_hi = row["ci95_ranked"]
-        extra.append(f"ranked {row['quality_ranked']:.3f} [{r_lo:.3f}, {r_hi:.3f}]")
+        extra.append(f"ranked {row['quality_ranked']:.3f} [{r_lo:.3f}, {r_hi:.3f}]"
+                     + (f" ({row['labels_scored_ranked']:.1f} labels scored a query)" if "labels_scored_ranked" in row else ""))
     if (d := row.get("vs_defaults")):
         extra.append(f"vs defaults {d['delta']:+.3f} paired [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}]")
     if (d := row.get("vs_defaults_ranked")):
