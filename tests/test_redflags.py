@@ -242,3 +242,21 @@ def test_train_command_prints_and_stores_the_verdict(home, tiny_model_dir: Path,
     assert main(["train", "--data", data, "--model", str(tiny_model_dir), "--output", str(tmp_path / "off"),
                  "--max-steps", "1", "--max-seq-length", "128", "--red-flags", "off"]) == 0
     assert not (tmp_path / "off" / "red_flags.json").exists()
+
+
+def test_the_eval_table_shows_the_probe_score_the_forgetting_flag_judges() -> None:
+    """The table's probe row is the calibrated accuracy when every model has it, as the forgetting flag uses: it once
+    showed the raw one (tuned 63% above base 62%) beside a flag that said the calibrated score fell 66% → 57%."""
+    from tailored.eval.report import _eval_block, render_text
+
+    probe = lambda raw, cal: {"accuracy": raw, "accuracy_calibrated": cal}  # noqa: E731
+    report = {"task": "classification", "data": {"path": "test.jsonl", "examples": 200}, "verdict": "warning",
+              "red_flags": [], "models": {"tuned": {"target": "runs/x", "metrics": {}, "probe": probe(0.63, 0.57)},
+                                          "base": {"target": "base", "metrics": {}, "probe": probe(0.62, 0.66)}}}
+    line = next(x for x in render_text(report).splitlines() if "general probe" in x)
+    assert "calibrated" in line and "57.0%" in line and "66.0%" in line, line
+    row = next(r for r in _eval_block(report)["metrics"] if "general probe" in r["name"])
+    assert row["values"] == ["57.0%", "66.0%"] and row["delta_class"] == "worse" and "calibrated" in row["name"]
+    report["models"]["base"]["probe"] = {"accuracy": 0.62}  # an older cached score without calibration: raw for both
+    row = next(r for r in _eval_block(report)["metrics"] if "general probe" in r["name"])
+    assert row["values"] == ["63.0%", "62.0%"] and "calibrated" not in row["name"]

@@ -108,9 +108,9 @@ def _eval_block(report: dict[str, Any]) -> dict[str, Any]:
             if higher is not None and abs(d) > 1e-9:
                 row["delta_class"] = "better" if (d > 0) == higher else "worse"
         rows.append(row)
-    probe_vals = [models[n].get("probe", {}).get("accuracy") for n in names]
+    probe_name, probe_vals = _probe_accuracies(models, names)
     if any(v is not None for v in probe_vals):
-        row = {"name": "general probe accuracy (forgetting check)", "values": [_fmt(v, "pct") for v in probe_vals], "delta": "", "delta_class": ""}
+        row = {"name": f"{probe_name} (forgetting check)", "values": [_fmt(v, "pct") for v in probe_vals], "delta": "", "delta_class": ""}
         if len(names) == 2 and None not in probe_vals:
             d = probe_vals[0] - probe_vals[1]
             row["delta"], row["delta_class"] = ("+" if d >= 0 else "−") + _fmt(abs(d), "pct"), ("better" if d > 0 else "worse" if d < 0 else "")
@@ -130,6 +130,15 @@ def _eval_block(report: dict[str, Any]) -> dict[str, Any]:
             "models": [f"{_shown(n, models)} ({Path(models[n]['target']).name})" for n in names], "metrics": rows,
             "delta": "base" in models and "tuned" in models, "confused": tuned_m.get("most_confused", []),
             "worst_labels": worst_labels, "rows": sbs, "answer_models": [_shown(n, models) for n in answer_models]}
+
+
+def _probe_accuracies(models: dict[str, Any], names: list[str]) -> tuple[str, list[float | None]]:
+    """The probe score the forgetting flag judges (eval.redflags.forgetting): calibrated when every scored model has
+    it, else the raw accuracy; with the row's name."""
+    probes = [models[n].get("probe") or {} for n in names]
+    calibrated = all("accuracy_calibrated" in p for p in probes if p)
+    key = "accuracy_calibrated" if calibrated else "accuracy"
+    return ("general probe accuracy, calibrated" if calibrated else "general probe accuracy"), [p.get(key) for p in probes]
 
 
 def _shown(name: str, models: dict[str, Any]) -> str:
@@ -228,9 +237,9 @@ def render_text(report: dict[str, Any]) -> str:
         vals = [models[n].get("metrics", {}).get(key) for n in names]
         if any(v is not None for v in vals):
             lines.append(f"  {label:36s}" + "".join(f"{_fmt(v, kind):>12s}" for v in vals))
-    probe = [models[n].get("probe", {}).get("accuracy") for n in names]
+    probe_name, probe = _probe_accuracies(models, names)
     if any(v is not None for v in probe):
-        lines.append(f"  {'general probe accuracy':36s}" + "".join(f"{_fmt(v, 'pct'):>12s}" for v in probe))
+        lines.append(f"  {probe_name:36s}" + "".join(f"{_fmt(v, 'pct'):>12s}" for v in probe))
     for row in report.get("side_by_side", [])[:3]:
         lines.append(f"\n  prompt:    {row['prompt'][-160:]!r}\n  reference: {row['reference'][:160]!r}")
         for n in names:
