@@ -260,3 +260,21 @@ def test_the_eval_table_shows_the_probe_score_the_forgetting_flag_judges() -> No
     report["models"]["base"]["probe"] = {"accuracy": 0.62}  # an older cached score without calibration: raw for both
     row = next(r for r in _eval_block(report)["metrics"] if "general probe" in r["name"])
     assert row["values"] == ["63.0%", "62.0%"] and "calibrated" not in row["name"]
+
+
+
+def test_a_forgetting_warning_says_where_the_drop_lies_against_the_noise_band() -> None:
+    """A warning inside the ±2 s.e. noise band says so; it once read "beyond noise" beside "noise band ±11.4%" for a
+    drop of 9 points (a banking77 run of the defaults, 2026-12-04)."""
+    from tailored.eval.redflags import forgetting
+
+    def tuned(lost: int, gained: int) -> dict:  # against a base that answers the first 60 of 100 items right
+        correct = [0] * lost + [1] * (60 - lost) + [1] * gained + [0] * (40 - gained)
+        return {"accuracy": sum(correct) / 100, "correct": correct}
+
+    base = {"accuracy": 0.6, "correct": [1] * 60 + [0] * 40}
+    inside, beyond = forgetting(base, tuned(10, 4)), forgetting(base, tuned(5, 0))  # -6 points, s.e. 3.7 / -5, s.e. 2.2
+    for flag, within in ((inside, True), (beyond, False)):
+        drop, (_, band) = -flag.evidence["delta"], flag.evidence["noise_band"]
+        assert flag.verdict == "warning" and (drop <= band) == within, (flag.verdict, drop, band)
+        assert ("within the noise band" in flag.summary) == within and "beyond noise," not in flag.summary, flag.summary

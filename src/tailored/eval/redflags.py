@@ -143,7 +143,9 @@ def forgetting(base: dict[str, Any] | None, tuned: dict[str, Any] | None, *, thr
     if drop > threshold and drop > 2 * se:
         verdict, summary = "red", "the tuned model lost general knowledge"
     elif drop > threshold / 2 and drop > se:
-        verdict, summary = "warning", "general knowledge may have dropped (beyond noise, below the red threshold)"
+        where = (f"beyond the noise band, but not by the red threshold's {threshold:.0%}" if drop > 2 * se
+                 else "more than one standard error, within the noise band")
+        verdict, summary = "warning", f"general knowledge may have dropped ({where})"
     else:
         verdict, summary = "ok", "no drop in general knowledge beyond the probe's noise"
     fixes = [] if verdict == "ok" else [
