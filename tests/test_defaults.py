@@ -94,7 +94,6 @@ def test_data_check_takes_trainings_validation_setting(tiny_model_dir: Path, tmp
     assert f"--validation {missing}: no such file" in err and "Traceback" not in err
 
 
-
 def test_data_check_takes_trainings_early_stopping_patience(tiny_model_dir: Path, tmp_path: Path, capsys: Any) -> None:
     """`data check --early-stopping-patience 0` plans the unguarded run training then does (OpenAI's 3 epochs on what
     `validation: auto` leaves, not the guarded 5); it once assumed the auto patience whatever training would be given.
@@ -118,6 +117,7 @@ def test_data_check_takes_trainings_early_stopping_patience(tiny_model_dir: Path
     for bad_value in ("x", -1, True, 2.5):  # the library call names the setting too, as YAML and the API do
         with pytest.raises(ConfigError, match="early_stopping_patience"):
             check_data(data, model=None, early_stopping_patience=bad_value)
+
 
 def test_data_checks_rough_speed_is_the_measured_speed_of_a_default_run() -> None:
     """`data check`'s rough time uses the speed the quality benchmark measured for a default run of the embedded

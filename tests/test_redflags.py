@@ -262,7 +262,6 @@ def test_the_eval_table_shows_the_probe_score_the_forgetting_flag_judges() -> No
     assert row["values"] == ["63.0%", "62.0%"] and "calibrated" not in row["name"]
 
 
-
 def test_a_forgetting_warning_says_where_the_drop_lies_against_the_noise_band() -> None:
     """A warning inside the ±2 s.e. noise band says so; it once read "beyond noise" beside "noise band ±11.4%" for a
     drop of 9 points (a banking77 run of the defaults, 2026-12-04)."""
