@@ -61,8 +61,10 @@ SWEEP = {"lr 1.35": {"learning_rate_multiplier": 1.35}, "lr 2.69": {"learning_ra
          "r64 alpha32 seed 11": {"lora_r": 64, "lora_alpha": 32, "seed": 11},
          "r64 seed 7": {"lora_r": 64, "lora_alpha": 128, "seed": 7},
          "r64 seed 11": {"lora_r": 64, "lora_alpha": 128, "seed": 11},
-         "dropout 0.1": {"lora_dropout": 0.1}, "full": {"method": "full"}}
-BASE, RECIPE = "base (zero-shot)", "seed recipe"
+         "dropout 0.1": {"lora_dropout": 0.1}, "full": {"method": "full"},
+         "neighbours 4": {"neighbours": 4}, "neighbours 4 seed 7": {"neighbours": 4, "seed": 7},
+         "neighbours 4 seed 11": {"neighbours": 4, "seed": 11}}
+BASE, RECIPE, EMBED = "base (zero-shot)", "seed recipe", "embedding classifier"
 PILOT_STEPS = 8
 CONFIGS = {"defaults": {}} | SWEEP
 PROBES = {"general": None, "arc-easy": DATA / "forgetting-probe" / "validation.jsonl"}
@@ -201,9 +203,10 @@ def run_task(task: str, args, work: Path, speed: dict, done: list[dict], started
     rows: list[dict] = []
     wanted = args.configs
 
-    def record(config: str, model, train_s: float, tokens: int, note: str = "", curve: list | None = None) -> None:
-        prompts = base_test if config == BASE else test
-        answers, gen_s = answer(model, prompts, max_new)
+    def record(config: str, model, train_s: float, tokens: int, note: str = "", curve: list | None = None,
+               prompts=None, answers: list[str] | None = None) -> None:
+        prompts = prompts or (base_test if config == BASE else test)
+        answers, gen_s = (answers, 0.0) if answers is not None else answer(model, prompts, max_new)
         scores = per_item(kind, test, answers, labels)
         mean, lo, hi = interval(scores)
         row = {"task": task, "metric": METRIC[kind], "config": config, "quality": mean, "ci95": [lo, hi],
@@ -216,7 +219,7 @@ def run_task(task: str, args, work: Path, speed: dict, done: list[dict], started
             row["vs_defaults"] = paired_difference(ref["scores"], scores)
         if curve:  # [step, validation loss, elapsed seconds]: what bench/patience.py replays
             row["validation"] = curve
-        if labels:  # classification served as classification: decoding held to the label set, and the label set ranked
+        if labels and model is not None:  # classification served as classification: decoding held to the label set, and the label set ranked
             held, held_s = answer(model, prompts, max_new, labels=labels)
             ranked, ranked_s, row["labels_scored_ranked"] = rank(model, prompts, labels)
             for kind_of, got, secs in (("constrained", held, held_s), ("ranked", ranked, ranked_s)):
@@ -226,7 +229,7 @@ def run_task(task: str, args, work: Path, speed: dict, done: list[dict], started
                         f"scores_{kind_of}": by_item}
                 if ref is not None and f"scores_{kind_of}" in ref and config not in (BASE, "defaults"):
                     row[f"vs_defaults_{kind_of}"] = paired_difference(ref[f"scores_{kind_of}"], by_item)
-        if args.probes:
+        if args.probes and model is not None:
             scores = probe_scores(model)
             if config == BASE:
                 probe_base.update(scores)
@@ -250,7 +253,15 @@ def run_task(task: str, args, work: Path, speed: dict, done: list[dict], started
     if BASE in wanted:
         record(BASE, load("smollm2"), 0.0, 0, "label list in the prompt" if labels else "")
 
-    def fit(steps_wanted: int, batch: int, key: str) -> tuple[int, str]:
+    if EMBED in wanted and labels:  # a reference: what the labels give away to a frozen 22M sentence encoder
+        from neighbours import embedding_classifier
+
+        t = time.time()
+        got = embedding_classifier(read_rows(train_file), test.prompts)
+        record(EMBED, None, time.time() - t, 0, "all-MiniLM-L6-v2 + logistic regression, trained on the whole train file",
+               answers=got)
+
+    def fit(steps_wanted: int, batch: int, key: str, per_ex: float) -> tuple[int, str]:
         fits = max(2, int(budget_s * speed[key] / (per_ex * batch)))
         return (steps_wanted, "") if steps_wanted <= fits else (fits, f"cut to {fits} of {steps_wanted} steps by the budget")
 
@@ -267,12 +278,21 @@ def run_task(task: str, args, work: Path, speed: dict, done: list[dict], started
         # the budget needs this configuration's speed on this machine now (a rank-64 adapter trains ~20% slower
         # than rank 16): an 8-step pilot measures it once per method/rank/targets/batch
         key, out = speed_key(change), work / f"{task}-{name.replace(' ', '_')}"
+        change, k = {c: v for c, v in change.items() if c != "neighbours"}, change.get("neighbours")
+        data, scored_on, per_ex_here = train_file, test, per_ex
+        if k:  # the k most similar training requests with their labels in every prompt, training and test alike
+            from neighbours import Neighbours
+
+            near = Neighbours(read_rows(train_file), k)
+            data = write_rows(work / f"{task}-train-neighbours{k}.jsonl", near.training_rows(read_rows(train_file)))
+            scored_on = type(test)(test.path, test.sha256, test.examples, near.prompts(test.prompts), test.references)
+            per_ex_here = tokens_per_example(data, tok)
         finished = RunFolder(out).read() if args.reuse and RunFolder(out).exists() else None
         reused = finished is not None and finished.status == "completed"  # --reuse: scored again, not trained again
         if key not in speed and not reused:
             pilot = work / f"{task}-pilot"
             shutil.rmtree(pilot, ignore_errors=True)
-            train(data=str(train_file), output=str(pilot), threads=args.threads, red_flags="off", max_steps=PILOT_STEPS,
+            train(data=str(data), output=str(pilot), threads=args.threads, red_flags="off", max_steps=PILOT_STEPS,
                   validation="none", **change)
             speed[key] = steady_speed(pilot / "metrics.jsonl") * 0.92  # a real run's validation passes take time too
         trained_on = n_train - auto_holdout_count(n_train)  # what validation: auto leaves for training
@@ -285,14 +305,15 @@ def run_task(task: str, args, work: Path, speed: dict, done: list[dict], started
                 why = "stopped early" if finished.stopped_early else "cut by the budget"
                 note += f", {why} at {metrics['steps']} of {hp.total_steps} steps"
         else:
-            steps, note = fit(hp.total_steps, hp.batch_size, key)
+            steps, note = fit(hp.total_steps, hp.batch_size, key, per_ex_here)
             shutil.rmtree(out, ignore_errors=True)
-            metrics = train(data=str(train_file), output=str(out), threads=args.threads, red_flags="off",
+            metrics = train(data=str(data), output=str(out), threads=args.threads, red_flags="off",
                             **({"max_steps": steps} if note else {}), **change).metrics
             speed[key] = metrics["tokens_per_s"]  # over the whole run, validation passes included
         which = "best" if (out / "best").is_dir() else "final"
         record(name, load(out), metrics["seconds"], metrics["real_tokens"],
-               "; ".join(filter(None, [note, f"{metrics['steps']} steps, weights {which}"])), curve=validation_curve(out))
+               "; ".join(filter(None, [note, f"{metrics['steps']} steps, weights {which}"])), curve=validation_curve(out),
+               prompts=scored_on)
     return rows
 
 
@@ -356,7 +377,7 @@ def main() -> int:
     ap.add_argument("--sweep", action="store_true", help="also train the sweep around the defaults: " + ", ".join(SWEEP))
     ap.add_argument("--no-recipe", action="store_true")
     ap.add_argument("--configs", default=None,
-                    help=f"comma-separated configurations to run, of: {BASE}, {RECIPE}, {', '.join(CONFIGS)} "
+                    help=f"comma-separated configurations to run, of: {BASE}, {RECIPE}, {EMBED}, {', '.join(CONFIGS)} "
                          "(default: base, seed recipe, defaults, and the sweep with --sweep)")
     ap.add_argument("--no-probes", dest="probes", action="store_false",
                     help="skip the forgetting probes (shipped + ARC-Easy, calibrated) on each model")
@@ -377,9 +398,9 @@ def main() -> int:
         return 2
     if args.configs:
         args.configs = [c.strip() for c in args.configs.split(",") if c.strip()]
-        unknown = [c for c in args.configs if c not in (BASE, RECIPE, *CONFIGS)]
+        unknown = [c for c in args.configs if c not in (BASE, RECIPE, EMBED, *CONFIGS)]
         if unknown:
-            ap.error(f"unknown configuration(s) {unknown}; known: {[BASE, RECIPE, *CONFIGS]}")
+            ap.error(f"unknown configuration(s) {unknown}; known: {[BASE, RECIPE, EMBED, *CONFIGS]}")
     else:
         args.configs = [BASE, *([] if args.no_recipe else [RECIPE]), "defaults", *(SWEEP if args.sweep else [])]
     if args.reuse and not args.work:
