@@ -17,7 +17,11 @@ Configurations, all on the embedded SmolLM2-135M-Instruct, same threads:
 - sweep (``--sweep``, or by name with ``--configs``): the defaults with a setting changed (the learning-rate
   multiplier, 3 to 6 epochs, LoRA r=8 on q/v only, rank 64 at alpha 128 or 32, batch size 8, LoRA dropout
   0.1 (the QLoRA paper's for 7-13B models), full fine-tuning; ``seed 7``, ``seed 11``: the defaults with
-  another seed, the run-to-run noise; rank 64 at alpha 128 or 32 at those seeds too, for bench/seeds.py).
+  another seed, the run-to-run noise; rank 64 at alpha 128 or 32 at those seeds too, for bench/seeds.py);
+  ``neighbours 4`` (and its seeds 7 and 11): the defaults trained and scored with each request's 4 most similar
+  training requests and their labels in the system message (bench/neighbours.py);
+- ``embedding classifier`` (classification only): a reference without a language model, frozen all-MiniLM-L6-v2
+  embeddings + logistic regression on the whole train file.
 
 Every trained configuration gets at most ``--budget-minutes`` of training; a configuration whose own
 length would exceed it is cut to the steps that fit (the table says so: ``cut``), sized by an 8-step pilot
