@@ -199,9 +199,14 @@ def test_job_run_playground_arena_and_dpo_from_votes(browser: Any, server: Any, 
     prefs = tmp_path / "prefs.jsonl"
     got.value.save_as(prefs)
     rows = [json.loads(x) for x in prefs.read_text().splitlines()]
-    assert len(rows) >= 11 and set(rows[0]) == {"input", "preferred_output", "non_preferred_output"}
-    # the browser's votes come first (one with an identical or empty answer is left out)
-    assert rows[0]["input"]["messages"][0]["content"] in ("Name a fruit.", "Name a colour.", "Name a city.")
+    # the browser's votes come first; one whose two answers are identical or empty teaches nothing and is left out
+    # (a tiny model at 8 tokens may give all three such answers: CI once saw 10 rows, none from the browser)
+    browser = [v for v in arena.voted("team-a") if v["messages"][0]["content"].startswith("Name a ")]
+    kept = [v for v in browser if all(a.strip() for a in v["answers"]) and len({a.strip() for a in v["answers"]}) == 2]
+    assert len(browser) == 3 and len(rows) == len(kept) + 10
+    assert all(set(r) == {"input", "preferred_output", "non_preferred_output"} for r in rows)
+    assert [r["input"]["messages"] for r in rows[:len(kept)]] == [v["messages"] for v in kept]
+    assert rows[-1]["preferred_output"][0]["content"] == " ".join(map(str, range(1, 12)))
     page.get_by_role("button", name="Save it as a fine-tune file").click()
     page.wait_for_function("document.querySelector('#arena-saved').dataset.file")
     assert "processed" in page.locator("#arena-saved").inner_text()
