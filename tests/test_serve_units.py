@@ -182,7 +182,8 @@ def test_adapter_and_standalone_caches_drop_the_least_recently_used(tmp_path: Pa
         return None, None, None
 
     monkeypatch.setattr(models_cache, "load_run", load_run)
-    monkeypatch.setattr(models_cache, "ChatModel", lambda model, tok, manifest, name: name)
+    monkeypatch.setattr(models_cache, "run_neighbours", lambda run, manifest: None)  # no run folder behind these
+    monkeypatch.setattr(models_cache, "ChatModel", lambda model, tok, manifest, name, neighbours: name)
     standalone = models_cache.StandaloneModels(capacity=2, device="cpu")
     for name in ("x", "y", "x", "z", "x", "y"):
         assert standalone.get(entry(name, "standalone")) == name  # type: ignore[comparison-overlap]

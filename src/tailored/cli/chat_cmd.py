@@ -43,6 +43,8 @@ def run_chat(args: argparse.Namespace) -> int:
     else:
         model = load(args.target, which=args.which)
         _say_weights(args.target, args.which)
+        if model.neighbours is not None:
+            print(f"prompts: {model.neighbours.listing()}", file=sys.stderr)
     history = [{"role": "system", "content": args.system}] if args.system else []
     settings = {"max_new_tokens": args.max_new_tokens, "temperature": args.temperature}
     from tailored.eval.structured import cli_structure

@@ -14,9 +14,8 @@ from typing import Any, Callable
 import numpy as np
 
 from tailored.compare.index import DocIndex
-from tailored.data.records import Example
+from tailored.data.records import Example, Messages, last_user, with_system
 
-Messages = list[dict[str, Any]]
 
 
 @dataclass
@@ -42,16 +41,6 @@ def common_system(examples: list[Example]) -> str | None:
     """The training data's system prompt (the most common one), if it has one."""
     found = Counter(str(m.get("content")) for ex in examples for m in (ex.messages or [])[:1] if m.get("role") == "system")
     return found.most_common(1)[0][0] if found else None
-
-
-def with_system(prompt: Messages, extra: str, default_system: str | None) -> Messages:
-    """``prompt`` with ``extra`` appended to its system message (one is added when it has none)."""
-    msgs = [dict(m) for m in prompt]
-    if msgs and msgs[0].get("role") == "system":
-        msgs[0]["content"] = (str(msgs[0].get("content") or "") + ("\n\n" + extra if extra else "")).strip()
-    elif default_system or extra:
-        msgs.insert(0, {"role": "system", "content": "\n\n".join(x for x in (default_system, extra) if x)})
-    return msgs
 
 
 def label_instruction(labels: list[str]) -> str:
@@ -98,10 +87,6 @@ def _shots(head: Messages, shots: list[Pair], tail: Messages) -> Messages:
     for p in reversed(shots):  # the most similar example sits next to the query
         turns += [{"role": "user", "content": p.user}, {"role": "assistant", "content": p.answer}]
     return [*head, *turns, *tail]
-
-
-def last_user(prompt: Messages) -> str:
-    return next((str(m.get("content") or "") for m in reversed(prompt) if m.get("role") == "user"), "")
 
 
 def rag(prompts: list[Messages], queries: np.ndarray, index: DocIndex, *, top_k: int, count_tokens: Callable[[Messages], int],

@@ -79,6 +79,15 @@ class DataRecord(_Record):
     validation: DataFileRecord | None = None
 
 
+class NeighboursRecord(_Record):
+    """The labelled training requests listed in each prompt (``neighbours: K``; files in ``neighbours/``)."""
+
+    k: int
+    requests: int  # in the index: the training examples
+    embedder: str  # the sentence-embedding model that placed them
+    sha256: str  # of the index's requests file
+
+
 class ParameterCounts(_Record):
     trainable: int
     total: int
@@ -141,6 +150,7 @@ class Manifest(_Record):
     best_checkpoint: str | None = None
     red_flags: dict[str, str] | None = None  # level, verdict and one verdict per flag (eval's post-train check)
     labels: list[str] | None = None  # a classification run's label set, from its training data (eval's post-train hook)
+    neighbours: NeighboursRecord | None = None  # prompts list their nearest labelled training requests (models.neighbours)
     lineage: LineageRecord | None = None  # set when the run continued another (from_run)
 
 
@@ -190,6 +200,11 @@ class RunFolder:
     @property
     def config_file(self) -> Path:
         return self.path / "config.yaml"
+
+    @property
+    def neighbours(self) -> Path:
+        """The labelled-neighbours index (the manifest's ``neighbours`` says whether the run has one)."""
+        return self.path / "neighbours"
 
     @property
     def red_flags(self) -> Path:

@@ -38,6 +38,10 @@ class TrainConfig(BaseModel):
                                            "stopping guard the run.")
     batch_size: Union[int, Auto] = Field("auto", description="Examples per optimizer step, over all processes.")
     learning_rate_multiplier: Union[float, Auto] = Field("auto", description="Multiplies the method's base learning rate.")
+    neighbours: Union[int, Auto] = Field(
+        "auto", description="Classification data: list the N training requests most similar to each prompt, with their labels, "
+        "in its system message -- in training and wherever the run answers (eval, chat, serve); auto: 4 when the answers "
+        "form a label set (and the shipped embeddings are installed), else 0; 0: off.")
     max_steps: int | None = Field(None, description="Stop after this many optimizer steps (overrides epochs).")
     max_seq_length: int = Field(1024, description="Longest example in tokens; see overlength for longer ones.")
     overlength: Literal["drop", "truncate", "error"] = Field("drop", description="What to do with longer examples (always counted and named).")

@@ -8,6 +8,8 @@ from typing import Any
 ROLES = ("system", "user", "assistant", "tool")
 FORMATS = ("chat", "prompt_completion", "alpaca", "sharegpt", "text", "preference")
 
+Messages = list[dict[str, Any]]
+
 
 @dataclass
 class Example:
@@ -61,3 +63,18 @@ class Problem:
     def where(self) -> str:
         """Where the problem is, as the user finds it: ``line 7``, ``row 7, column 'label'``, ``task 12``."""
         return f"{self.unit} {self.line}" + (f", column {self.column!r}" if self.column else "")
+
+
+def last_user(prompt: Messages) -> str:
+    """The content of the last user turn ("" without one)."""
+    return next((str(m.get("content") or "") for m in reversed(prompt) if m.get("role") == "user"), "")
+
+
+def with_system(prompt: Messages, extra: str, default_system: str | None) -> Messages:
+    """``prompt`` with ``extra`` appended to its system message (one is added when it has none)."""
+    msgs = [dict(m) for m in prompt]
+    if msgs and msgs[0].get("role") == "system":
+        msgs[0]["content"] = (str(msgs[0].get("content") or "") + ("\n\n" + extra if extra else "")).strip()
+    elif default_system or extra:
+        msgs.insert(0, {"role": "system", "content": "\n\n".join(x for x in (default_system, extra) if x)})
+    return msgs

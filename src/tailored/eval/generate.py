@@ -13,15 +13,16 @@ from typing import Any
 
 import torch
 
-from tailored.config.manifest import Manifest, is_run_dir
+from tailored.config.manifest import Manifest, RunFolder, is_run_dir
 from tailored.data.stops import stop_token_ids
 from tailored.engine.core import StepEngine, run
 from tailored.engine.kv import engine_problem
 from tailored.engine.prefix import PrefixCache
 from tailored.engine.sampling import GenerationSettings, Row
 from tailored.engine.text import TextStream
-from tailored.methods.runs import load_run
+from tailored.methods.runs import load_run, run_neighbours
 from tailored.models.load import load_model, load_tokenizer, local_folder
+from tailored.models.neighbours import Neighbours
 
 
 PREFIX_CACHE_BYTES = 256 * 2**20  # per ChatModel: a few thousand prompt tokens of a small model
@@ -30,8 +31,10 @@ PREFIX_CACHE_BYTES = 256 * 2**20  # per ChatModel: a few thousand prompt tokens 
 class ChatModel:
     """A loaded model + tokenizer + the chat template it was trained with."""
 
-    def __init__(self, model: torch.nn.Module, tokenizer: Any, manifest: Manifest | None = None, name: str = "") -> None:
+    def __init__(self, model: torch.nn.Module, tokenizer: Any, manifest: Manifest | None = None, name: str = "",
+                 neighbours: Neighbours | None = None) -> None:
         self.model, self.tokenizer, self.manifest, self.name = model, tokenizer, manifest, name
+        self.neighbours = neighbours  # a run trained with labelled neighbours in its prompts gets them here too
         self._engine: StepEngine | None = None
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
@@ -39,9 +42,22 @@ class ChatModel:
         recorded = [*(manifest.eos_token_ids if manifest else []), *([eos] if isinstance(eos, int) else (eos or []))]
         self.stop_ids = stop_token_ids(tokenizer, manifest.chat_template if manifest else None, recorded)
 
+    def render(self, messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """``messages`` as this model was trained to see them (its labelled neighbours listed, when it has them)."""
+        return self.neighbours.prompt(messages) if self.neighbours is not None else messages
+
     def prompt_ids(self, messages: list[dict[str, Any]]) -> list[int]:
-        text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        text = self.tokenizer.apply_chat_template(self.render(messages), tokenize=False, add_generation_prompt=True)
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def rank_labels(self, conversations: list[list[dict[str, Any]]], labels: list[str], *,
+                    on_progress: Any = None) -> tuple[list[str], float]:
+        """The most probable of ``labels`` after each conversation as this model sees it, and the mean number of labels
+        scored per conversation (:func:`tailored.eval.ranking.rank_labels`)."""
+        from tailored.eval.ranking import rank_labels
+
+        return rank_labels(self.model, self.tokenizer, [self.render(c) for c in conversations], labels,
+                           on_progress=on_progress)
 
     def engine(self, *, prefix_cache: bool = True) -> StepEngine | None:
         """This model's step engine (None when it cannot run the model); its prefix cache lives as long as it."""
@@ -155,7 +171,8 @@ def load(run_or_model: str | Path | None = None, *, which: str = "auto", device:
     template) or a base model."""
     if run_or_model is not None and is_run_dir(run_or_model):
         model, tok, manifest = load_run(run_or_model, which=which, device=device, merged=True)
-        return ChatModel(model, tok, manifest, name=Path(run_or_model).name)
+        return ChatModel(model, tok, manifest, name=Path(run_or_model).name,
+                         neighbours=run_neighbours(RunFolder(run_or_model), manifest))
     folder = local_folder(None if run_or_model is None else str(run_or_model))
     model = load_model(folder, device=device)
     model.eval()

@@ -13,7 +13,6 @@ from typing import Any
 from tailored.data.records import Example
 from tailored.data.tokenize import encode_all
 from tailored.eval.generate import ChatModel, GenerationSettings
-from tailored.eval.ranking import rank_labels
 from tailored.train.loop import evaluate_loss
 from tailored.train.progress import Progress
 
@@ -40,7 +39,7 @@ def ranked_answers(model: ChatModel, conversations: list[list[dict[str, Any]]], 
     """The most probable of ``labels`` after each conversation (:func:`tailored.eval.ranking.rank_labels`)."""
     bar = Progress(label, len(conversations), unit="answer", enabled=progress, transient=True)
     try:
-        answers, _ = rank_labels(model.model, model.tokenizer, conversations, labels, on_progress=bar.advance)
+        answers, _ = model.rank_labels(conversations, labels, on_progress=bar.advance)
     finally:
         bar.close()
     return answers

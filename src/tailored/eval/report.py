@@ -231,6 +231,7 @@ def render_text(report: dict[str, Any]) -> str:
     lines = [f"{report['task']} · {Path(report['data']['path']).name} · {report['data'].get('examples') or ''} examples"]
     if report.get("weights"):
         lines.append(f"weights: {report['weights']}")
+    lines += [f"prompts of {n}: {m['prompts']}" for n, m in models.items() if m.get("prompts")]
     shown = {n: n if "base" in models else "model" for n in names}
     lines.append(f"  {'metric':36s}" + "".join(f"{shown[n]:>12s}" for n in names))
     for key, label, _higher, kind in METRIC_ROWS:

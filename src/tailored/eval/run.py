@@ -152,6 +152,8 @@ def evaluate(
                                          progress=progress), enabled=use_cache)
             out["answers"], out["cached"] = answers, was_cached
             out["metrics"] = score(task, test, answers, label_list)
+            if model.neighbours is not None:  # the run's prompts as in training; the base gets them as given
+                out["prompts"] = model.neighbours.listing()
             if json_schema:
                 out["metrics"]["valid_json_rate"] = sum(map(_parses, answers)) / max(len(answers), 1)
             if task == "generation":

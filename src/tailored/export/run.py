@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -79,6 +80,12 @@ def export_run(run_dir: str | Path, out_dir: str | Path, *, format: str = "merge
             tokenizer, stop_ids = _write_adapter(run_dir, tmp, manifest, which, result)
         else:
             tokenizer, stop_ids = _write_merged(run_dir, tmp, manifest, which, result)
+        if manifest.neighbours is not None:  # the weights expect the listing in every prompt: it travels with them
+            shutil.copytree(run.neighbours, tmp / "neighbours")
+            result.warnings.append(
+                f"the run was trained with its {manifest.neighbours.k} most similar labelled training requests listed in "
+                "each prompt's system message (neighbours/, see tailored.models.neighbours); `tailored serve` on the run "
+                "folder adds the listing, another server must add the same or answers will be worse than the run's evaluation")
         verdict, flags = red_flags(run_dir, manifest)
         if verdict in ("warning", "red"):
             result.warnings.append(f"the run's red flags say {verdict.upper()}: "

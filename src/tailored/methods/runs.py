@@ -2,7 +2,8 @@
 
 Everything needed is read from the manifest (:class:`~tailored.config.manifest.RunFolder`); nothing is
 asked again. Every layer that needs a run's tokenizer calls :func:`run_tokenizer`, so the chat
-template of training is the one used everywhere after it.
+template of training is the one used everywhere after it; :func:`run_neighbours` likewise gives the
+labelled-neighbours listing its prompts had in training.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import torch
 from tailored.config.manifest import Manifest, RunFolder
 from tailored.methods.base import Method, get_method, parse_options
 from tailored.models.load import load_model, load_tokenizer, local_folder
+from tailored.models.neighbours import Neighbours
 
 
 def base_folder(manifest: Manifest) -> Path:
@@ -36,6 +38,12 @@ def run_tokenizer(run: RunFolder, manifest: Manifest | None = None) -> Any:
     if manifest.chat_template:
         tokenizer.chat_template = manifest.chat_template
     return tokenizer
+
+
+def run_neighbours(run: RunFolder, manifest: Manifest | None = None) -> Neighbours | None:
+    """The run's labelled-neighbours index (None when its prompts had none in training)."""
+    manifest = manifest or run.read()
+    return Neighbours.load(run.neighbours, manifest.neighbours) if manifest.neighbours is not None else None
 
 
 def load_run(run_dir: str | Path, *, which: str = "auto", dtype: torch.dtype | None = None, device: str = "cpu",

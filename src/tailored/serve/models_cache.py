@@ -22,7 +22,7 @@ import torch
 
 from tailored.config.manifest import RunFolder
 from tailored.eval.generate import ChatModel
-from tailored.methods.runs import load_run, run_tokenizer
+from tailored.methods.runs import load_run, run_neighbours, run_tokenizer
 from tailored.engine.lora import LoraBank
 from tailored.serve.registry import Entry
 
@@ -68,10 +68,11 @@ class ChatModels:
     def get(self, entry: Entry) -> ChatModel:
         with self._lock:
             if entry.id not in self._chats:
-                tokenizer = self.base_tokenizer
-                if entry.run_dir is not None:  # the run's tokenizer with its training template, always
+                tokenizer, near = self.base_tokenizer, None
+                if entry.run_dir is not None:  # the run's tokenizer with its training template, always (and its listing)
                     tokenizer = run_tokenizer(RunFolder(entry.run_dir), entry.manifest)
-                self._chats[entry.id] = ChatModel(self.model, tokenizer, entry.manifest, name=entry.id)
+                    near = run_neighbours(RunFolder(entry.run_dir), entry.manifest)
+                self._chats[entry.id] = ChatModel(self.model, tokenizer, entry.manifest, name=entry.id, neighbours=near)
             return self._chats[entry.id]
 
 
@@ -116,6 +117,6 @@ class StandaloneModels:
         self._lru.shrink(self._lru.capacity - 1, keep=keep)  # make room before loading: one model's memory at a time
         model, tok, manifest = load_run(entry.run_dir, which=entry.which, device=self.device,  # type: ignore[arg-type]
                                         merged=True)  # mergeable methods run at the base's cost
-        chat = ChatModel(model, tok, manifest, name=entry.id)
+        chat = ChatModel(model, tok, manifest, name=entry.id, neighbours=run_neighbours(RunFolder(entry.run_dir), manifest))
         self._lru.add(entry.id, chat)
         return chat

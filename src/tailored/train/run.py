@@ -25,6 +25,7 @@ from tailored.errors import CheckpointError, DataError
 from tailored.methods import get_method, method_options
 from tailored.methods.base import count_parameters, parse_options
 from tailored.models.load import content_hash, load_model, load_tokenizer, local_folder
+from tailored.models.neighbours import encode_with_neighbours
 from tailored.models.registry import resolve_model
 from tailored.train.checkpoint import load_checkpoint, remove_leftovers, writing
 from tailored.train import lineage
@@ -191,6 +192,11 @@ def train(config: TrainConfig | None = None, *, config_file: str | None = None, 
     train_rows, stats = encode(tokenizer, report.examples, max_seq_length=cfg.max_seq_length, overlength=cfg.overlength,
                                **reuse)
     val_rows, val_stats = encode(tokenizer, val_examples, max_seq_length=cfg.max_seq_length, overlength=cfg.overlength)
+    near, listed = encode_with_neighbours(cfg, report.examples, val_examples, encode, tokenizer, stats, say)
+    if listed is not None:
+        train_rows, stats, val_rows, val_stats = listed
+    listing = {"neighbours": near.k if near is not None else 0}
+    cfg, data_cfg = cfg.model_copy(update=listing), data_cfg.model_copy(update=listing)
     for label, st in (("train", stats), ("validation", val_stats)):
         if (msg := st.summary(cfg.max_seq_length)):
             say(f"note ({label}): {msg}")
@@ -220,6 +226,7 @@ def train(config: TrainConfig | None = None, *, config_file: str | None = None, 
     manifest = _manifest(data_cfg, resolved_cfg, source, folder, method, options, hp, tokenizer, report, stats, val_examples,
                          train_rows, val_rows, trainable, total, accelerator, threads, held)
 
+    manifest.neighbours = near.record() if near is not None else None
     if parent is not None:  # checked against the new run; the parent's weights are the start (loaded before sharding)
         manifest.lineage = lineage.adopt(parent, manifest, cfg, lambda p: method.load_state(model, p))
         say(f"continuing from {parent.run.path}" + (f" (mixing in {100 * cfg.mix_old:.0f}% of its data)" if cfg.mix_old else ""))
@@ -265,6 +272,9 @@ def train(config: TrainConfig | None = None, *, config_file: str | None = None, 
             atomic_write(run.config_file, dump_yaml(resolved_cfg))
             with atomic_folder(run.tokenizer) as tmp:
                 tokenizer.save_pretrained(str(tmp))
+            if near is not None:
+                with atomic_folder(run.neighbours) as tmp:
+                    near.save(tmp)
             manifest = run.write(manifest)
         say(f"run folder: {run_dir}")
         say(f"model {source.name} · method {method.name} · trainable {trainable:,} of {total:,} parameters "
