@@ -18,8 +18,8 @@ Configurations, all on the embedded SmolLM2-135M-Instruct, same threads:
   multiplier, 3 to 6 epochs, LoRA r=8 on q/v only, rank 64 at alpha 128 or 32, batch size 8, LoRA dropout
   0.1 (the QLoRA paper's for 7-13B models), full fine-tuning; ``seed 7``, ``seed 11``: the defaults with
   another seed, the run-to-run noise; rank 64 at alpha 128 or 32 at those seeds too, for bench/seeds.py);
-  ``neighbours 4`` (and its seeds 7 and 11): the defaults trained and scored with each request's 4 most similar
-  training requests and their labels in the system message (bench/neighbours.py);
+  ``neighbours 0`` (and its seeds 7 and 11): the defaults without the labelled neighbours a classification run
+  lists in its prompts (``neighbours: auto`` is 4 there; the defaults before 2026-12-06); ``neighbours 8``: eight;
 - ``embedding classifier`` (classification only): a reference without a language model, frozen all-MiniLM-L6-v2
   embeddings + logistic regression on the whole train file.
 
@@ -66,8 +66,8 @@ SWEEP = {"lr 1.35": {"learning_rate_multiplier": 1.35}, "lr 2.69": {"learning_ra
          "r64 seed 7": {"lora_r": 64, "lora_alpha": 128, "seed": 7},
          "r64 seed 11": {"lora_r": 64, "lora_alpha": 128, "seed": 11},
          "dropout 0.1": {"lora_dropout": 0.1}, "full": {"method": "full"},
-         "neighbours 4": {"neighbours": 4}, "neighbours 4 seed 7": {"neighbours": 4, "seed": 7},
-         "neighbours 4 seed 11": {"neighbours": 4, "seed": 11}}
+         "neighbours 0": {"neighbours": 0}, "neighbours 0 seed 7": {"neighbours": 0, "seed": 7},
+         "neighbours 0 seed 11": {"neighbours": 0, "seed": 11}, "neighbours 8": {"neighbours": 8}}
 BASE, RECIPE, EMBED = "base (zero-shot)", "seed recipe", "embedding classifier"
 PILOT_STEPS = 8
 CONFIGS = {"defaults": {}} | SWEEP
@@ -125,10 +125,8 @@ def answer(model, test, max_new_tokens: int, batch_size: int = 8, labels: list[s
 def rank(model, test, labels: list[str]) -> tuple[list[str], float, float]:
     """The most probable whole label after each test prompt (tailored.eval.ranking), the seconds it took and the
     mean number of labels scored per prompt."""
-    from tailored.eval.ranking import rank_labels
-
     t = time.time()
-    answers, scored = rank_labels(model.model, model.tokenizer, test.prompts, labels)
+    answers, scored = model.rank_labels(test.prompts, labels)  # the run's prompts as trained (labelled neighbours)
     return answers, time.time() - t, scored
 
 
@@ -202,6 +200,7 @@ def run_task(task: str, args, work: Path, speed: dict, done: list[dict], started
     longest = max(len(tok(r, add_special_tokens=False)["input_ids"]) for r in test.references)
     max_new = min(args.max_new_tokens, int(1.5 * longest) + 8)  # tokens, not words: a banking77 label is up to 17
     per_ex = tokens_per_example(train_file, tok)
+    trained_tokens: dict[str, float] = {}  # per speed key: measured by its pilot on this task
     n_train = len(read_rows(train_file))
     budget_s = args.budget_minutes * 60
     rows: list[dict] = []
@@ -258,7 +257,7 @@ def run_task(task: str, args, work: Path, speed: dict, done: list[dict], started
         record(BASE, load("smollm2"), 0.0, 0, "label list in the prompt" if labels else "")
 
     if EMBED in wanted and labels:  # a reference: what the labels give away to a frozen 22M sentence encoder
-        from neighbours import embedding_classifier
+        from embedding_classifier import embedding_classifier
 
         t = time.time()
         got = embedding_classifier(read_rows(train_file), test.prompts)
@@ -282,24 +281,15 @@ def run_task(task: str, args, work: Path, speed: dict, done: list[dict], started
         # the budget needs this configuration's speed on this machine now (a rank-64 adapter trains ~20% slower
         # than rank 16): an 8-step pilot measures it once per method/rank/targets/batch
         key, out = speed_key(change), work / f"{task}-{name.replace(' ', '_')}"
-        change, k = {c: v for c, v in change.items() if c != "neighbours"}, change.get("neighbours")
-        data, scored_on, per_ex_here = train_file, test, per_ex
-        if k:  # the k most similar training requests with their labels in every prompt, training and test alike
-            from neighbours import Neighbours
-
-            plain = read_rows(train_file)
-            near = Neighbours(plain, k)
-            data = write_rows(work / f"{task}-train-neighbours{k}.jsonl", near.training_rows(plain))
-            scored_on = type(test)(test.path, test.sha256, test.examples, near.prompts(test.prompts), test.references)
-            per_ex_here = tokens_per_example(data, tok)
         finished = RunFolder(out).read() if args.reuse and RunFolder(out).exists() else None
         reused = finished is not None and finished.status == "completed"  # --reuse: scored again, not trained again
-        if key not in speed and not reused:
+        if (key not in speed or key not in trained_tokens) and not reused:
             pilot = work / f"{task}-pilot"
             shutil.rmtree(pilot, ignore_errors=True)
-            train(data=str(data), output=str(pilot), threads=args.threads, red_flags="off", max_steps=PILOT_STEPS,
+            train(data=str(train_file), output=str(pilot), threads=args.threads, red_flags="off", max_steps=PILOT_STEPS,
                   validation="none", **change)
             speed[key] = steady_speed(pilot / "metrics.jsonl") * 0.92  # a real run's validation passes take time too
+            trained_tokens[key] = tokens_per_trained_example(pilot)  # labelled neighbours make a prompt ~2.7x longer
         trained_on = n_train - auto_holdout_count(n_train)  # what validation: auto leaves for training
         hp = resolve(n_examples=trained_on, epochs=change.get("epochs", "auto"), batch_size=change.get("batch_size", "auto"),
                      learning_rate_multiplier="auto", base_learning_rate=1.0, max_steps=None, warmup_ratio=0.0,
@@ -310,15 +300,14 @@ def run_task(task: str, args, work: Path, speed: dict, done: list[dict], started
                 why = "stopped early" if finished.stopped_early else "cut by the budget"
                 note += f", {why} at {metrics['steps']} of {hp.total_steps} steps"
         else:
-            steps, note = fit(hp.total_steps, hp.batch_size, key, per_ex_here)
+            steps, note = fit(hp.total_steps, hp.batch_size, key, trained_tokens.get(key, per_ex))
             shutil.rmtree(out, ignore_errors=True)
-            metrics = train(data=str(data), output=str(out), threads=args.threads, red_flags="off",
+            metrics = train(data=str(train_file), output=str(out), threads=args.threads, red_flags="off",
                             **({"max_steps": steps} if note else {}), **change).metrics
             speed[key] = metrics["tokens_per_s"]  # over the whole run, validation passes included
         which = "best" if (out / "best").is_dir() else "final"
         record(name, load(out), metrics["seconds"], metrics["real_tokens"],
-               "; ".join(filter(None, [note, f"{metrics['steps']} steps, weights {which}"])), curve=validation_curve(out),
-               prompts=scored_on)
+               "; ".join(filter(None, [note, f"{metrics['steps']} steps, weights {which}"])), curve=validation_curve(out))
     return rows
 
 
@@ -339,6 +328,14 @@ def validation_curve(run_dir: Path) -> list[list[float]]:
             elapsed = max((t.get("elapsed_s", 0.0) for t in train if t["step"] <= v["step"]), default=0.0)
             curve[v["step"]] = [v["step"], v["loss"], elapsed]
     return list(curve.values())
+
+
+def tokens_per_trained_example(run: Path) -> float:
+    """The real tokens of one example as the run trained it (its prompts as rendered: labelled neighbours included)."""
+    from tailored.config.manifest import RunFolder
+
+    steps = [r for r in read_rows(run / "metrics.jsonl") if r.get("split") == "train"]
+    return sum(r["real_tokens"] for r in steps) / (len(steps) * RunFolder(run).read().config["batch_size"])
 
 
 def steady_speed(metrics: Path) -> float:
