@@ -53,6 +53,17 @@ def test_a_prompt_lists_the_nearest_training_request_first() -> None:
     assert bare[0]["role"] == "system" and bare[1] == {"role": "user", "content": "where is my card"}
 
 
+def test_the_index_reads_back_requests_with_unicode_line_separators(tmp_path: Path) -> None:
+    """U+2028 inside a request is one line of JSONL (json.dumps keeps it raw), not two."""
+    exs = _examples()
+    exs[0] = Example(1, [SYSTEM, {"role": "user", "content": "my card\u2028has not arrived"},
+                         {"role": "assistant", "content": "card_arrival"}])
+    near = Neighbours.build(exs, k=2)
+    near.save(tmp_path)
+    again = Neighbours.load(tmp_path, near.record())
+    assert again.texts == near.texts and again.labels == near.labels
+
+
 def test_auto_is_on_for_a_label_set_only_and_a_number_is_checked() -> None:
     labelled = _examples()
     free = [Example(i + 1, [{"role": "user", "content": f"q {i}"}, {"role": "assistant", "content": f"a long answer {i}"}])

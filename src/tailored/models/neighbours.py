@@ -188,7 +188,7 @@ class Neighbours:
         if hashlib.sha256(data).hexdigest() != record.sha256:
             raise ModelError(f"{requests} is not the index the run was trained with (its sha256 differs from the manifest's)",
                              hint="restore the run folder's neighbours/ as it was written")
-        rows = [json.loads(line) for line in data.decode("utf-8").splitlines() if line.strip()]
+        rows = [json.loads(line) for line in data.decode("utf-8").split("\n") if line.strip()]  # not splitlines: U+2028
         vecs = load_file(str(vectors))["vectors"]
         if len(rows) != record.requests or vecs.shape[0] != record.requests:
             raise ModelError(f"{folder}: {len(rows)} requests and {vecs.shape[0]} vectors; the manifest says {record.requests}",
