@@ -55,6 +55,21 @@ def test_auto_epochs_are_openais_rule_and_more_for_a_small_guarded_set() -> None
     assert resolve(n_examples=900, epochs=2, guarded=True, **common).epochs == 2  # a number is kept
 
 
+def test_auto_validation_runs_about_five_times_and_never_twice_in_a_row_at_the_end() -> None:
+    """A run cut to 116 steps validated at 23, 46, 69, 92, 115 and again at 116: a sixth pass (about 33 s of a
+    20-minute banking77 run) one step after the fifth."""
+    from tailored.train.hparams import resolve
+
+    common = dict(n_examples=900, epochs="auto", batch_size="auto", learning_rate_multiplier="auto",
+                  base_learning_rate=2e-4, warmup_ratio=0.0, eval_every=None, save_every=None)
+    for total in range(25, 600):
+        hp = resolve(max_steps=total, **common)
+        at = [s for s in range(1, total + 1) if hp.validates_at(s)]
+        assert len(at) <= 5 and at[-1] == total and at[-1] - at[-2] >= total // 10, (total, at)
+    assert [s for s in range(1, 117) if resolve(max_steps=116, **common).validates_at(s)] == [24, 48, 72, 96, 116]
+    assert resolve(max_steps=116, **{**common, "eval_every": 23}).validates_at(115)  # a number is kept
+
+
 def test_data_check_resolves_the_epochs_and_time_of_what_validation_auto_leaves(tiny_model_dir: Path,
                                                                                tmp_path: Path) -> None:
     """A 1,200-example file trains on 1,080 under validation: auto, which get 5 guarded epochs (1,200 would get 4):

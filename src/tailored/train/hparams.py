@@ -43,6 +43,10 @@ class Resolved:
     def as_dict(self) -> dict:
         return asdict(self)
 
+    def validates_at(self, step: int) -> bool:
+        """Whether a run with validation data scores it after ``step`` (every ``eval_every`` steps and at the end)."""
+        return step % self.eval_every == 0 or step == self.total_steps
+
 
 def resolve(
     *,
@@ -78,6 +82,6 @@ def resolve(
         total_steps=total,
         steps_per_epoch=steps_per_epoch,
         warmup_steps=int(round(total * warmup_ratio)),
-        eval_every=eval_every or max(1, total // 5),
+        eval_every=eval_every or max(1, math.ceil(total / 5)),  # 5 passes, the last at the end
         save_every=steps_per_epoch if save_every == "epoch" else (save_every or max(1, total // 4)),
     )

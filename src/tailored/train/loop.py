@@ -256,7 +256,7 @@ def train_loop(
                 log({"step": step, "epoch": round(step / hp.steps_per_epoch, 3), "split": "train", "loss": round(train_loss, 5),
                      "token_accuracy": round(correct / max(n_global, 1.0), 4), "learning_rate": scheduler.get_last_lr()[0],
                      "tokens_per_s": round(tokens_per_s, 1), "real_tokens": int(real), "elapsed_s": round(time.time() - t0, 2)})
-            if val_rows and (step % hp.eval_every == 0 or step == hp.total_steps):
+            if val_rows and hp.validates_at(step):
                 val_loss, val_acc = validate()
                 if not math.isfinite(val_loss):
                     raise diverged("validation loss", val_loss, step)
