@@ -25,7 +25,8 @@ Configurations, all on the embedded SmolLM2-135M-Instruct, same threads:
 
 Every trained configuration gets at most ``--budget-minutes`` of training; a configuration whose own
 length would exceed it is cut to the steps that fit (the table says so: ``cut``), sized by an 8-step pilot
-of its own speed. Quality comes with a 95% bootstrap interval over the scored examples, and every
+of its own speed and of one validation pass (a run validates before training and five times in it).
+Quality comes with a 95% bootstrap interval over the scored examples, and every
 configuration scored in the same call as ``defaults`` with its paired difference from it (the same
 examples: a far tighter interval than the two unpaired ones). ``--reuse`` scores the completed runs an
 earlier call left in ``--work`` again instead of training them. Prints one table and writes JSON.
@@ -44,6 +45,7 @@ import statistics
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -170,18 +172,13 @@ def probe_scores(model) -> dict[str, list[float]]:
     return out
 
 
-def tokens_per_example(train: Path, tok) -> float:
-    rows = read_rows(train, 200)
-    return statistics.mean(len(tok(tok.apply_chat_template(r["messages"], tokenize=False), add_special_tokens=False)["input_ids"]) for r in rows)
-
-
 def save(path: str, args, rows: list[dict], seconds: float, complete: bool = False) -> None:
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     Path(path).write_text(json.dumps({"args": vars(args), "minutes": seconds / 60, "complete": complete, "rows": rows,
                                       "measured": time.strftime("%Y-%m-%d %H:%M %Z")}, indent=1))
 
 
-def run_task(task: str, args, work: Path, speed: dict, done: list[dict], started: float) -> list[dict]:
+def run_task(task: str, args, work: Path, done: list[dict], started: float) -> list[dict]:
     from tailored.config.manifest import RunFolder
     from tailored.eval.generate import ChatModel, load
     from tailored.eval.metrics import paired_difference
@@ -199,8 +196,7 @@ def run_task(task: str, args, work: Path, speed: dict, done: list[dict], started
     tok = load_tokenizer(folder)
     longest = max(len(tok(r, add_special_tokens=False)["input_ids"]) for r in test.references)
     max_new = min(args.max_new_tokens, int(1.5 * longest) + 8)  # tokens, not words: a banking77 label is up to 17
-    per_ex = tokens_per_example(train_file, tok)
-    trained_tokens: dict[str, float] = {}  # per speed key: measured by its pilot on this task
+    paces: dict[str, Pace] = {}  # per speed key: measured by its pilot on this task
     n_train = len(read_rows(train_file))
     budget_s = args.budget_minutes * 60
     rows: list[dict] = []
@@ -264,10 +260,6 @@ def run_task(task: str, args, work: Path, speed: dict, done: list[dict], started
         record(EMBED, None, time.time() - t, 0, "all-MiniLM-L6-v2 + logistic regression, trained on the whole train file",
                answers=got)
 
-    def fit(steps_wanted: int, batch: int, key: str, per_ex: float) -> tuple[int, str]:
-        fits = max(2, int(budget_s * speed[key] / (per_ex * batch)))
-        return (steps_wanted, "") if steps_wanted <= fits else (fits, f"cut to {fits} of {steps_wanted} steps by the budget")
-
     if RECIPE in wanted:
         recipe_steps = 3 * -(-n_train // 8)
         model, recipe_tok, secs, real, steps = seed_recipe(train_file, folder, budget_s, args.threads)
@@ -283,28 +275,32 @@ def run_task(task: str, args, work: Path, speed: dict, done: list[dict], started
         key, out = speed_key(change), work / f"{task}-{name.replace(' ', '_')}"
         finished = RunFolder(out).read() if args.reuse and RunFolder(out).exists() else None
         reused = finished is not None and finished.status == "completed"  # --reuse: scored again, not trained again
-        if (key not in speed or key not in trained_tokens) and not reused:
+        if key not in paces and not reused:
             pilot = work / f"{task}-pilot"
             shutil.rmtree(pilot, ignore_errors=True)
             train(data=str(train_file), output=str(pilot), threads=args.threads, red_flags="off", max_steps=PILOT_STEPS,
-                  validation="none", **change)
-            speed[key] = steady_speed(pilot / "metrics.jsonl") * 0.92  # a real run's validation passes take time too
-            trained_tokens[key] = tokens_per_trained_example(pilot)  # labelled neighbours make a prompt ~2.7x longer
+                  eval_every=PILOT_STEPS, **change)  # validates at steps 0 and 8, as a run does
+            paces[key] = pilot_pace(pilot)
         trained_on = n_train - auto_holdout_count(n_train)  # what validation: auto leaves for training
-        hp = resolve(n_examples=trained_on, epochs=change.get("epochs", "auto"), batch_size=change.get("batch_size", "auto"),
-                     learning_rate_multiplier="auto", base_learning_rate=1.0, max_steps=None, warmup_ratio=0.0,
-                     eval_every=None, save_every=None, guarded=True)
+
+        def schedule(max_steps: int | None = None, change=change):
+            return resolve(n_examples=trained_on, epochs=change.get("epochs", "auto"),
+                           batch_size=change.get("batch_size", "auto"), learning_rate_multiplier="auto",
+                           base_learning_rate=1.0, max_steps=max_steps, warmup_ratio=0.0, eval_every=None,
+                           save_every=None, guarded=True)
+
+        hp = schedule()
         if reused:
             metrics, note = finished.metrics.model_dump(), f"reused from {out}"
             if metrics["steps"] < hp.total_steps:  # cut by the budget when it was trained, or stopped early
                 why = "stopped early" if finished.stopped_early else "cut by the budget"
                 note += f", {why} at {metrics['steps']} of {hp.total_steps} steps"
         else:
-            steps, note = fit(hp.total_steps, hp.batch_size, key, trained_tokens.get(key, per_ex))
+            steps = fit_steps(budget_s, paces[key], hp.total_steps, schedule)
+            note = f"cut to {steps} of {hp.total_steps} steps by the budget" if steps < hp.total_steps else ""
             shutil.rmtree(out, ignore_errors=True)
             metrics = train(data=str(train_file), output=str(out), threads=args.threads, red_flags="off",
                             **({"max_steps": steps} if note else {}), **change).metrics
-            speed[key] = metrics["tokens_per_s"]  # over the whole run, validation passes included
         which = "best" if (out / "best").is_dir() else "final"
         record(name, load(out), metrics["seconds"], metrics["real_tokens"],
                "; ".join(filter(None, [note, f"{metrics['steps']} steps, weights {which}"])), curve=validation_curve(out))
@@ -330,22 +326,45 @@ def validation_curve(run_dir: Path) -> list[list[float]]:
     return list(curve.values())
 
 
-def tokens_per_trained_example(run: Path) -> float:
-    """The real tokens of one example as the run trained it (its prompts as rendered: labelled neighbours included)."""
-    from tailored.config.manifest import RunFolder
+@dataclass(frozen=True)
+class Pace:
+    """What a configuration's training costs on this machine now, from its pilot."""
 
-    steps = [r for r in read_rows(run / "metrics.jsonl") if r.get("split") == "train"]
-    return sum(r["real_tokens"] for r in steps) / (len(steps) * RunFolder(run).read().config["batch_size"])
+    tokens_per_s: float  # training steps only
+    tokens_per_example: float  # as the run trains it: its prompts as rendered, labelled neighbours included
+    validation_s: float  # one validation pass (and the best weights it saves)
 
 
-def steady_speed(metrics: Path) -> float:
-    """Tokens/s of a pilot's steps after the first two, which are slower (allocator and caches warming up).
+def pilot_pace(run: Path) -> Pace:
+    """A pilot's pace: tokens/s of its steps after the first two, which are slower (allocator and caches warming
+    up), and its last validation pass (the run's seconds after its last step's log).
 
     Six steps, not two: one step's speed varies by a third with its batch's padding (226 to 315 tokens/s on
-    one rank-64 pilot), and a pilot that guessed 17% low cut a run to 15 of its 20 minutes."""
-    steps = [r for r in read_rows(metrics) if r.get("split") == "train"]
-    warm = steps[1]
-    return sum(r["real_tokens"] for r in steps[2:]) / (steps[-1]["elapsed_s"] - warm["elapsed_s"])
+    one rank-64 pilot), and a pilot that guessed 17% low cut a run to 15 of its 20 minutes. The validation
+    passes are counted, not guessed: seven of about 33 s each took nearly 4 of a banking77 run's 22.7 minutes
+    when the budget took them for a flat 8% of its speed."""
+    from tailored.config.manifest import RunFolder
+
+    manifest = RunFolder(run).read()
+    steps = [r for r in read_rows(run / "metrics.jsonl") if r.get("split") == "train"]
+    speed = sum(r["real_tokens"] for r in steps[2:]) / (steps[-1]["elapsed_s"] - steps[1]["elapsed_s"])
+    per_example = sum(r["real_tokens"] for r in steps) / (len(steps) * manifest.config["batch_size"])
+    return Pace(speed, per_example, max(0.0, manifest.metrics.seconds - steps[-1]["elapsed_s"]))
+
+
+def fit_steps(budget_s: float, pace: Pace, steps_wanted: int, schedule) -> int:
+    """The most steps (at most ``steps_wanted``, at least 2) whose training and validation passes fit ``budget_s``.
+
+    ``schedule(max_steps)`` is the run's resolved schedule at that length (its batch size, where it validates)."""
+    def seconds(steps: int) -> float:
+        hp = schedule(steps)
+        passes = 1 + sum(hp.validates_at(s) for s in range(1, steps + 1))  # step 0: the "before" of the run
+        return steps * hp.batch_size * pace.tokens_per_example / pace.tokens_per_s + passes * pace.validation_s
+
+    steps = steps_wanted
+    while steps > 2 and seconds(steps) > budget_s:
+        steps -= 1
+    return steps
 
 
 def line(row: dict) -> str:
@@ -422,13 +441,12 @@ def main() -> int:
     work.mkdir(parents=True, exist_ok=True)
     print(f"{'task':14s} {'config':18s} {'metric':19s} {'value':>6s} {'95% CI':16s} {'train min':>7s} {'tok/s':>8s}", flush=True)
     rows: list[dict] = []
-    speed: dict = {}
     t0 = time.time()
     for task in args.tasks.split(","):
         sub = argparse.Namespace(**vars(args))
         if args.quick and task != "banking77":
             sub.configs, sub.train_limit = [c for c in args.configs if c != RECIPE], args.train_limit or 300
-        rows += run_task(task, sub, work, speed, rows, t0)
+        rows += run_task(task, sub, work, rows, t0)
     total = (time.time() - t0) / 60
     print(f"\n{total:.1f} min in all; budget {args.budget_minutes:g} training min per configuration; "
           f"{'quick' if args.quick else 'full'} run")
