@@ -214,3 +214,36 @@ def test_ranking_the_labels_sees_the_listing_too(listed_run: dict[str, Any]) -> 
     got = ranked_answers(chat, prompts, labels, progress=False)
     assert seen == prompts  # every prompt went through the run's listing (a bench once ranked without it: 0.125)
     assert got == rank_labels(chat.model, chat.tokenizer, [render(p) for p in prompts], labels)[0]
+
+
+def test_the_estimate_and_data_check_count_the_listing_training_adds(listed_run: dict[str, Any], tiny_model_dir: Path) -> None:
+    """A banking77 prompt is ~2.7x longer with its four neighbours listed: a time or memory estimate without them
+    would have been a third of what training does."""
+    from tailored.estimate import estimate
+    from tailored.train.preflight import check_data
+
+    common = dict(model=str(tiny_model_dir), data=str(listed_run["data"]), device="a100-80gb", max_seq_length=256)
+    listed, plain = estimate(**common), estimate(**common, neighbours=0)
+    assert listed.data.neighbours == 4 and plain.data.neighbours == 0
+    assert listed.data.tokens > 2 * plain.data.tokens and listed.seconds > 2 * plain.seconds
+    assert listed.data.file_tokens == plain.data.file_tokens  # a hosted service bills the file as it is
+    assert "each prompt listing 4 labelled training requests" in listed.render()
+
+    with_k = check_data(listed_run["data"], model=str(tiny_model_dir), max_seq_length=256)
+    without = check_data(listed_run["data"], model=str(tiny_model_dir), max_seq_length=256, neighbours=0)
+    t, t0 = with_k.token_stats, without.token_stats
+    assert t["neighbours"] == 4 and "neighbours" not in t0 and t["epoch_tokens"] > 2 * t0["epoch_tokens"]
+    assert t["listed_median"] > 2 * t0["median"] and "labelled training requests each prompt lists" in with_k.render()
+    tight = check_data(listed_run["data"], model=str(tiny_model_dir), max_seq_length=100)  # auto steps aside, as training
+    assert "neighbours" not in tight.token_stats and "neighbours: auto will be off" in tight.render()
+
+
+def test_data_check_takes_the_neighbours_flag(listed_run: dict[str, Any], tiny_model_dir: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    from tailored.cli.main import main
+
+    assert main(["data", "check", str(listed_run["data"]), "--model", str(tiny_model_dir), "--neighbours", "2"]) == 0
+    assert "with the 2 labelled training requests" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as bad:
+        main(["data", "check", str(listed_run["data"]), "--neighbours", "some"])
+    assert bad.value.code == 2 and "expected auto, 0 (off)" in capsys.readouterr().err

@@ -25,6 +25,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--early-stopping-patience", dest="early_stopping_patience", type=_patience, default="auto",
                    help="As `tailored train --early-stopping-patience`: auto, 0 (never) or N; with validation data and a "
                         "patience above 0 the auto epochs are the guarded ones. [default: auto]")
+    p.add_argument("--neighbours", default="auto", type=_neighbours,
+                   help="As `tailored train --neighbours`: auto, 0 (off) or K labelled training requests listed in each "
+                        "classification prompt; counted in the token and time estimate. [default: auto]")
     p.add_argument("--max-line-bytes", dest="max_line_bytes", type=int, default=DEFAULT_MAX_LINE_BYTES, help=MAX_LINE_BYTES_HELP)
     p.add_argument("--json", action="store_true", help="Print the report as JSON.")
     add_import_flags(p, system=True)
@@ -40,6 +43,12 @@ def _patience(value: str) -> int | str:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
+def _neighbours(value: str) -> int | str:
+    if value == "auto" or value.isdigit():
+        return value if value == "auto" else int(value)
+    raise argparse.ArgumentTypeError(f"{value!r}: expected auto, 0 (off) or a number of labelled requests to list")
+
+
 def run_check(args: argparse.Namespace) -> int:
     from tailored.data.imports import using
     from tailored.train.preflight import check_data
@@ -47,7 +56,8 @@ def run_check(args: argparse.Namespace) -> int:
     with using(import_options(args)) as reading:  # tables and labelling exports: which columns to read
         report = check_data(args.file, model=None if args.model == "none" else args.model, format=args.format,
                             max_seq_length=args.max_seq_length, epochs=args.epochs, max_line_bytes=args.max_line_bytes,
-                            validation=args.validation, early_stopping_patience=args.early_stopping_patience)
+                            validation=args.validation, early_stopping_patience=args.early_stopping_patience,
+                            neighbours=args.neighbours)
     layout = reading.layouts[0] if reading.layouts else None
     if args.json:
         print(json.dumps({**report.to_dict(), **({"layout": layout.to_dict()} if layout else {})}, indent=2))

@@ -80,6 +80,8 @@ class CheckReport:
             out.append(
                 f"tokens per example: min {t['min']} · median {t['median']} · p95 {t['p95']} · max {t['max']}; "
                 f"trained tokens per example: median {t['trained_median']}"
+                + (f"; median {t['listed_median']} with the {t['neighbours']} labelled training requests each prompt lists "
+                   "(neighbours), counted below" if t.get("neighbours") else "")
             )
             out.append(
                 f"training tokens: {t['epoch_tokens']:,} per epoch × {t['epochs']} epochs = {t['epoch_tokens'] * t['epochs']:,}"

@@ -24,6 +24,7 @@ from tailored.data.readers import read_records
 from tailored.data.tokenize import IGNORE, encode_all, encode_example
 from tailored.errors import DataError
 from tailored.methods.base import Method
+from tailored.models.neighbours import encode_with_neighbours
 from tailored.train.hparams import resolve
 from tailored.train.validation import hold_out
 
@@ -45,6 +46,7 @@ class DataTokens:
     held_out: int = 0  # examples ``validation: auto`` holds out of the file (not in ``examples``)
     file_tokens: int = 0  # real tokens of every kept example, the held-out ones too (what a hosted service bills)
     file_examples: int = 0  # examples kept of the whole file, the held-out ones too
+    neighbours: int = 0  # labelled training requests listed in each prompt (tailored.models.neighbours)
 
     @property
     def run_padded_tokens(self) -> float:
@@ -64,35 +66,43 @@ class DataPlan:
         self.examples = read.examples
         self.objective = method.objective(options)  # None: the token loss
         self._full = None if self.objective is not None else [encode_example(tokenizer, ex) for ex in self.examples]
+        self._listed: dict[tuple, tuple[int, list[Any]] | None] = {}  # the labelled-neighbours index is built once
 
     def held_out(self, config: TrainConfig) -> list[int]:
         """Positions of the examples ``validation: auto`` holds out of training (train.validation.hold_out, same seed)."""
         return hold_out(self.examples, seed=config.seed).validation_index if config.validation == "auto" else []
 
-    def rows(self, config: TrainConfig, held_out: list[int]) -> list[Any]:
-        """The encoded examples ``config`` trains on: all but ``held_out`` (what ``validation: auto`` holds out)."""
+    def rows(self, config: TrainConfig, held_out: list[int]) -> tuple[list[Any], list[Any], int]:
+        """(the encoded examples ``config`` trains on: all but ``held_out``, what ``validation: auto`` holds out;
+        the same without labelled neighbours; how many neighbours each prompt lists)."""
         held = set(held_out)
-        rows = self._encode(config, [i for i in range(len(self.examples)) if i not in held])
+        positions = [i for i in range(len(self.examples)) if i not in held]
+        rows, stats = self._encode(config, positions)
         if not rows:
             raise DataError(f"--data {self.path}: no example is left with max_seq_length={config.max_seq_length}",
                             hint="raise --max-seq-length or use --overlength truncate")
-        return rows
+        key = (str(config.neighbours), config.max_seq_length, config.overlength, tuple(positions))
+        if key not in self._listed:  # as training lists them (auto steps aside where training's would)
+            examples = [self.examples[i] for i in positions]
+            near, listed = encode_with_neighbours(config, examples, [], self._encoder(), self.tokenizer, stats,
+                                                  say=lambda _msg: None)
+            self._listed[key] = (near.k, listed[0]) if near is not None and listed is not None else None
+        k, listed_rows = self._listed[key] or (0, rows)
+        return listed_rows, rows, k
 
-    def _encode(self, config: TrainConfig, positions: list[int]) -> list[Any]:
+    def _encoder(self) -> Any:
+        return self.objective.encode if self.objective is not None else encode_all
+
+    def _encode(self, config: TrainConfig, positions: list[int]) -> tuple[list[Any], Any]:
         """The examples at ``positions`` encoded as training encodes them (those too long dropped or truncated)."""
-        examples = [self.examples[i] for i in positions]
-        if self.objective is not None:
-            rows, _ = self.objective.encode(self.tokenizer, examples, max_seq_length=config.max_seq_length,
-                                            overlength=config.overlength)
-        else:
-            rows, _ = encode_all(self.tokenizer, examples, max_seq_length=config.max_seq_length,
-                                 overlength=config.overlength, encoded=[self._full[i] for i in positions])
-        return rows
+        reuse = {} if self.objective is not None else {"encoded": [self._full[i] for i in positions]}
+        return self._encoder()(self.tokenizer, [self.examples[i] for i in positions], max_seq_length=config.max_seq_length,
+                               overlength=config.overlength, **reuse)
 
     def tokens(self, config: TrainConfig, devices: int = 1) -> DataTokens:
         """Counts and the forward passes of ``config`` on ``devices`` processes."""
         held_out = self.held_out(config)
-        rows = self.rows(config, held_out)
+        rows, plain, listed = self.rows(config, held_out)
         hp = resolve(n_examples=len(rows), epochs=config.epochs, batch_size=config.batch_size,
                      learning_rate_multiplier=config.learning_rate_multiplier, base_learning_rate=self.method.base_learning_rate,
                      max_steps=config.max_steps, warmup_ratio=config.warmup_ratio, eval_every=config.eval_every,
@@ -113,11 +123,11 @@ class DataPlan:
                     trained += int((mb.labels[:, 1:] != IGNORE).sum())
                     passes += 1
                     peak, widest = max(peak, n_rows * width), max(widest, width)
-        held_rows = self._encode(config, held_out) if held_out else []  # what a hosted service would train on too
-        file_tokens = real + sum(mb.n_real_tokens for mb in batches(held_rows)) if held_rows else real
+        held_rows = self._encode(config, held_out)[0] if held_out else []  # what a hosted service would train on too
+        file_tokens = sum(mb.n_real_tokens for mb in batches([*plain, *held_rows]))  # the file as it is, no listing
         return DataTokens(len(rows), real, padded, trained, widest, self.tokenizer_name, hp.epochs, hp.batch_size,
                           hp.total_steps, len(plan), passes, peak, held_out=len(held_out), file_tokens=file_tokens,
-                          file_examples=len(rows) + len(held_rows))
+                          file_examples=len(rows) + len(held_rows), neighbours=listed)
 
 
 def guarded(config: TrainConfig, n_examples: int) -> bool:

@@ -101,7 +101,9 @@ class Estimate:
                f"{c.micro_batch_tokens}, {c.batching}){', gradient checkpointing' if s.gradient_checkpointing else ''}"]
         if self.data:
             d = self.data
-            held = f" ({d.held_out} more held out for validation)" if d.held_out else ""
+            asides = [f"{d.held_out} more held out for validation"] if d.held_out else []
+            asides += [f"each prompt listing {d.neighbours} labelled training requests: neighbours"] if d.neighbours else []
+            held = f" ({'; '.join(asides)})" if asides else ""
             out.append(f"tokens: {d.examples} examples trained on{held}, {d.tokens:,} tokens per epoch ({d.padded_tokens:,} with padding, "
                        f"{d.trained_tokens:,} trained) × {self.epochs} epochs = {round(d.run_padded_tokens):,} "
                        f"[tokenizer: {d.tokenizer}]")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import statistics
 from pathlib import Path
+from typing import Any
 
 from tailored.config.auto import check_patience
 from tailored.data.check import CheckReport, check_file
@@ -36,7 +38,8 @@ def estimated_tokens_per_second(folder: Path, threads: int | None = None) -> flo
 
 def check_data(path: str | Path, *, model: str | None = "smollm2", format: str = "auto", max_seq_length: int = 1024,
                epochs: int | None = None, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
-               validation: str = "auto", early_stopping_patience: int | str = "auto") -> CheckReport:
+               validation: str = "auto", early_stopping_patience: int | str = "auto",
+               neighbours: int | str = "auto") -> CheckReport:
     """Validate a data file; with ``model``, add token statistics, context checks and a time estimate.
 
     Args:
@@ -48,6 +51,7 @@ def check_data(path: str | Path, *, model: str | None = "smollm2", format: str =
         max_line_bytes: longest line read; a longer one is an error naming its line.
         validation: training's ``validation`` (``auto``, ``none`` or a file): what is held out and the auto epochs.
         early_stopping_patience: training's; 0 leaves the run unguarded, so the auto epochs are the unguarded ones.
+        neighbours: training's; the labelled training requests a classification prompt lists are counted.
     """
     if validation not in ("auto", "none") and not Path(validation).is_file():
         raise ConfigError(f"--validation {validation}: no such file",
@@ -61,6 +65,35 @@ def check_data(path: str | Path, *, model: str | None = "smollm2", format: str =
         folder = local_folder(model)
         tokenizer = load_tokenizer(folder)
         tps = estimated_tokens_per_second(folder)
-    return check_file(path, tokenizer=tokenizer, max_seq_length=max_seq_length, format=format, epochs=epochs,
-                      tokens_per_second=tps, max_line_bytes=max_line_bytes, validation=validation,
-                      early_stopping_patience=early_stopping_patience)
+    report = check_file(path, tokenizer=tokenizer, max_seq_length=max_seq_length, format=format, epochs=epochs,
+                        tokens_per_second=tps, max_line_bytes=max_line_bytes, validation=validation,
+                        early_stopping_patience=early_stopping_patience)
+    if report.token_stats and not report.has_errors:
+        count_neighbours(report, neighbours, tokenizer, max_seq_length)
+    return report
+
+
+def count_neighbours(report: CheckReport, setting: int | str, tokenizer: Any, max_seq_length: int) -> None:
+    """The token and time estimate of ``report`` with the labelled neighbours training lists in each prompt
+    (tailored.models.neighbours; ``auto`` steps aside, and says so, where training's would)."""
+    from tailored.data.check import Problem
+    from tailored.data.tokenize import encode_example
+    from tailored.models.neighbours import Neighbours, resolve_k
+
+    k, _ = resolve_k(setting, report.examples)
+    if not k:
+        return
+    examples = Neighbours.build(report.examples, k).training_examples(report.examples)
+    lengths = [len(encode_example(tokenizer, ex)) for ex in examples]
+    more = sum(n > max_seq_length for n in lengths) - len(report.overlength)
+    if setting == "auto" and more > 0:
+        report.problems.append(Problem(0, "neighbours_off", (
+            f"neighbours: auto will be off: listing {k} similar labelled requests in each prompt would put {more} more "
+            f"example(s) over max_seq_length={max_seq_length} (raise it, or set neighbours: {k} to list anyway)"),
+            severity="warning"))
+        return
+    t = report.token_stats
+    share = sum(lengths) / max(t["total"], 1)
+    t.update(neighbours=k, listed_median=int(statistics.median(lengths)), epoch_tokens=round(t["epoch_tokens"] * share))
+    if t.get("estimated_seconds"):
+        t["estimated_seconds"] = round(t["estimated_seconds"] * share, 1)
