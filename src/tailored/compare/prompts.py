@@ -17,7 +17,6 @@ from tailored.compare.index import DocIndex
 from tailored.data.records import Example, Messages, last_user, with_system
 
 
-
 @dataclass
 class Pair:
     """One training example as few-shot material: its last user turn and its answer."""

@@ -27,6 +27,7 @@ import torch
 
 from tailored.config import TrainConfig
 from tailored.config.manifest import NeighboursRecord
+from tailored.data.jsonl import read_json_rows
 from tailored.data.records import Example, Messages, last_user, with_system
 from tailored.data.split import label_of, looks_like_labels
 from tailored.errors import ConfigError, ModelError
@@ -91,8 +92,9 @@ def neighbours_for(setting: int | str, examples: list[Example], say: Callable[[s
     return Neighbours.build(examples, k) if k else None
 
 
-def encode_with_neighbours(cfg: TrainConfig, examples: list[Any], val_examples: list[Any], encode: Callable[..., Any], tokenizer: Any,
-                plain: Any, say: Callable[..., None]) -> tuple[Any, tuple[Any, Any, Any, Any] | None]:
+def encode_with_neighbours(cfg: TrainConfig, examples: list[Any], val_examples: list[Any], encode: Callable[..., Any],
+                           tokenizer: Any, plain: Any,
+                           say: Callable[..., None]) -> tuple[Neighbours | None, tuple[Any, Any, Any, Any] | None]:
     """(the labelled-neighbours index or None, the examples encoded with it: train rows, stats, validation rows, stats).
 
     ``auto`` never costs an example: when the listing would put more of them over ``max_seq_length``, it is off
@@ -189,7 +191,7 @@ class Neighbours:
         if hashlib.sha256(data).hexdigest() != record.sha256:
             raise ModelError(f"{requests} is not the index the run was trained with (its sha256 differs from the manifest's)",
                              hint="restore the run folder's neighbours/ as it was written")
-        rows = [json.loads(line) for line in data.decode("utf-8").split("\n") if line.strip()]  # not splitlines: U+2028
+        rows = read_json_rows(requests)  # the project's JSONL reader (a U+2028 inside a request is not a line break)
         vecs = load_file(str(vectors))["vectors"]
         if len(rows) != record.requests or vecs.shape[0] != record.requests:
             raise ModelError(f"{folder}: {len(rows)} requests and {vecs.shape[0]} vectors; the manifest says {record.requests}",
