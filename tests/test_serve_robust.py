@@ -553,3 +553,28 @@ def test_adapter_folder_with_only_a_bin_is_refused_before_peft(lora_run: Path, t
     with pytest.raises(CheckpointError, match=r"safetensors"):
         LoraBank(load_model(tiny_model_dir)).load("x", run / "adapter")
     assert opened == []  # peft never saw the folder
+
+
+def test_a_server_started_in_process_leaves_the_hosts_logging_alone(tiny_model_dir: Path) -> None:
+    """`start()` runs inside someone's process (a notebook, an app, pytest): uvicorn's default log config would
+    close every logging handler the host had (dictConfig clears them) -- it once closed pytest's own capture file."""
+
+    class Kept(logging.Handler):
+        closed = False
+
+        def emit(self, record: logging.LogRecord) -> None:
+            pass
+
+        def close(self) -> None:
+            self.closed = True
+            super().close()
+
+    kept = Kept()
+    logging.getLogger().addHandler(kept)
+    try:
+        with start(base=str(tiny_model_dir), max_tokens=4) as srv:
+            assert httpx.get(srv.url + "/models").status_code in (200, 401)
+        assert not kept.closed and kept in logging.getLogger().handlers
+        assert logging.getLogger("uvicorn.error").getEffectiveLevel() == logging.WARNING  # still quiet
+    finally:
+        logging.getLogger().removeHandler(kept)

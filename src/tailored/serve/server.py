@@ -114,7 +114,10 @@ class Running:
         self.built = built
         port = built.settings.port or free_port(built.settings.host)
         self.url = f"http://{built.settings.host}:{port}/v1"
-        config = uvicorn.Config(built.app, host=built.settings.host, port=port, log_level="warning", lifespan="off")
+        # log_config=None: uvicorn's own config goes through dictConfig, which closes every handler the host process
+        # had (a notebook's, an app's, pytest's capture); its loggers still get the level and reach the host's handlers.
+        config = uvicorn.Config(built.app, host=built.settings.host, port=port, log_level="warning", log_config=None,
+                                lifespan="off")
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, name="tailored-uvicorn", daemon=True)
         self.thread.start()
