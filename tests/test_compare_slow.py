@@ -61,7 +61,10 @@ def test_banking77_verdict_follows_the_measurement(tmp_path: Path, shared_data: 
     assert set(by) == {"zero-shot", "few-shot", "fine-tuned"}
     assert "constrained to one of the 6 labels" in by["zero-shot"]["notes"][0]
     assert by["zero-shot"]["quality"]["metrics"]["outside_label_set"] == 0  # held to the label set
-    assert by["fine-tuned"]["prompt_tokens"] < by["few-shot"]["prompt_tokens"] / 2 and by["fine-tuned"]["training"]["here_seconds"] > 0
+    # The run lists its labelled neighbours (neighbours: auto on a label set), counted in its prompt tokens and said so;
+    # the listing is still shorter than four full example turns.
+    assert any("neighbour" in n for n in by["fine-tuned"]["notes"]), by["fine-tuned"]["notes"]
+    assert by["fine-tuned"]["prompt_tokens"] < by["few-shot"]["prompt_tokens"] and by["fine-tuned"]["training"]["here_seconds"] > 0
     # The verdict names the measured best (or a cheaper one within its noise). On this 6-label subset the most
     # similar examples usually carry the right label, so few-shot is hard to beat with an 8-step fine-tune; the
     # numbers measured are in docs/compare.md.

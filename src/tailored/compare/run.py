@@ -193,6 +193,8 @@ def compare(
             settings = GenerationSettings(max_new_tokens=max_new_tokens or _max_new(chat, testset.references))
             convs = [P.with_system(p, "", system) for p in testset.prompts]
             row = {"name": f"fine-tuned: {run.name}", "model": str(run), "notes": [], **_run_facts(run)}
+            if chat.neighbours is not None:  # its prompt tokens count the listing, as it was trained to see it
+                row["notes"].append(f"prompts: {chat.neighbours.listing()}")
             params = _params(chat)
             row = _score(row, chat, convs, settings, batch_size, task, testset, label_list, pricing, params, progress)
             m = RunFolder(run).read().metrics
