@@ -235,7 +235,7 @@ def test_the_estimate_and_data_check_count_the_listing_training_adds(listed_run:
     assert t["neighbours"] == 4 and "neighbours" not in t0 and t["epoch_tokens"] > 2 * t0["epoch_tokens"]
     assert t["listed_median"] > 2 * t0["median"] and "labelled training requests each prompt lists" in with_k.render()
     tight = check_data(listed_run["data"], model=str(tiny_model_dir), max_seq_length=100)  # auto steps aside, as training
-    assert "neighbours" not in tight.token_stats and "neighbours: auto will be off" in tight.render()
+    assert "neighbours" not in tight.token_stats and "neighbours: auto is off for this run" in tight.render()
 
 
 def test_data_check_takes_the_neighbours_flag(listed_run: dict[str, Any], tiny_model_dir: Path,

@@ -105,14 +105,22 @@ def encode_with_neighbours(cfg: TrainConfig, examples: list[Any], val_examples: 
     rows, stats = encode(tokenizer, near.training_examples(examples), max_seq_length=cfg.max_seq_length,
                          overlength=cfg.overlength)
     lost = len(stats.dropped_too_long) + len(stats.truncated) - len(plain.dropped_too_long) - len(plain.truncated)
-    if cfg.neighbours == "auto" and lost > 0:
-        say(f"note: neighbours: auto is off for this run: listing {near.k} similar requests would put {lost} more "
-            f"example(s) over max_seq_length={cfg.max_seq_length} (raise it, or set neighbours: {near.k} to list anyway)")
+    if why := steps_aside(cfg.neighbours, near.k, lost, cfg.max_seq_length):
+        say(f"note: {why}")
         return None, None
     say(near.describe())
     val_rows, val_stats = encode(tokenizer, near.examples(val_examples), max_seq_length=cfg.max_seq_length,
                                  overlength=cfg.overlength)
     return near, (rows, stats, val_rows, val_stats)
+
+
+def steps_aside(setting: int | str, k: int, lost: int, max_seq_length: int) -> str | None:
+    """Why ``neighbours: auto`` is off for data whose listing puts ``lost`` more examples over ``max_seq_length``
+    (training and ``tailored data check`` say the same), or None when it lists."""
+    if setting != "auto" or lost <= 0:
+        return None
+    return (f"neighbours: auto is off for this run: listing {k} similar labelled requests would put {lost} more "
+            f"example(s) over max_seq_length={max_seq_length} (raise it, or set neighbours: {k} to list anyway)")
 
 
 class Neighbours:

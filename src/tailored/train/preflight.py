@@ -78,19 +78,15 @@ def count_neighbours(report: CheckReport, setting: int | str, tokenizer: Any, ma
     (tailored.models.neighbours; ``auto`` steps aside, and says so, where training's would)."""
     from tailored.data.check import Problem
     from tailored.data.tokenize import encode_example
-    from tailored.models.neighbours import Neighbours, resolve_k
+    from tailored.models.neighbours import Neighbours, resolve_k, steps_aside
 
     k, _ = resolve_k(setting, report.examples)
     if not k:
         return
     examples = Neighbours.build(report.examples, k).training_examples(report.examples)
     lengths = [len(encode_example(tokenizer, ex)) for ex in examples]
-    more = sum(n > max_seq_length for n in lengths) - len(report.overlength)
-    if setting == "auto" and more > 0:
-        report.problems.append(Problem(0, "neighbours_off", (
-            f"neighbours: auto will be off: listing {k} similar labelled requests in each prompt would put {more} more "
-            f"example(s) over max_seq_length={max_seq_length} (raise it, or set neighbours: {k} to list anyway)"),
-            severity="warning"))
+    if why := steps_aside(setting, k, sum(n > max_seq_length for n in lengths) - len(report.overlength), max_seq_length):
+        report.problems.append(Problem(0, "neighbours_off", why, severity="warning"))
         return
     t = report.token_stats
     share = sum(lengths) / max(t["total"], 1)
